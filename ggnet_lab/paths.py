@@ -1,0 +1,35 @@
+"""Where the lab keeps its files.  Every other lab module asks here, so one environment
+variable moves them all (tests point GGNET_LAB_DIR at a temporary directory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+NETNS = "ggnet-lab"
+NETNS_PATH = Path("/var/run/netns") / NETNS
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("GGNET_LAB_DIR") or "/var/lib/ggnet-lab")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GGNET_LAB_CACHE") or "/var/cache/ggnet-lab")
+
+
+def ssh_key() -> Path:
+    return lab_dir() / "ssh" / "id_ed25519"
+
+
+def vm_dir() -> Path:
+    return lab_dir() / "vm"
+
+
+def pc_dir(name: str) -> Path:
+    return lab_dir() / "pcs" / name
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (inventory/lab and playbooks/ live there)."""
+    return Path(__file__).resolve().parent.parent

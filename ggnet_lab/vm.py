@@ -1,0 +1,241 @@
+"""The boot-server VM `boot1`: qemu under TCG on the lab bridge, reached over SSH
+through the namespace.
+
+Always TCG: /dev/kvm on this machine kind is nested PVM and a Debian kernel hangs on it
+(see LAB.md), so it is never probed.  Each start boots a fresh qcow2 overlay of the
+cached image and a fresh blank pool disk, so a run never inherits the last one's state.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import netns, paths, process
+from .image import Image
+
+NAME = "boot1"
+ADDRESS = "10.213.0.10"
+MAC = "52:54:00:21:30:10"
+MEMORY_MIB = 2048
+POOL_DISK_SIZE = "4G"
+SSH_TIMEOUT = 300.0
+
+
+class VMError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class VMFiles:
+    directory: Path
+
+    @property
+    def overlay(self) -> Path:
+        return self.directory / "root.qcow2"
+
+    @property
+    def pool_disk(self) -> Path:
+        return self.directory / "pool.img"
+
+    @property
+    def serial(self) -> Path:
+        return self.directory / "serial.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "qemu.pid"
+
+    @property
+    def monitor(self) -> Path:
+        return self.directory / "monitor.sock"
+
+
+def files() -> VMFiles:
+    return VMFiles(paths.vm_dir())
+
+
+def ensure_ssh_key() -> Path:
+    key = paths.ssh_key()
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ggnet-lab", "-f", str(key)],
+            check=True,
+        )
+    return key
+
+
+def kernel_cmdline(public_key: str) -> str:
+    # The key travels base64-encoded: the command line splits words on spaces.
+    encoded = base64.b64encode(public_key.strip().encode()).decode()
+    return f"root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 ggnet.sshkey={encoded}"
+
+
+def qemu_argv(image: Image, vm: VMFiles, tap: str, public_key: str) -> list[str]:
+    return [
+        "qemu-system-x86_64",
+        "-name", NAME,
+        "-accel", "tcg,thread=multi",
+        "-smp", "2",
+        "-m", str(MEMORY_MIB),
+        "-nodefaults",
+        "-display", "none",
+        "-kernel", str(image.kernel),
+        "-initrd", str(image.initrd),
+        "-append", kernel_cmdline(public_key),
+        "-drive", f"file={vm.overlay},if=virtio,format=qcow2,cache=unsafe",
+        "-drive", f"file={vm.pool_disk},if=virtio,format=raw,cache=unsafe",
+        "-netdev", f"tap,id=lab,ifname={tap},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=lab,mac={MAC}",
+        "-device", "virtio-rng-pci",
+        "-serial", f"file:{vm.serial}",
+        "-monitor", f"unix:{vm.monitor},server=on,wait=off",
+        "-pidfile", str(vm.pidfile),
+        "-daemonize",
+    ]  # fmt: skip
+
+
+def ssh_argv(*command: str, connect_timeout: int = 5) -> list[str]:
+    """ssh to the VM as Ansible does: through the namespace, with the lab's key."""
+    return [
+        "ssh",
+        "-i", str(paths.ssh_key()),
+        "-o", f"ProxyCommand=nsenter --net={paths.NETNS_PATH} socat - TCP:%h:%p",
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        f"root@{ADDRESS}",
+        *command,
+    ]  # fmt: skip
+
+
+def ssh(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_argv(*command), capture_output=True, text=True, timeout=timeout)
+
+
+def pid() -> int | None:
+    return process.owned_pid(files().pidfile)
+
+
+def ssh_ok() -> bool:
+    try:
+        return ssh("true", timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def start(image: Image, progress: Callable[[str], None] = print) -> int:
+    """Boot the VM (if it does not run yet) and return its PID."""
+    running = pid()
+    if running is not None:
+        progress(f"vm: {NAME} already runs (pid {running})")
+        return running
+    if shutil.which("qemu-system-x86_64") is None:
+        raise VMError("qemu-system-x86_64 is not installed: run `make deps`")
+    vm = files()
+    vm.directory.mkdir(parents=True, exist_ok=True)
+    key = ensure_ssh_key()
+    for stale in (vm.overlay, vm.pool_disk, vm.serial, vm.monitor):
+        stale.unlink(missing_ok=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root),
+         str(vm.overlay)],
+        check=True,
+    )  # fmt: skip
+    # Sparse: the ZFS pool disk costs nothing until the pool writes to it.
+    with vm.pool_disk.open("wb") as disk:
+        disk.truncate(_size_bytes(POOL_DISK_SIZE))
+    tap = netns.add_tap(NAME)
+    argv = qemu_argv(image, vm, tap, Path(f"{key}.pub").read_text())
+    proc = subprocess.run(netns.nsenter(*argv), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VMError(
+            f"qemu did not start {NAME}: {proc.stderr.strip()}\n"
+            f"Check the image in {image.directory} (rebuild: python -m ggnet_lab.image --rebuild)"
+        )
+    started = pid()
+    if started is None:
+        raise VMError(f"qemu started but left no live PID in {vm.pidfile}; see {vm.serial}")
+    progress(f"vm: {NAME} booting under TCG (pid {started}), console in {vm.serial}")
+    return started
+
+
+def _size_bytes(size: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
+def last_console_line(vm: VMFiles | None = None) -> str:
+    vm = vm or files()
+    try:
+        with vm.serial.open("rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - 2048))
+            lines = [ln.strip() for ln in log.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    return lines[-1][:100] if lines else ""
+
+
+def wait_for_ssh(timeout: float = SSH_TIMEOUT, progress: Callable[[str], None] = print) -> float:
+    """Seconds until SSH answered; raises VMError after TIMEOUT or if qemu died."""
+    started = time.monotonic()
+    last_report = started
+    while True:
+        if pid() is None:
+            raise VMError(f"{NAME} stopped while booting; its console is in {files().serial}")
+        if ssh_ok():
+            waited = time.monotonic() - started
+            progress(f"vm: ssh answers after {waited:.0f}s")
+            return waited
+        now = time.monotonic()
+        if now - started > timeout:
+            raise VMError(
+                f"{NAME} did not answer ssh within {timeout:.0f}s; its console is in "
+                f"{files().serial} (last line: {last_console_line()!r})"
+            )
+        if now - last_report >= 10:
+            progress(f"vm: [{now - started:4.0f}s] waiting for ssh; console: {last_console_line()}")
+            last_report = now
+        time.sleep(2)
+
+
+def verify_lio() -> None:
+    """LIO must load in the VM: it is why the boot server is a VM at all."""
+    proc = ssh(
+        "modprobe target_core_mod && modprobe iscsi_target_mod && "
+        "test -d /sys/kernel/config/target && echo lio-ok",
+        timeout=120,
+    )
+    if proc.returncode != 0 or "lio-ok" not in proc.stdout:
+        raise VMError(
+            f"LIO does not load in {NAME}: {proc.stderr.strip() or proc.stdout.strip()}; "
+            f"the image's kernel needs target_core_mod and iscsi_target_mod"
+        )
+
+
+def stop(progress: Callable[[str], None] = print, grace: float = 60.0) -> bool:
+    """Power the VM off over SSH, then by PID if it does not go in GRACE seconds."""
+    vm = files()
+    running = pid()
+    if running is None:
+        vm.pidfile.unlink(missing_ok=True)
+        return False
+    progress(f"vm: powering {NAME} off (pid {running})")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        ssh("systemctl poweroff --no-block", timeout=15)
+    if not process.wait_gone(running, grace):
+        progress(f"vm: {NAME} still runs after {grace:.0f}s, stopping it by pid")
+    process.stop(vm.pidfile)
+    netns.remove_tap(NAME)
+    return True
