@@ -1,0 +1,368 @@
+"""iSCSI targets, backend-neutral: the desired state, the plan, sessions, SAN URIs.
+
+One target per client.  Its disks are listed in order (system disk, then game disk)
+and the backend decides their LUN numbers: tgt keeps LUN 0 for its controller, so
+its first disk is LUN 1; LIO's first disk is LUN 0.  Anything that needs a LUN number
+(the iPXE script, a test) asks lun_number() or san_uri() instead of assuming one.
+
+The drivers (iscsi_tgt, iscsi_lio) read the live state into the same Target type, so
+plan() compares like with like and the drivers only execute Actions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BACKENDS = ("lio", "tgt")
+LUN_BASE = {"lio": 0, "tgt": 1}
+DISK_KINDS = ("file", "block")
+DEFAULT_PORT = 3260
+MASK = "********"
+# The Windows initiator (and so a Windows client booted through iBFT) accepts 12 to
+# 16 characters; tgt and LIO accept longer ones, but the client would not log in.
+CHAP_MIN, CHAP_MAX = 12, 16
+
+
+class IscsiError(Exception):
+    """A problem an operator can act on; the message says what, where and what to do."""
+
+
+@dataclass(frozen=True)
+class Lun:
+    path: str
+    kind: str = "file"
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISK_KINDS:
+            raise IscsiError(f"LUN {self.path}: kind {self.kind!r} is not one of {DISK_KINDS}")
+
+
+@dataclass
+class Target:
+    """A target as wanted (from the inventory) or as found (from the backend).
+
+    chap_secret is None when CHAP is off; a found target whose secret the backend
+    cannot tell (tgt never shows it) carries UNKNOWN_SECRET so plan() resets it.
+    """
+
+    iqn: str
+    initiator: str | None
+    luns: list[Lun] = field(default_factory=list)
+    chap_user: str | None = None
+    chap_secret: str | None = field(default=None, repr=False)
+    name: str = ""
+    # Initiators admitted besides `initiator` (only ever found, never wanted).
+    extra_initiators: list[str] = field(default_factory=list)
+
+    @property
+    def chap(self) -> bool:
+        return self.chap_user is not None
+
+    def summary(self) -> dict[str, Any]:
+        """What diffs and results show: everything but the secret."""
+        out: dict[str, Any] = {
+            "initiator": self.initiator,
+            "luns": [{"path": lun.path, "kind": lun.kind} for lun in self.luns],
+            "chap_user": self.chap_user,
+            "chap_secret": MASK if self.chap_secret is not None else None,
+        }
+        if self.extra_initiators:
+            out["extra_initiators"] = list(self.extra_initiators)
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+UNKNOWN_SECRET = "\x00unknown"  # never equal to a real secret
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan.  `op` is one of OPS; drivers implement each of them."""
+
+    op: str
+    iqn: str
+    lun: int | None = None
+    backing: Lun | None = None
+    initiator: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.op, "target": self.iqn}
+        if self.lun is not None:
+            out["lun"] = self.lun
+        if self.backing is not None:
+            out["path"] = self.backing.path
+            out["kind"] = self.backing.kind
+        if self.initiator is not None:
+            out["initiator"] = self.initiator
+        return out
+
+
+OPS = (
+    "create_target",
+    "delete_target",
+    "add_lun",
+    "remove_lun",
+    "add_acl",
+    "remove_acl",
+    "set_chap",
+    "clear_chap",
+)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise IscsiError(
+            f"ggnet_iscsi.backend: {backend!r} is not a known backend; use one of {', '.join(BACKENDS)}"
+        )
+    return backend
+
+
+def lun_number(backend: str, disk_index: int = 0) -> int:
+    """The LUN under which the backend exposes a target's disk number `disk_index`."""
+    return LUN_BASE[check_backend(backend)] + disk_index
+
+
+def san_uri(
+    server_ip: str,
+    target_iqn: str,
+    backend: str,
+    disk_index: int = 0,
+    port: int = DEFAULT_PORT,
+) -> str:
+    """The iPXE `sanboot` URI of a client's disk: iscsi:<server>::<port>:<lun>:<iqn>.
+
+    The protocol field stays empty (iPXE knows only TCP, 6); IPv6 servers are
+    bracketed since the URI is colon-separated.
+    """
+    host = str(server_ip)
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name: iPXE resolves it
+    return f"iscsi:{host}::{int(port)}:{lun_number(backend, disk_index)}:{target_iqn}"
+
+
+def check_chap_secret(secret: object, where: str) -> str:
+    """Validate a CHAP secret without ever putting it in the message."""
+    if not isinstance(secret, str) or not secret:
+        raise IscsiError(
+            f"{where}: CHAP is on but no chap_secret is set (set ggnet_iscsi.chap_secret or the host var ggnet_chap_secret)"
+        )
+    if not CHAP_MIN <= len(secret) <= CHAP_MAX:
+        raise IscsiError(
+            f"{where}: the CHAP secret has {len(secret)} characters; it needs "
+            f"{CHAP_MIN} to {CHAP_MAX} (the Windows initiator's limits)"
+        )
+    if any(not (c.isascii() and c.isprintable()) or c in " #\"'" for c in secret):
+        raise IscsiError(
+            f"{where}: the CHAP secret contains a space, quote, '#' or non-ASCII "
+            "character, which target configuration files cannot carry; use letters, digits and punctuation"
+        )
+    return secret
+
+
+def target_from_spec(spec: Mapping[str, Any], where: str | None = None) -> Target:
+    """A Target from a plain dict: name, target_iqn, initiator_iqn, luns, chap_user, chap_secret."""
+    where = where or str(spec.get("name") or spec.get("target_iqn") or "target")
+    iqn = spec.get("target_iqn")
+    if not isinstance(iqn, str) or not iqn.startswith(("iqn.", "eui.", "naa.")):
+        raise IscsiError(f"{where}: target_iqn {iqn!r} is not an iSCSI name")
+    initiator = spec.get("initiator_iqn")
+    if not isinstance(initiator, str) or not initiator.startswith(("iqn.", "eui.", "naa.")):
+        raise IscsiError(f"{where}: initiator_iqn {initiator!r} is not an iSCSI name")
+    luns = []
+    for i, lun in enumerate(spec.get("luns") or []):
+        path = lun.get("path") if isinstance(lun, Mapping) else None
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise IscsiError(f"{where}: luns[{i}].path {path!r} is not an absolute path")
+        try:
+            luns.append(Lun(path, lun.get("kind") or "file"))
+        except IscsiError as exc:
+            raise IscsiError(f"{where}: luns[{i}]: {exc}") from None
+    if not luns:
+        raise IscsiError(f"{where}: a target needs at least one LUN (its writeback)")
+    user, secret = spec.get("chap_user"), spec.get("chap_secret")
+    if user or secret:
+        check_chap_secret(secret, where)
+        user = user or initiator
+    return Target(
+        iqn=iqn,
+        initiator=initiator,
+        luns=luns,
+        chap_user=user or None,
+        chap_secret=secret if user else None,
+        name=str(spec.get("name") or ""),
+    )
+
+
+def desired_targets(specs: Iterable[Mapping[str, Any]]) -> dict[str, Target]:
+    out: dict[str, Target] = {}
+    users: dict[str, str] = {}
+    for spec in specs:
+        t = target_from_spec(spec)
+        where = t.name or t.iqn
+        if t.iqn in out:
+            raise IscsiError(
+                f"{where}: target_iqn {t.iqn} is also wanted by {out[t.iqn].name or 'another entry'}"
+            )
+        if t.chap_user:
+            # tgt's accounts are global: one user name cannot carry two secrets.
+            if t.chap_user in users:
+                raise IscsiError(
+                    f"{where}: chap_user {t.chap_user} is also used by {users[t.chap_user]}"
+                )
+            users[t.chap_user] = where
+        out[t.iqn] = t
+    return out
+
+
+def targets_from_clients(
+    clients: Sequence[Mapping[str, Any]],
+    storage: Mapping[str, Any],
+    chap_secrets: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Plain target specs from normalised client dicts (model.clients()).
+
+    chap_secrets maps a client name to its secret; a client with `chap` on and no
+    entry is an error.  The backing paths come from layout.writeback_backing, the one
+    place that knows where writebacks live.
+    """
+    from .layout import writeback_backing
+
+    chap_secrets = chap_secrets or {}
+    specs = []
+    for c in clients:
+        name = c["name"]
+        luns = []
+        for role, wanted in (("system", True), ("game", bool(c.get("game_disk")))):
+            if wanted:
+                path, kind = writeback_backing(storage, name, role)
+                luns.append({"path": path, "kind": kind})
+        spec = {
+            "name": name,
+            "target_iqn": c["target_iqn"],
+            "initiator_iqn": c["initiator_iqn"],
+            "luns": luns,
+        }
+        if c.get("chap"):
+            spec["chap_user"] = c["initiator_iqn"]
+            spec["chap_secret"] = chap_secrets.get(name)
+        specs.append(spec)
+    return specs
+
+
+def plan_target(backend: str, want: Target | None, have: Target | None) -> list[Action]:
+    base = LUN_BASE[backend]
+    if want is None and have is None:
+        return []
+    if want is None:
+        return [Action("delete_target", have.iqn)]
+    iqn = want.iqn
+    if have is None:
+        acts = [Action("create_target", iqn)]
+        acts += [
+            Action("add_lun", iqn, lun=base + i, backing=lun) for i, lun in enumerate(want.luns)
+        ]
+        acts.append(Action("add_acl", iqn, initiator=want.initiator))
+        if want.chap:
+            acts.append(Action("set_chap", iqn, initiator=want.initiator))
+        return acts
+    acts: list[Action] = []
+    have_luns = dict(enumerate(have.luns))
+    for i in range(max(len(want.luns), len(have.luns))):
+        w, h = (want.luns[i] if i < len(want.luns) else None), have_luns.get(i)
+        if w == h:
+            continue
+        if h is not None:
+            acts.append(Action("remove_lun", iqn, lun=base + i, backing=h))
+        if w is not None:
+            acts.append(Action("add_lun", iqn, lun=base + i, backing=w))
+    found = [have.initiator] if have.initiator else []
+    for extra in [*found, *have.extra_initiators]:
+        if extra != want.initiator:
+            acts.append(Action("remove_acl", iqn, initiator=extra))
+    if want.initiator not in found + have.extra_initiators:
+        acts.append(Action("add_acl", iqn, initiator=want.initiator))
+    if want.chap and (want.chap_user, want.chap_secret) != (have.chap_user, have.chap_secret):
+        acts.append(Action("set_chap", iqn, initiator=want.initiator))
+    elif not want.chap and have.chap:
+        acts.append(Action("clear_chap", iqn, initiator=have.initiator))
+    return acts
+
+
+def plan(
+    backend: str,
+    wanted: Mapping[str, Target],
+    found: Mapping[str, Target],
+    sessions: Mapping[str, Sequence[str]],
+    force: bool = False,
+    managed_prefix: str | None = None,
+) -> tuple[list[Action], list[str]]:
+    """Actions turning `found` into `wanted`, and the refusals (empty when all is allowed).
+
+    Only found targets whose IQN starts with managed_prefix are removed when no client
+    wants them, so targets someone else made on the same server are left alone.  A
+    target with a live session is neither removed nor changed unless `force`.
+    """
+    check_backend(backend)
+    actions: list[Action] = []
+    refused: list[str] = []
+    for iqn in sorted(set(wanted) | set(found)):
+        want, have = wanted.get(iqn), found.get(iqn)
+        if want is None and managed_prefix is not None and not iqn.startswith(managed_prefix):
+            continue
+        acts = plan_target(backend, want, have)
+        if not acts:
+            continue
+        live = list(sessions.get(iqn) or [])
+        if live and not force:
+            what = (
+                "removed"
+                if want is None
+                else "changed (" + ", ".join(sorted({a.op for a in acts})) + ")"
+            )
+            refused.append(
+                f"target {iqn} would be {what} but has a live session from "
+                f"{', '.join(live)}; shut that client down first, or pass force=true "
+                "(ggnet_iscsi_force: true) to drop its session"
+            )
+            continue
+        actions.extend(acts)
+    return actions, refused
+
+
+def diff(
+    wanted: Mapping[str, Target], found: Mapping[str, Target], actions: Sequence[Action]
+) -> dict[str, Any]:
+    """Ansible's before/after, for the targets the actions touch, secrets masked."""
+    touched = sorted({a.iqn for a in actions})
+    before = {iqn: found[iqn].summary() for iqn in touched if iqn in found}
+    after = {iqn: wanted[iqn].summary() for iqn in touched if iqn in wanted}
+    return {"before": before, "after": after}
+
+
+def _driver(backend: str):
+    if check_backend(backend) == "tgt":
+        from . import iscsi_tgt as drv
+    else:
+        from . import iscsi_lio as drv
+    return drv
+
+
+def active_sessions(backend: str, **options: Any) -> dict[str, list[str]]:
+    """{target_iqn: [initiator_iqn, ...]} for every target with a logged-in initiator.
+
+    Options go to the driver: tgt takes control_port (tgtd -C) and netns (a netns
+    name to run tgtadm in); lio takes none.
+    """
+    return _driver(backend).sessions(**options)
+
+
+def driver(backend: str):
+    """The module (iscsi_tgt or iscsi_lio) that reads and changes the backend."""
+    return _driver(backend)

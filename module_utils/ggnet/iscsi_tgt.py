@@ -1,0 +1,364 @@
+"""tgt (userspace target) driver: read the live state with tgtadm, apply Actions,
+persist the desired state where tgt's service restores it at start.
+
+tgtadm talks to tgtd over an abstract socket, which exists per network namespace and
+per control port (tgtd -C N), so both are part of every call.  tgtadm never shows a
+CHAP password: the secrets of the previous converge are read back from the persisted
+configuration (mode 0600, root only) so an unchanged secret is not reset each run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .iscsi import MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
+
+TGTADM = "tgtadm"
+DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
+CONF_HEADER = (
+    "# Written by ggnet (modules/ggnet_targets.py); changes here are overwritten.\n"
+    "# tgt's service reads it at start through the include in /etc/tgt/targets.conf.\n"
+)
+
+
+@dataclass
+class Tgtadm:
+    """How to reach one tgtd: its control port and the netns it listens in."""
+
+    control_port: int | None = None
+    netns: str | None = None
+    binary: str = TGTADM
+
+    def argv(self, *args: str) -> list[str]:
+        cmd = [self.binary]
+        if self.control_port is not None:
+            cmd += ["-C", str(self.control_port)]
+        cmd += ["--lld", "iscsi", *args]
+        if self.netns:
+            # Only the network namespace: a mount namespace of its own would hide
+            # mounts (zfs-fuse datasets) that appear after tgtd started.
+            cmd = ["nsenter", f"--net=/var/run/netns/{self.netns}", *cmd]
+        return cmd
+
+    def run(self, *args: str, secret: str | None = None) -> str:
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        try:
+            proc = subprocess.run(
+                self.argv(*args), capture_output=True, text=True, env=env, check=False
+            )
+        except FileNotFoundError as exc:
+            raise IscsiError(
+                f"{exc.filename} is not installed: install the tgt package (apt-get install tgt)"
+            ) from None
+        if proc.returncode != 0:
+            shown = " ".join(MASK if secret and a == secret else a for a in self.argv(*args))
+            err = (proc.stderr or proc.stdout).strip()
+            if secret:
+                err = err.replace(secret, MASK)
+            hint = ""
+            if "can't send the request" in err or "connect" in err.lower():
+                hint = (
+                    " (is tgtd running"
+                    + (f" with -C {self.control_port}" if self.control_port is not None else "")
+                    + (f" in netns {self.netns}" if self.netns else "")
+                    + "?)"
+                )
+            raise IscsiError(f"tgtadm failed: {shown}: {err}{hint}")
+        return proc.stdout
+
+
+@dataclass
+class TgtTarget:
+    tid: int
+    iqn: str
+    sessions: list[str] = field(default_factory=list)
+    luns: dict[int, str] = field(default_factory=dict)  # disks only, not the controller
+    accounts: list[str] = field(default_factory=list)
+    acls: list[str] = field(default_factory=list)
+
+
+_TARGET_RE = re.compile(r"^Target (\d+): (\S+)$")
+
+
+def parse_show(text: str) -> list[TgtTarget]:
+    """Parse `tgtadm --op show --mode target` (run with LC_ALL=C).
+
+    The output is indented sections; only what a reconcile needs is kept.
+    """
+    targets: list[TgtTarget] = []
+    cur: TgtTarget | None = None
+    section = ""
+    lun: int | None = None
+    lun_is_disk = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = _TARGET_RE.match(raw)
+        if m:
+            cur = TgtTarget(int(m.group(1)), m.group(2))
+            targets.append(cur)
+            section, lun = "", None
+            continue
+        if cur is None or not line:
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        if indent == 4:
+            section = line.rstrip(":")
+            continue
+        if section == "I_T nexus information" and line.startswith("Initiator:"):
+            initiator = line.split()[1]
+            if initiator not in cur.sessions:
+                cur.sessions.append(initiator)
+        elif section == "LUN information":
+            if line.startswith("LUN:"):
+                lun, lun_is_disk = int(line.split()[1]), False
+            elif line.startswith("Type:"):
+                lun_is_disk = line.split(":", 1)[1].strip() != "controller"
+            elif line.startswith("Backing store path:") and lun is not None and lun_is_disk:
+                cur.luns[lun] = line.split(":", 1)[1].strip()
+        elif section == "Account information":
+            if not line.endswith("(outgoing)"):
+                cur.accounts.append(line)
+        elif section == "ACL information":
+            cur.acls.append(line)
+    return targets
+
+
+def show(tgtadm: Tgtadm) -> list[TgtTarget]:
+    return parse_show(tgtadm.run("--op", "show", "--mode", "target"))
+
+
+def sessions(control_port: int | None = None, netns: str | None = None) -> dict[str, list[str]]:
+    return {t.iqn: list(t.sessions) for t in show(Tgtadm(control_port, netns)) if t.sessions}
+
+
+def _kind(path: str) -> str:
+    try:
+        return "block" if stat.S_ISBLK(os.stat(path).st_mode) else "file"
+    except OSError:
+        return "file"
+
+
+def read_conf_secrets(path: str) -> dict[str, tuple[str, str]]:
+    """{target_iqn: (user, secret)} from a configuration this driver wrote."""
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return out
+    iqn = None
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["<target"] and len(words) == 2:
+            iqn = words[1].rstrip(">")
+        elif words[:1] == ["</target>"]:
+            iqn = None
+        elif iqn and words[:1] == ["incominguser"] and len(words) == 3:
+            out[iqn] = (words[1], words[2])
+    return out
+
+
+def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Target]:
+    secrets = read_conf_secrets(conf_path) if conf_path else {}
+    out: dict[str, Target] = {}
+    for t in found:
+        # Disks are kept in LUN order from 1; a gap would shift every disk after it,
+        # so such a target gets its LUNs rewritten, which is what a gap needs anyway.
+        luns = [Lun(t.luns[n], _kind(t.luns[n])) for n in sorted(t.luns)]
+        if sorted(t.luns) != list(range(1, len(luns) + 1)):
+            luns = [Lun("\x00gap", "file")] * len(luns)
+        acls = [a for a in t.acls if a != "ALL"]
+        user = t.accounts[0] if t.accounts else None
+        secret = None
+        if user:
+            known = secrets.get(t.iqn)
+            secret = known[1] if known and known[0] == user else UNKNOWN_SECRET
+        out[t.iqn] = Target(
+            iqn=t.iqn,
+            initiator=acls[0] if acls else None,
+            extra_initiators=acls[1:] + (["ALL"] if "ALL" in t.acls else []),
+            luns=luns,
+            chap_user=user,
+            chap_secret=secret,
+        )
+    return out
+
+
+class Driver:
+    """Apply a plan to one tgtd."""
+
+    def __init__(
+        self,
+        control_port: int | None = None,
+        netns: str | None = None,
+        conf_path: str | None = DEFAULT_CONF,
+    ):
+        self.tgtadm = Tgtadm(control_port, netns)
+        self.conf_path = conf_path
+        self._raw: list[TgtTarget] = []
+
+    def read(self) -> tuple[dict[str, Target], dict[str, list[str]]]:
+        self._raw = show(self.tgtadm)
+        return to_model(self._raw, self.conf_path), {
+            t.iqn: list(t.sessions) for t in self._raw if t.sessions
+        }
+
+    def _tid(self, iqn: str) -> int:
+        for t in self._raw:
+            if t.iqn == iqn:
+                return t.tid
+        raise IscsiError(
+            f"target {iqn} vanished from tgtd while being changed; run the converge again"
+        )
+
+    def _accounts(self) -> list[str]:
+        out = self.tgtadm.run("--op", "show", "--mode", "account")
+        return [line.strip() for line in out.splitlines()[1:] if line.strip()]
+
+    def apply(
+        self,
+        actions: Sequence[Action],
+        wanted: Mapping[str, Target],
+        found: Mapping[str, Target],
+        force: bool = False,
+    ) -> None:
+        run = self.tgtadm.run
+        for a in actions:
+            if a.op == "create_target":
+                tid = 1 + max((t.tid for t in self._raw), default=0)
+                run("--op", "new", "--mode", "target", "--tid", str(tid), "--targetname", a.iqn)
+                self._raw.append(TgtTarget(tid, a.iqn))
+                continue
+            tid = str(self._tid(a.iqn))
+            if a.op == "delete_target":
+                have = found.get(a.iqn)
+                run(
+                    "--op",
+                    "delete",
+                    "--mode",
+                    "target",
+                    "--tid",
+                    tid,
+                    *(["--force"] if force else []),
+                )
+                self._raw = [t for t in self._raw if t.iqn != a.iqn]
+                if have and have.chap_user:
+                    self._drop_account(have.chap_user)
+            elif a.op == "add_lun":
+                run(
+                    "--op",
+                    "new",
+                    "--mode",
+                    "logicalunit",
+                    "--tid",
+                    tid,
+                    "--lun",
+                    str(a.lun),
+                    "--backing-store",
+                    a.backing.path,
+                    "--bstype",
+                    "rdwr",
+                )
+            elif a.op == "remove_lun":
+                run("--op", "delete", "--mode", "logicalunit", "--tid", tid, "--lun", str(a.lun))
+            elif a.op == "add_acl":
+                run(
+                    "--op",
+                    "bind",
+                    "--mode",
+                    "target",
+                    "--tid",
+                    tid,
+                    "--initiator-name",
+                    a.initiator,
+                )
+            elif a.op == "remove_acl":
+                flag = "--initiator-address" if a.initiator == "ALL" else "--initiator-name"
+                run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
+            elif a.op == "set_chap":
+                have, want = found.get(a.iqn), wanted[a.iqn]
+                if have and have.chap_user and have.chap_user != want.chap_user:
+                    self._drop_account(have.chap_user)
+                self._drop_account(want.chap_user)
+                run(
+                    "--op",
+                    "new",
+                    "--mode",
+                    "account",
+                    "--user",
+                    want.chap_user,
+                    "--password",
+                    want.chap_secret,
+                    secret=want.chap_secret,
+                )
+                run("--op", "bind", "--mode", "account", "--tid", tid, "--user", want.chap_user)
+            elif a.op == "clear_chap":
+                have = found.get(a.iqn)
+                if have and have.chap_user:
+                    self._drop_account(have.chap_user)
+            else:
+                raise IscsiError(f"tgt driver: unknown action {a.op}")
+
+    def _drop_account(self, user: str) -> None:
+        # Deleting an account also unbinds it from every target.
+        if user in self._accounts():
+            self.tgtadm.run("--op", "delete", "--mode", "account", "--user", user)
+
+    def persist(self, wanted: Mapping[str, Target], check_mode: bool = False) -> bool:
+        """Write the configuration tgt restores at start; True when it changed."""
+        if not self.conf_path:
+            return False
+        return write_conf(self.conf_path, render_conf(wanted), check_mode)
+
+
+def render_conf(wanted: Mapping[str, Target]) -> str:
+    parts = [CONF_HEADER]
+    for iqn in sorted(wanted):
+        t = wanted[iqn]
+        parts.append(f"\n<target {iqn}>\n")
+        if t.name:
+            parts.append(f"    # client {t.name}\n")
+        for i, lun in enumerate(t.luns):
+            # An explicit lun keeps the numbering the boot path uses (first disk = 1).
+            parts.append(
+                f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n    </backing-store>\n"
+            )
+        parts.append(f"    initiator-name {t.initiator}\n")
+        if t.chap:
+            parts.append(f"    incominguser {t.chap_user} {t.chap_secret}\n")
+        parts.append("</target>\n")
+    return "".join(parts)
+
+
+def write_conf(path: str, text: str, check_mode: bool = False) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = fh.read()
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        old, mode = None, None
+    if old == text and mode == 0o600:
+        return False
+    if check_mode:
+        return True
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    # Created 0600 before the secrets go in, then renamed over the old file, so no
+    # reader ever sees a half-written or world-readable configuration.
+    fd, tmp = tempfile.mkstemp(prefix=".ggnet-", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
