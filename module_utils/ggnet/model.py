@@ -1,0 +1,179 @@
+"""The normalised desired state every role works from.
+
+clients() turns an inventory (Ansible's `groups` and `hostvars`, or the loader's
+equivalent) into one dict per PC with every default applied and every derived value
+(normalised MAC, IQNs, placement) computed once.  It assumes a validated inventory and
+raises ModelError on the first thing it cannot make sense of.
+
+Secrets stay out of clients(); chap_credentials() is the one place that returns them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .net import DEFAULT_IQN_PREFIX, initiator_iqn, normalize_mac, target_iqn
+
+SERVERS_GROUP = "ggnet_servers"
+CLIENTS_GROUP = "ggnet_clients"
+
+# Defaults of the settings dicts; the inventory overrides them key by key.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ggnet_network": {"dhcp_mode": "full"},
+    "ggnet_storage": {
+        "pool": "ggpool",
+        "disk_format": "zvol",
+        "reserve": "10%",
+        "writeback_quota": "40G",
+    },
+    "ggnet_iscsi": {"backend": "lio", "chap": False, "iqn_prefix": DEFAULT_IQN_PREFIX},
+}
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "ggnet_boot": "auto",
+    "ggnet_keep_writeback": False,
+    "ggnet_game_disk": None,
+    "ggnet_ip": None,
+}
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+# ZFS's own notation (binary units, optional "iB"/"B"): 64G, 512M, 1.5T, 64GiB.
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+class ModelError(ValueError):
+    pass
+
+
+def parse_size(value: object) -> int:
+    """'64G' -> 68719476736.  Plain integers are bytes.  Binary units, as ZFS uses."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 64G, 512M or 1.5T")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+        number, unit = match.groups()
+        size = int(float(number) * _UNITS[unit.upper()])
+    else:
+        raise ValueError("is not a size: use a number with K, M, G, T or P, e.g. 64G or 1.5T")
+    if size <= 0:
+        raise ValueError("must be larger than zero")
+    return size
+
+
+def parse_percent(value: object) -> float:
+    """'10%' -> 10.0; between 0 and 100 (exclusive)."""
+    if not isinstance(value, str) or not (match := _PERCENT_RE.match(value)):
+        raise ValueError("is not a percentage such as 10%")
+    percent = float(match.group(1))
+    if not 0 <= percent < 100:
+        raise ValueError("must be at least 0% and below 100%")
+    return percent
+
+
+def parse_size_or_percent(value: object) -> tuple[str, float]:
+    """('percent', 10.0) or ('bytes', 1073741824.0)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return "percent", parse_percent(value)
+    try:
+        return "bytes", float(parse_size(value))
+    except ValueError:
+        raise ValueError("is neither a size (e.g. 50G) nor a percentage (e.g. 10%)") from None
+
+
+def settings(hostvars: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """One settings dict (ggnet_network, ggnet_storage, ggnet_iscsi) with defaults applied."""
+    merged = copy.deepcopy(DEFAULTS.get(key, {}))
+    given = hostvars.get(key) or {}
+    if not isinstance(given, Mapping):
+        raise ModelError(f"{key} must be a mapping")
+    merged.update(given)
+    return merged
+
+
+def servers_of(groups: Mapping[str, Any]) -> list[str]:
+    return sorted(groups.get(SERVERS_GROUP) or [])
+
+
+def clients_of(groups: Mapping[str, Any]) -> list[str]:
+    return sorted(groups.get(CLIENTS_GROUP) or [])
+
+
+def server_of(name: str, hostvars: Mapping[str, Any], servers: list[str]) -> str:
+    """Where a client is placed: ggnet_server, or the only server there is."""
+    chosen = hostvars.get("ggnet_server")
+    if chosen:
+        if chosen not in servers:
+            raise ModelError(f"{name}: ggnet_server {chosen!r} is not in {SERVERS_GROUP}")
+        return chosen
+    if len(servers) == 1:
+        return servers[0]
+    raise ModelError(f"{name}: ggnet_server is required when there are {len(servers)} servers")
+
+
+def machine_groups(name: str, groups: Mapping[str, Any]) -> list[str]:
+    """Groups below ggnet_clients the client belongs to (its machine groups)."""
+    skip = {"all", "ungrouped", CLIENTS_GROUP, SERVERS_GROUP}
+    return sorted(g for g, members in groups.items() if g not in skip and name in (members or []))
+
+
+def client(name: str, hostvars: Mapping[str, Any], groups: Mapping[str, Any]) -> dict[str, Any]:
+    hv = {**CLIENT_DEFAULTS, **{k: v for k, v in hostvars.items() if v is not None}}
+    iscsi = settings(hostvars, "ggnet_iscsi")
+    images = hostvars.get("ggnet_images") or {}
+    image = hv.get("ggnet_image")
+    if not image:
+        raise ModelError(f"{name}: ggnet_image is not set")
+    try:
+        mac = normalize_mac(hv.get("ggnet_mac"))
+        target = target_iqn(name, iscsi.get("iqn_prefix"))
+        initiator = initiator_iqn(name, iscsi.get("iqn_prefix"))
+    except ValueError as exc:
+        raise ModelError(f"{name}: {exc}") from exc
+    image_spec = images.get(image) or {}
+    return {
+        "name": name,
+        "mac": mac,
+        "ip": hv["ggnet_ip"],
+        "image": image,
+        "image_version": image_spec.get("version"),
+        "game_disk": hv["ggnet_game_disk"],
+        "boot": hv["ggnet_boot"],
+        "keep_writeback": bool(hv["ggnet_keep_writeback"]),
+        "server": server_of(name, hostvars, servers_of(groups)),
+        "target_iqn": target,
+        "initiator_iqn": initiator,
+        "chap": bool(iscsi.get("chap")),
+        "groups": machine_groups(name, groups),
+        "lab_firmware": hostvars.get("ggnet_lab_firmware"),
+    }
+
+
+def clients(
+    groups: Mapping[str, Any],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    server: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every client (or only those placed on `server`), sorted by name."""
+    result = [client(name, hostvars[name], groups) for name in clients_of(groups)]
+    if server is not None:
+        result = [c for c in result if c["server"] == server]
+    return result
+
+
+def chap_credentials(name: str, hostvars: Mapping[str, Any]) -> dict[str, str] | None:
+    """The CHAP user and secret for client `name`, or None when CHAP is off.
+
+    Kept apart from clients() so that secrets only travel where asked for (mark the
+    task no_log).  The user name is the initiator IQN, as Windows and iPXE default to.
+    """
+    iscsi = settings(hostvars, "ggnet_iscsi")
+    if not iscsi.get("chap"):
+        return None
+    secret = iscsi.get("chap_secret")
+    if not secret:
+        raise ModelError(f"{name}: ggnet_iscsi.chap is on but chap_secret is not set")
+    return {"user": initiator_iqn(name, iscsi.get("iqn_prefix")), "secret": str(secret)}

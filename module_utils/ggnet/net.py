@@ -1,0 +1,139 @@
+"""MAC addresses, iSCSI qualified names and IPv4 address checks.
+
+Every function raises ValueError with a message fit to show an operator; callers add
+where the value came from.
+"""
+
+from __future__ import annotations
+
+import re
+
+import netaddr
+
+DEFAULT_IQN_PREFIX = "iqn.2025-01.lan.ggnet"
+# RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
+IQN_MAX_LEN = 223
+
+_HEX = "[0-9a-fA-F]"
+# The notations operators actually paste: Linux/ip (colons), Windows (dashes), Cisco
+# (dotted quads of hex) and bare hex as printed on stickers and in BIOS setup.
+_MAC_FORMS = (
+    re.compile(rf"^{_HEX}{{2}}(:{_HEX}{{2}}){{5}}$"),
+    re.compile(rf"^{_HEX}{{2}}(-{_HEX}{{2}}){{5}}$"),
+    re.compile(rf"^{_HEX}{{4}}\.{_HEX}{{4}}\.{_HEX}{{4}}$"),
+    re.compile(rf"^{_HEX}{{12}}$"),
+)
+
+# iqn.YYYY-MM.reversed.domain
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_IQN_PREFIX_RE = re.compile(
+    rf"^iqn\.\d{{4}}-(0[1-9]|1[0-2])\.{_LABEL}(\.{_LABEL})*(:[a-z0-9.:-]+)?$"
+)
+# What may follow the prefix: RFC 3720 names after stringprep are lower-case
+# letters, digits, '-', '.' and ':'.  We do not case-fold: a host named PC-01 would
+# silently share an IQN with pc-01.
+_IQN_SUFFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9.:-]*[a-z0-9])?$")
+
+
+def normalize_mac(value: object) -> str:
+    """Return the MAC as lower-case aa:bb:cc:dd:ee:ff; reject non-unicast addresses."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        if isinstance(value, int):
+            # YAML 1.1 reads 52:54:00:12:34:56 as a base-60 number and 525400123456
+            # as a decimal one.
+            raise ValueError("was read as a number by YAML: put the MAC address in quotes")
+        raise ValueError("must be a MAC address string such as 52:54:00:12:34:56")
+    text = value.strip()
+    if not any(form.match(text) for form in _MAC_FORMS):
+        raise ValueError(
+            "is not a MAC address (accepted: aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, "
+            "aabb.ccdd.eeff, aabbccddeeff)"
+        )
+    mac = netaddr.EUI(re.sub(r"[^0-9a-fA-F]", "", text), dialect=netaddr.mac_unix_expanded)
+    if int(mac) == 0:
+        raise ValueError("is the all-zero MAC address, which no NIC has")
+    if mac.words[0] & 0x01:
+        kind = "the broadcast address" if int(mac) == 0xFFFFFFFFFFFF else "a multicast address"
+        raise ValueError(f"is {kind}, not a NIC's address")
+    return str(mac).lower()
+
+
+def is_valid_mac(value: object) -> bool:
+    try:
+        normalize_mac(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_iqn_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not _IQN_PREFIX_RE.match(prefix):
+        raise ValueError(
+            "is not an IQN prefix of the form iqn.YYYY-MM.reversed.domain "
+            f"(lower case), e.g. {DEFAULT_IQN_PREFIX}"
+        )
+    return prefix
+
+
+def check_iqn_name(name: object) -> str:
+    """The part of an IQN derived from a client name (the inventory host name)."""
+    if not isinstance(name, str) or not _IQN_SUFFIX_RE.match(name):
+        raise ValueError(
+            "cannot form an iSCSI name: use lower-case letters, digits, '-' and '.' "
+            "only, starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _iqn(prefix: str | None, name: str, role: str) -> str:
+    prefix = check_iqn_prefix(prefix or DEFAULT_IQN_PREFIX)
+    check_iqn_name(name)
+    iqn = f"{prefix}:{role}.{name}" if ":" not in prefix else f"{prefix}.{role}.{name}"
+    if len(iqn.encode()) > IQN_MAX_LEN:
+        raise ValueError(f"gives an iSCSI name longer than {IQN_MAX_LEN} bytes: {iqn}")
+    return iqn
+
+
+def target_iqn(name: str, prefix: str | None = None) -> str:
+    """The IQN of the target that serves client `name`'s disks."""
+    return _iqn(prefix, name, "target")
+
+
+def initiator_iqn(name: str, prefix: str | None = None) -> str:
+    """The IQN iPXE presents for client `name`; the target's ACL admits only it."""
+    return _iqn(prefix, name, "initiator")
+
+
+def parse_ipv4(value: object) -> netaddr.IPAddress:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be an IPv4 address string such as 10.0.0.5")
+    try:
+        # INET_PTON: no legacy forms such as "10.1" or octal "010.0.0.1".
+        return netaddr.IPAddress(value.strip(), 4, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError) as exc:
+        raise ValueError("is not an IPv4 address") from exc
+
+
+def parse_subnet(value: object) -> netaddr.IPNetwork:
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError("must be an IPv4 network in CIDR form such as 10.0.0.0/24")
+    try:
+        net = netaddr.IPNetwork(value.strip(), version=4)
+    except (netaddr.AddrFormatError, ValueError) as exc:
+        raise ValueError("is not an IPv4 network in CIDR form such as 10.0.0.0/24") from exc
+    if net.ip != net.network:
+        raise ValueError(f"has host bits set: did you mean {net.cidr}?")
+    if net.prefixlen > 30:
+        raise ValueError("is too small to hold a server and clients (at most /30)")
+    return net
+
+
+def ip_in_subnet(ip: object, subnet: object) -> bool:
+    """True when ip is a usable host address of subnet (not its network or broadcast)."""
+    addr = parse_ipv4(ip)
+    net = parse_subnet(subnet)
+    return addr in net and addr not in (net.network, net.broadcast)
+
+
+def ip_in_range(ip: object, start: object, end: object) -> bool:
+    return parse_ipv4(start) <= parse_ipv4(ip) <= parse_ipv4(end)
