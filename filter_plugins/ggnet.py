@@ -1,0 +1,67 @@
+"""ggnet's Jinja filters: thin wrappers over module_utils/ggnet (net.py, model.py).
+
+Templates and validation share one implementation, so a MAC that validates is exactly
+the MAC the dnsmasq and iPXE templates write.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: ggnet
+short_description: ggnet filters (MAC, IQN, addresses, sizes, the client model)
+description:
+  - C(ggnet_mac) normalises a MAC to aa:bb:cc:dd:ee:ff.
+  - C(ggnet_target_iqn) and C(ggnet_initiator_iqn) derive IQNs from a client name.
+  - C(ggnet_in_subnet) and C(ggnet_in_range) check IPv4 addresses.
+  - C(ggnet_size_bytes) parses 64G, 512M, 1.5T.
+  - C(ggnet_clients) turns groups and hostvars into the sorted per-client desired state.
+"""
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from ansible.module_utils.ggnet import model, net
+except ImportError:  # run outside Ansible's module_utils path (the package install)
+    from ggnet import model, net
+
+
+def _wrap(func, what):
+    def filter_(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ValueError as exc:
+            raise AnsibleFilterError(f"{what}: {args[0]!r} {exc}") from exc
+
+    filter_.__name__ = func.__name__
+    return filter_
+
+
+def ggnet_target_iqn(name, prefix=None):
+    return net.target_iqn(name, prefix)
+
+
+def ggnet_initiator_iqn(name, prefix=None):
+    return net.initiator_iqn(name, prefix)
+
+
+def ggnet_clients(groups, hostvars, server=None):
+    # hostvars is Ansible's lazy HostVars object: take only the clients' views.
+    names = model.clients_of(groups)
+    plain = {name: dict(hostvars[name]) for name in names}
+    try:
+        return model.clients(groups, plain, server=server)
+    except model.ModelError as exc:
+        raise AnsibleFilterError(f"ggnet_clients: {exc}") from exc
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "ggnet_mac": _wrap(net.normalize_mac, "ggnet_mac"),
+            "ggnet_target_iqn": _wrap(ggnet_target_iqn, "ggnet_target_iqn"),
+            "ggnet_initiator_iqn": _wrap(ggnet_initiator_iqn, "ggnet_initiator_iqn"),
+            "ggnet_in_subnet": _wrap(net.ip_in_subnet, "ggnet_in_subnet"),
+            "ggnet_in_range": _wrap(net.ip_in_range, "ggnet_in_range"),
+            "ggnet_size_bytes": _wrap(model.parse_size, "ggnet_size_bytes"),
+            "ggnet_clients": ggnet_clients,
+        }
