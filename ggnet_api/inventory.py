@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,13 @@ def check_yaml(root: Path) -> None:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+            what = str(exc.problem or "")
+            if exc.context:
+                # The context (an unclosed bracket, say) often starts lines earlier.
+                started = (
+                    f" (started at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+                )
+                what = f"{exc.context}{started}: {what}"
             raise InventoryError(f"{where}: YAML does not parse: {what}") from exc
         except yaml.YAMLError as exc:
             raise InventoryError(f"{path}: YAML does not parse: {exc}") from exc
@@ -232,6 +239,13 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _init_plugins(init_plugin_loader) -> None:
+    # Lookups (env, password) need the collection loader; it may be set up only once
+    # per process, and inside ansible-playbook it already is.
+    if not any(type(f).__name__ == "_AnsibleCollectionFinder" for f in sys.meta_path):
+        init_plugin_loader([])
+
+
 def load_inventory(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -258,7 +272,7 @@ def load_inventory(
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
-    init_plugin_loader([])
+    _init_plugins(init_plugin_loader)
     loader = DataLoader()
     password_files = list(vault_password_files or [])
     if C.DEFAULT_VAULT_PASSWORD_FILE and not password_files:
