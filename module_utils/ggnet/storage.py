@@ -1,0 +1,1160 @@
+"""Images, versions and per-client writebacks on ZFS: plan against what exists, apply.
+
+Every entry point reads the pool's state in one `zfs get -r`, plans, and (unless
+check mode) applies.  Plans are lists of Action; bad input raises StorageError before
+anything changes.  Names and paths come from layout, commands from zfs.
+
+Semantics an operator can rely on:
+- An image's booted version: ggnet_images.<image>.version if set, else the version an
+  operation picked last (apply / rollback record it in the image's ggnet:current
+  property), else the newest version.
+- A writeback is only ever re-cloned when its client is known to be off (no iSCSI
+  session) and not in maintenance; otherwise the new version waits for its next reset.
+- Maintenance (ggnet_keep_writeback, or `machine.yml -e op=keep`) keeps a writeback
+  across reboots; destroying or resetting it needs force.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layout
+from .model import parse_size, parse_size_or_percent
+from .zfs import ZFS, Zfs, ZfsError
+
+P_MANAGED = "ggnet:managed"
+P_KIND = "ggnet:kind"
+P_SOURCE = "ggnet:source"
+P_CURRENT = "ggnet:current"
+P_COMMENT = "ggnet:comment"
+P_CREATED = "ggnet:created"
+P_APPLIED_FROM = "ggnet:applied_from"
+P_CLIENT = "ggnet:client"
+P_DISK = "ggnet:disk"
+P_KEEP = "ggnet:keep"
+P_APPLIED_AS = "ggnet:applied_as"
+P_APPLIED_MTIME = "ggnet:applied_mtime"
+
+STATE_PROPS = (
+    "type",
+    "origin",
+    "creation",
+    "used",
+    "available",
+    "quota",
+    "volsize",
+    P_MANAGED,
+    P_KIND,
+    P_SOURCE,
+    P_CURRENT,
+    P_COMMENT,
+    P_CREATED,
+    P_APPLIED_FROM,
+    P_CLIENT,
+    P_DISK,
+    P_KEEP,
+    P_APPLIED_AS,
+    P_APPLIED_MTIME,
+)
+IMAGE_KINDS = ("system", "data")
+DEFAULT_KEEP_VERSIONS = 3
+FORCE_HINT = "pass force=true (playbooks: -e force=true) to do it anyway"
+_VERSION_N = re.compile(r"^v(\d+)$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+CHUNK = 1 << 20
+
+
+class StorageError(Exception):
+    """Refused request: nothing was changed.  The message says what, where and what to do."""
+
+
+class CapacityError(StorageError):
+    """The pool is below its reserve: no new writebacks, boots refused."""
+
+
+@dataclass
+class Action:
+    action: str
+    target: str
+    detail: str = ""
+    client: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out = {"action": self.action, "target": self.target}
+        if self.detail:
+            out["detail"] = self.detail
+        if self.client:
+            out["client"] = self.client
+        return out
+
+
+@dataclass
+class Result:
+    actions: list[Action] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "actions": [a.describe() for a in self.actions],
+            "pending": self.pending,
+            "warnings": self.warnings,
+            "diff": {"before": self.before, "after": self.after},
+            **self.info,
+        }
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+
+
+def parse_duration(value: object, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise StorageError(f"{where}: {value!r} is not a duration such as 90m, 12h or 7d")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+# -- state ---------------------------------------------------------------------------
+
+
+@dataclass
+class Version:
+    name: str
+    snapshot: str
+    created: str
+    comment: str | None
+    applied_from: str | None
+
+
+@dataclass
+class Image:
+    name: str
+    dataset: str
+    kind: str | None
+    current: str | None
+    versions: list[Version]  # oldest first
+
+    def version(self, name: str) -> Version | None:
+        return next((v for v in self.versions if v.name == name), None)
+
+
+@dataclass
+class Writeback:
+    client: str
+    role: str
+    dataset: str
+    origin: str | None
+    creation: int
+    quota: int
+    keep: bool
+    applied_as: str | None
+    applied_mtime: str | None
+
+
+@dataclass
+class State:
+    cfg: dict
+    pool_exists: bool
+    raw: dict[str, dict[str, str | None]]
+    images: dict[str, Image]
+    writebacks: dict[tuple[str, str], Writeback]
+    available: int
+    total: int
+
+    def dependants(self, snapshot: str) -> list[Writeback]:
+        return [w for w in self.writebacks.values() if w.origin == snapshot]
+
+
+def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State:
+    """One `zfs get -r` over the pool (or only `names`, for the boot path)."""
+    pool = layout.pool(cfg)
+    if names is None:
+        raw = zfs.get([pool], STATE_PROPS, recursive=True)
+        pool_exists = pool in raw
+        pool_props = raw.get(pool, {})
+    else:
+        raw = zfs.get([*names, pool], STATE_PROPS, recursive=True)
+        pool_props = raw.get(pool, {})
+        pool_exists = bool(pool_props)
+    images: dict[str, Image] = {}
+    snapshots: list[tuple[str, str, dict]] = []
+    writebacks: dict[tuple[str, str], Writeback] = {}
+    for name, props in raw.items():
+        if (wb := layout.split_writeback(cfg, name)) is not None:
+            writebacks[wb] = Writeback(
+                client=wb[0],
+                role=wb[1],
+                dataset=name,
+                origin=props.get("origin"),
+                creation=int(props.get("creation") or 0),
+                quota=int(props.get("quota") or 0),
+                keep=props.get(P_KEEP) == "on",
+                applied_as=props.get(P_APPLIED_AS),
+                applied_mtime=props.get(P_APPLIED_MTIME),
+            )
+        elif (img := layout.split_image(cfg, name)) is not None:
+            image, version = img
+            if version is None:
+                images[image] = Image(image, name, props.get(P_KIND), props.get(P_CURRENT), [])
+            else:
+                snapshots.append((image, version, props))
+    for image, version, props in snapshots:
+        if image in images:
+            images[image].versions.append(
+                Version(
+                    name=version,
+                    snapshot=layout.version_snapshot(cfg, image, version),
+                    created=props.get(P_CREATED) or _iso(int(props.get("creation") or 0)),
+                    comment=props.get(P_COMMENT),
+                    applied_from=props.get(P_APPLIED_FROM),
+                )
+            )
+    for img in images.values():
+        img.versions.sort(key=lambda v: (v.created, v.name))
+    available = int(pool_props.get("available") or 0)
+    total = available + int(pool_props.get("used") or 0)
+    return State(cfg, pool_exists, raw, images, writebacks, available, total)
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(seconds))
+
+
+# -- desired state -------------------------------------------------------------------
+
+
+@dataclass
+class ImageSpec:
+    name: str
+    size: int | None
+    kind: str
+    version: str | None
+    source: str | None
+
+
+def image_specs(images: Mapping[str, Any]) -> dict[str, ImageSpec]:
+    specs = {}
+    for name, spec in (images or {}).items():
+        where = f"ggnet_images.{name}"
+        try:
+            layout.image_dataset({"pool": "p"}, name)
+        except layout.LayoutError as exc:
+            raise StorageError(f"{where}: {exc}") from None
+        spec = spec or {}
+        if not isinstance(spec, Mapping):
+            raise StorageError(f"{where}: must be a mapping with size, kind, version, source")
+        size = spec.get("size")
+        if size is not None:
+            try:
+                size = parse_size(size)
+            except ValueError as exc:
+                raise StorageError(f"{where}.size: {size!r} {exc}") from None
+        kind = spec.get("kind") or "system"
+        if kind not in IMAGE_KINDS:
+            raise StorageError(f"{where}.kind: {kind!r} is not one of {', '.join(IMAGE_KINDS)}")
+        version = spec.get("version")
+        if version is not None:
+            version = str(version)
+            try:
+                layout.version_snapshot({"pool": "p"}, name, version)
+            except layout.LayoutError as exc:
+                raise StorageError(f"{where}.version: {exc}") from None
+        source = spec.get("source")
+        if size is None and not source:
+            raise StorageError(f"{where}: needs size (an empty disk) or source (a raw/qcow2 file)")
+        specs[name] = ImageSpec(name, size, kind, version, source)
+    return specs
+
+
+def effective_version(image: Image, spec: ImageSpec | None) -> Version | None:
+    """The version clients of `image` boot (see module docstring); None if it has none."""
+    if spec is not None and spec.version:
+        return image.version(spec.version)
+    if image.current and (chosen := image.version(image.current)):
+        return chosen
+    return image.versions[-1] if image.versions else None
+
+
+def _desired_snapshot(state: State, specs: dict[str, ImageSpec], image: str, where: str) -> str:
+    if image not in specs:
+        raise StorageError(
+            f"{where}: image {image!r} is not in ggnet_images (known: {', '.join(sorted(specs)) or 'none'})"
+        )
+    found = state.images.get(image)
+    if found is None or not found.versions:
+        raise StorageError(
+            f"{where}: image {image!r} does not exist on pool {layout.pool(state.cfg)} yet: "
+            "converge the storage role (ggnet_images) first"
+        )
+    chosen = effective_version(found, specs[image])
+    if chosen is None:
+        raise StorageError(
+            f"ggnet_images.{image}.version: unknown version {specs[image].version!r} "
+            f"(existing: {', '.join(v.name for v in found.versions)})"
+        )
+    return chosen.snapshot
+
+
+def reserve_bytes(cfg: dict, total: int) -> int:
+    value = cfg.get("reserve", "10%")
+    try:
+        unit, amount = parse_size_or_percent(value)
+    except ValueError as exc:
+        raise StorageError(f"ggnet_storage.reserve: {value!r} {exc}") from None
+    return int(total * amount / 100) if unit == "percent" else int(amount)
+
+
+def quota_bytes(cfg: dict) -> int:
+    value = cfg.get("writeback_quota")
+    if value in (None, "none", 0, "0"):
+        return 0
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise StorageError(f"ggnet_storage.writeback_quota: {value!r} {exc}") from None
+
+
+def check_capacity(state: State, clients: list[str]) -> None:
+    reserve = reserve_bytes(state.cfg, state.total)
+    if state.available < reserve:
+        raise CapacityError(
+            f"pool {layout.pool(state.cfg)} has {_human(state.available)} free, below its reserve "
+            f"ggnet_storage.reserve={state.cfg.get('reserve', '10%')} ({_human(reserve)}): "
+            f"no new writeback for {', '.join(clients)}. Free space (playbooks/image.yml -e op=prune) "
+            "or lower the reserve."
+        )
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+# -- pool and images -----------------------------------------------------------------
+
+
+def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
+    cfg = state.cfg
+    pool = layout.pool(cfg)
+    actions: list[Action] = []
+    if not state.pool_exists:
+        vdevs = cfg.get("vdevs") or []
+        if not vdevs:
+            raise StorageError(
+                f"ggnet_storage.pool: pool {pool!r} does not exist: create it, or list the "
+                "devices/files to build it from in ggnet_storage.vdevs"
+            )
+        actions.append(Action("create_pool", pool, " ".join(vdevs)))
+    for dataset, mountpoint in layout.top_mountpoints(cfg).items():
+        have = state.raw.get(dataset)
+        if have is None:
+            actions.append(Action("create_dataset", dataset, f"mountpoint={mountpoint}"))
+    fmt = layout.disk_format(cfg)
+    for name, spec in sorted(specs.items()):
+        image = state.images.get(name)
+        dataset = layout.image_dataset(cfg, name)
+        if image is None:
+            if spec.source and not os.path.isfile(spec.source):
+                raise StorageError(
+                    f"ggnet_images.{name}.source: {spec.source!r} is not a file on this server"
+                )
+            how = f"import {spec.source}" if spec.source else f"empty {spec.size} bytes"
+            first = spec.version or "v1"
+            actions.append(Action("create_image", dataset, f"{fmt}, {how}, first version {first}"))
+            continue
+        if not image.versions:
+            actions.append(Action("snapshot_version", f"{dataset}@{spec.version or 'v1'}"))
+        elif spec.version and image.version(spec.version) is None:
+            raise StorageError(
+                f"ggnet_images.{name}.version: unknown version {spec.version!r} "
+                f"(existing: {', '.join(v.name for v in image.versions)})"
+            )
+    return actions
+
+
+def apply_images(
+    state: State, specs: dict[str, ImageSpec], actions: list[Action], zfs: Zfs
+) -> None:
+    cfg = state.cfg
+    for action in actions:
+        if action.action == "create_pool":
+            zfs.zpool_create(action.target, cfg["vdevs"], None)
+        elif action.action == "create_dataset":
+            mountpoint = layout.top_mountpoints(cfg)[action.target]
+            # atime off: reading a version's file must not dirty the head.
+            zfs.create(action.target, {"mountpoint": mountpoint, "atime": "off"}, parents=True)
+        elif action.action == "create_image":
+            name = layout.split_image(cfg, action.target)[0]
+            _create_image(cfg, specs[name], zfs)
+        elif action.action == "snapshot_version":
+            name, version = layout.split_image(cfg, action.target)
+            _snapshot_version(cfg, name, version, "first version", zfs)
+
+
+def _source_size(source: str) -> int:
+    proc = subprocess.run(
+        ["qemu-img", "info", "--output=json", source],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    if proc.returncode != 0:
+        raise StorageError(f"cannot read source image {source}: {proc.stderr.strip()}")
+    import json
+
+    return int(json.loads(proc.stdout)["virtual-size"])
+
+
+def _round_up(n: int, unit: int = 1 << 20) -> int:
+    return (n + unit - 1) // unit * unit
+
+
+def _create_image(cfg: dict, spec: ImageSpec, zfs: Zfs) -> None:
+    dataset = layout.image_dataset(cfg, spec.name)
+    size = spec.size or 0
+    if spec.source:
+        source_size = _source_size(spec.source)
+        if spec.size and source_size > spec.size:
+            raise StorageError(
+                f"ggnet_images.{spec.name}: source {spec.source} is {source_size} bytes, larger "
+                f"than size {spec.size}: raise size or leave it out"
+            )
+        size = max(size, source_size)
+    size = _round_up(size)
+    props = {P_MANAGED: "yes", P_KIND: spec.kind}
+    if spec.source:
+        props[P_SOURCE] = spec.source
+    path, _ = layout.image_backing(cfg, spec.name)
+    if layout.disk_format(cfg) == "zvol":
+        zfs.create(dataset, props, volsize=size)
+        _wait_for(path)
+    else:
+        zfs.create(dataset, props)
+        with open(path, "wb") as disk:
+            disk.truncate(size)
+    if spec.source:
+        _qemu_img_convert(spec.source, path)
+    comment = f"imported from {spec.source}" if spec.source else "empty disk"
+    _snapshot_version(cfg, spec.name, spec.version or "v1", comment, zfs)
+
+
+def _qemu_img_convert(source: str, target: str) -> None:
+    # -n: the target (file or zvol) exists with its size; never recreate it.
+    proc = subprocess.run(
+        ["qemu-img", "convert", "-n", "-O", "raw", source, target],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StorageError(f"importing {source} into {target} failed: {proc.stderr.strip()}")
+
+
+def _wait_for(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise StorageError(f"{path} did not appear within {timeout:.0f}s (udev running?)")
+        time.sleep(0.05)
+
+
+def _snapshot_version(
+    cfg: dict, image: str, version: str, comment: str, zfs: Zfs, applied_from: str | None = None
+) -> None:
+    path, kind = layout.image_backing(cfg, image)
+    if kind == "file" and os.path.exists(path):
+        # Back-date the version's file so a writeback's file is "untouched" exactly while
+        # its mtime is older than the writeback itself (see writeback_is_fresh).
+        past = time.time() - 2
+        os.utime(path, (past, past))
+    props = {P_COMMENT: comment, P_CREATED: now_iso()}
+    if applied_from:
+        props[P_APPLIED_FROM] = applied_from
+    zfs.snapshot(layout.version_snapshot(cfg, image, version), props)
+
+
+def converge_images(
+    cfg: dict, images: Mapping[str, Any], check: bool, zfs: Zfs | None = None
+) -> Result:
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    state = read_state(cfg, zfs)
+    result = Result()
+    result.actions = plan_images(state, specs)
+    result.before = _images_summary(state, specs)
+    if result.actions and not check:
+        apply_images(state, specs, result.actions, zfs)
+        state = read_state(cfg, zfs)
+        result.after = _images_summary(state, specs)
+    else:
+        result.after = _images_summary(state, specs, result.actions)
+    result.info["images"] = result.after
+    return result
+
+
+def _images_summary(state: State, specs: dict[str, ImageSpec], planned: list[Action] = ()) -> dict:
+    out = {}
+    for name, img in sorted(state.images.items()):
+        chosen = effective_version(img, specs.get(name))
+        out[name] = {
+            "versions": [v.name for v in img.versions],
+            "version": chosen.name if chosen else None,
+        }
+    for action in planned:
+        if action.action == "create_image":
+            name = layout.split_image(state.cfg, action.target)[0]
+            first = specs[name].version or "v1"
+            out[name] = {"versions": [first], "version": first}
+    return out
+
+
+# -- writebacks ----------------------------------------------------------------------
+
+
+def _wanted_disks(clients: list[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    wanted: dict[tuple[str, str], Mapping[str, Any]] = {}
+    seen = set()
+    for client in clients:
+        name = client.get("name")
+        if name in seen:
+            raise StorageError(f"client {name!r} is listed twice")
+        seen.add(name)
+        try:
+            layout.client_dataset({"pool": "p"}, name)
+        except layout.LayoutError as exc:
+            raise StorageError(f"client {name!r}: {exc}") from None
+        wanted[(name, "system")] = {**client, "_disk_image": client.get("image")}
+        if client.get("game_disk"):
+            wanted[(name, "game")] = {**client, "_disk_image": client["game_disk"]}
+    return wanted
+
+
+def client_running(client: Mapping[str, Any], sessions: Mapping[str, list] | None) -> bool | None:
+    """True/False from the iSCSI sessions, None when they are unknown."""
+    if sessions is None:
+        return None
+    return bool(sessions.get(client.get("target_iqn") or ""))
+
+
+def writeback_props(cfg: dict, client: str, role: str) -> dict[str, str]:
+    props = {P_MANAGED: "yes", P_CLIENT: client, P_DISK: role}
+    quota = quota_bytes(cfg)
+    if quota:
+        props["quota"] = str(quota)
+    return props
+
+
+def plan_writebacks(
+    state: State,
+    specs: dict[str, ImageSpec],
+    clients: list[Mapping[str, Any]],
+    sessions: Mapping[str, list] | None,
+    force: bool = False,
+) -> Result:
+    cfg = state.cfg
+    result = Result()
+    wanted = _wanted_disks(clients)
+    quota = quota_bytes(cfg)
+    creating: list[str] = []
+    refused: list[str] = []
+    for (name, role), client in sorted(wanted.items()):
+        where = f"{name} ({'ggnet_image' if role == 'system' else 'ggnet_game_disk'})"
+        snapshot = _desired_snapshot(state, specs, client["_disk_image"], where)
+        dataset = layout.writeback_dataset(cfg, name, role)
+        have = state.writebacks.get((name, role))
+        if have is None:
+            result.actions.append(Action("create_writeback", dataset, f"clone of {snapshot}", name))
+            creating.append(name)
+            continue
+        if have.origin != snapshot:
+            keep = bool(client.get("keep_writeback")) or have.keep
+            running = client_running(client, sessions)
+            if keep or running is not False:
+                reason = (
+                    "in maintenance"
+                    if keep
+                    else "in session"
+                    if running
+                    else "session state unknown"
+                )
+                result.pending.append(
+                    {
+                        "client": name,
+                        "disk": role,
+                        "has": have.origin,
+                        "next": snapshot,
+                        "why": reason,
+                    }
+                )
+            else:
+                result.actions.append(
+                    Action("replace_writeback", dataset, f"{have.origin} -> {snapshot}", name)
+                )
+                creating.append(name)
+                continue
+        if have.quota != quota:
+            result.actions.append(Action("set_quota", dataset, f"{have.quota} -> {quota}", name))
+    for (name, role), have in sorted(state.writebacks.items()):
+        if (name, role) in wanted:
+            continue
+        if have.keep and not force:
+            refused.append(f"{name} ({role}, in maintenance)")
+            continue
+        result.actions.append(
+            Action("destroy_writeback", have.dataset, "not in the inventory", name)
+        )
+    if refused:
+        raise StorageError(
+            f"refusing to destroy writebacks of clients no longer in the inventory: {', '.join(refused)}; "
+            + FORCE_HINT
+        )
+    if creating:
+        check_capacity(state, sorted(set(creating)))
+    result.before = {f"{w.client}/{w.role}": w.origin for w in state.writebacks.values()}
+    return result
+
+
+def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
+    cfg = state.cfg
+    for action in actions:
+        client, role = layout.split_writeback(cfg, action.target)
+        if action.action == "create_writeback":
+            snapshot = action.detail.removeprefix("clone of ")
+            zfs.clone(snapshot, action.target, writeback_props(cfg, client, role))
+        elif action.action == "replace_writeback":
+            snapshot = action.detail.split(" -> ", 1)[1]
+            _recreate(cfg, client, role, snapshot, zfs)
+        elif action.action == "set_quota":
+            quota = quota_bytes(cfg)
+            zfs.set(action.target, {"quota": str(quota) if quota else "none"})
+        elif action.action == "destroy_writeback":
+            zfs.destroy(action.target, recursive=True)
+            parent = layout.client_dataset(cfg, client)
+            if not any(
+                w.client == client and w.dataset != action.target for w in state.writebacks.values()
+            ):
+                zfs.destroy(parent, recursive=True)
+
+
+def _recreate(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
+    dataset = layout.writeback_dataset(cfg, client, role)
+    zfs.destroy(dataset, recursive=True)
+    zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
+
+
+def converge_writebacks(
+    cfg: dict,
+    images: Mapping[str, Any],
+    clients: list[Mapping[str, Any]],
+    check: bool,
+    sessions: Mapping[str, list] | None = None,
+    force: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    state = read_state(cfg, zfs)
+    if not state.pool_exists:
+        raise StorageError(f"pool {layout.pool(cfg)!r} does not exist: converge ggnet_images first")
+    result = plan_writebacks(state, specs, clients, sessions, force)
+    after = dict(result.before)
+    for action in result.actions:
+        key = "/".join(layout.split_writeback(cfg, action.target))
+        if action.action == "destroy_writeback":
+            after.pop(key, None)
+        elif action.action in ("create_writeback", "replace_writeback"):
+            after[key] = action.detail.split(" ")[-1]
+    result.after = after
+    if result.actions and not check:
+        apply_writebacks(state, result.actions, zfs)
+    result.info["writebacks"] = len(after)
+    return result
+
+
+# -- operations ----------------------------------------------------------------------
+
+
+def _find_client(clients: list[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    for client in clients:
+        if client.get("name") == name:
+            return client
+    raise StorageError(
+        f"unknown client {name!r}: not in ggnet_clients of the inventory "
+        f"({len(clients)} clients known)"
+    )
+
+
+def writeback_is_fresh(cfg: dict, wb: Writeback, zfs: Zfs) -> bool:
+    """Nothing was written into `wb` since it was cloned.
+
+    file: versions' disk files are back-dated at snapshot time, so any write after the
+    clone leaves an mtime at or after the clone's creation second.  zvol: OpenZFS's
+    `written` property (not available on zfs-fuse, which has no zvols anyway)."""
+    path, kind = layout.writeback_backing(cfg, wb.client, wb.role)
+    if kind == "file":
+        try:
+            return int(os.stat(path).st_mtime) < wb.creation
+        except OSError:
+            return False
+    try:
+        return zfs.get([wb.dataset], ["written"]).get(wb.dataset, {}).get("written") == "0"
+    except ZfsError:
+        return False
+
+
+def reset(
+    cfg: dict,
+    images: Mapping[str, Any],
+    clients: list[Mapping[str, Any]],
+    client_name: str,
+    check: bool = False,
+    force: bool = False,
+    sessions: Mapping[str, list] | None = None,
+    boot: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Give a client fresh writebacks of its image's booted version.
+
+    boot=True is the boot path (GET /boot/<mac>): a client in maintenance keeps its
+    writeback without error, and a live session is taken as the one being replaced
+    by this very boot.  Otherwise maintenance and live sessions are refused unless
+    forced.  Below the reserve, no writeback is re-created (CapacityError)."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    client = _find_client(clients, client_name)
+    names = [layout.client_dataset(cfg, client_name)]
+    wanted = {role: c["_disk_image"] for (n, role), c in _wanted_disks([client]).items()}
+    names += [layout.image_dataset(cfg, image) for image in set(wanted.values()) if image in specs]
+    state = read_state(cfg, zfs, names)
+    result = Result()
+    have_any = [state.writebacks.get((client_name, role)) for role in wanted]
+    keep = bool(client.get("keep_writeback")) or any(w is not None and w.keep for w in have_any)
+    if keep and not force:
+        if not boot:
+            raise StorageError(
+                f"{client_name} is in maintenance (ggnet_keep_writeback or op=keep): resetting "
+                f"would discard its writeback; {FORCE_HINT}"
+            )
+        result.info["kept"] = True
+    if not boot and not force and client_running(client, sessions):
+        raise StorageError(
+            f"{client_name} has a live iSCSI session: resetting would pull its disk from under "
+            f"the running OS; shut it down first, or {FORCE_HINT}"
+        )
+    stale: list[tuple[str, str]] = []
+    for role, image in sorted(wanted.items()):
+        snapshot = _desired_snapshot(state, specs, image, f"{client_name} ({role} disk)")
+        have = state.writebacks.get((client_name, role))
+        dataset = layout.writeback_dataset(cfg, client_name, role)
+        if have is None:
+            result.actions.append(
+                Action("create_writeback", dataset, f"clone of {snapshot}", client_name)
+            )
+        elif keep and not force:
+            continue
+        elif have.origin != snapshot or not writeback_is_fresh(cfg, have, zfs):
+            result.actions.append(
+                Action("reset_writeback", dataset, f"clone of {snapshot}", client_name)
+            )
+        else:
+            continue
+        stale.append((role, snapshot))
+    if result.actions:
+        check_capacity(state, [client_name])
+    result.before = {
+        f"{client_name}/{r}": (w.origin if w else None)
+        for r in wanted
+        for w in [state.writebacks.get((client_name, r))]
+    }
+    result.after = {**result.before, **{f"{client_name}/{r}": s for r, s in stale}}
+    if result.actions and not check:
+        for role, snapshot in stale:
+            if (client_name, role) in state.writebacks:
+                _recreate(cfg, client_name, role, snapshot, zfs)
+            else:
+                zfs.clone(
+                    snapshot,
+                    layout.writeback_dataset(cfg, client_name, role),
+                    writeback_props(cfg, client_name, role),
+                )
+    return result
+
+
+def set_keep(
+    cfg: dict,
+    clients: list[Mapping[str, Any]],
+    client_name: str,
+    keep: bool,
+    check: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Maintenance on/off, recorded on the client's dataset (its disks inherit it)."""
+    zfs = zfs or Zfs()
+    client = _find_client(clients, client_name)
+    dataset = layout.client_dataset(cfg, client_name)
+    state = read_state(cfg, zfs, [dataset])
+    if dataset not in state.raw:
+        raise StorageError(f"{client_name} has no writeback yet: converge the storage role first")
+    have = state.raw[dataset].get(P_KEEP) == "on"
+    result = Result(before={"keep": have}, after={"keep": keep})
+    if have != keep:
+        result.actions.append(
+            Action("set_keep" if keep else "clear_keep", dataset, "", client_name)
+        )
+        if not check:
+            if keep:
+                zfs.set(dataset, {P_KEEP: "on"})
+            else:
+                zfs.inherit(dataset, P_KEEP)
+    if not keep and client.get("keep_writeback"):
+        result.warnings.append(
+            f"{client_name} stays in maintenance: ggnet_keep_writeback is true in the inventory"
+        )
+    return result
+
+
+def _next_version_name(image: Image) -> str:
+    numbers = [int(m.group(1)) for v in image.versions if (m := _VERSION_N.match(v.name))]
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def apply_writeback(
+    cfg: dict,
+    images: Mapping[str, Any],
+    clients: list[Mapping[str, Any]],
+    client_name: str,
+    comment: str,
+    version: str | None = None,
+    disk: str = "system",
+    check: bool = False,
+    sessions: Mapping[str, list] | None = None,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Make a client's writeback the new version of its image.
+
+    Refused while the client has a live session: its OS may still have data in flight.
+    The changed blocks are copied into the image's head, which is then snapshotted,
+    so the new version shares every unchanged block with the previous one."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    client = _find_client(clients, client_name)
+    if not comment:
+        raise StorageError(f"apply {client_name}: a comment is required (-e comment='...')")
+    wanted = {role: c["_disk_image"] for (n, role), c in _wanted_disks([client]).items()}
+    if disk not in wanted:
+        raise StorageError(f"apply {client_name}: it has no {disk} disk")
+    image_name = wanted[disk]
+    if image_name not in specs:
+        raise StorageError(f"apply {client_name}: image {image_name!r} is not in ggnet_images")
+    running = client_running(client, sessions)
+    if running is None:
+        raise StorageError(
+            f"apply {client_name}: cannot tell whether it is running (no iSCSI session "
+            "information); give iscsi_backend or sessions"
+        )
+    if running:
+        raise StorageError(
+            f"apply {client_name}: the client is running (live iSCSI session on "
+            f"{client.get('target_iqn')}): shut it down first, then apply"
+        )
+    state = read_state(cfg, zfs)
+    image = state.images.get(image_name)
+    wb = state.writebacks.get((client_name, disk))
+    if image is None or wb is None:
+        raise StorageError(f"apply {client_name}: no writeback or image on the pool to apply")
+    path, kind = layout.writeback_backing(cfg, client_name, disk)
+    marker = _content_marker(path, kind)
+    already = wb.applied_as and image.version(wb.applied_as) and wb.applied_mtime == marker
+    if already and version in (None, wb.applied_as):
+        result = Result()
+        result.info["version"] = wb.applied_as
+        return result
+    name = version or _next_version_name(image)
+    if image.version(name):
+        raise StorageError(
+            f"apply {client_name}: version {name!r} of {image_name} already exists: choose another"
+        )
+    try:
+        layout.version_snapshot(cfg, image_name, name)
+    except layout.LayoutError as exc:
+        raise StorageError(f"apply {client_name}: {exc}") from None
+    result = Result(
+        before={"versions": [v.name for v in image.versions], "current": image.current},
+        after={"versions": [*[v.name for v in image.versions], name], "current": name},
+    )
+    snapshot = layout.version_snapshot(cfg, image_name, name)
+    result.actions.append(Action("apply_writeback", snapshot, comment, client_name))
+    result.info["version"] = name
+    if specs[image_name].version:
+        result.warnings.append(
+            f"ggnet_images.{image_name}.version pins {specs[image_name].version}: set it to {name} "
+            "in the inventory for clients to boot the new version"
+        )
+    if check:
+        return result
+    newest = image.versions[-1]
+    # A half-finished earlier apply may have left the head dirty: start from the newest.
+    zfs.rollback(newest.snapshot)
+    head, _ = layout.image_backing(cfg, image_name)
+    result.info["copied_bytes"] = copy_changed_blocks(path, head)
+    _snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
+    zfs.set(image.dataset, {P_CURRENT: name})
+    zfs.set(wb.dataset, {P_APPLIED_AS: name, P_APPLIED_MTIME: _content_marker(path, kind)})
+    return result
+
+
+def _content_marker(path: str, kind: str) -> str:
+    if kind != "file":
+        return ""
+    try:
+        return str(os.stat(path).st_mtime_ns)
+    except OSError:
+        return ""
+
+
+def copy_changed_blocks(source: str, target: str, chunk: int = CHUNK) -> int:
+    """Write into `target` only the chunks that differ from `source`; returns bytes written.
+
+    Unchanged chunks are never rewritten, so ZFS keeps sharing them with older versions."""
+    written = 0
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        src_size = os.fstat(src.fileno()).st_size if os.path.isfile(source) else None
+        offset = 0
+        while True:
+            data = src.read(chunk)
+            if not data:
+                break
+            old = dst.read(len(data))
+            if old != data:
+                dst.seek(offset)
+                dst.write(data)
+                written += len(data)
+            offset += len(data)
+            dst.seek(offset)
+        if src_size is not None and os.path.isfile(target):
+            dst.truncate(src_size)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return written
+
+
+def rollback(
+    cfg: dict,
+    images: Mapping[str, Any],
+    image_name: str,
+    version: str,
+    check: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Point an image back at an earlier version; nothing is destroyed.
+
+    Clients get it at their next reset; the newer versions stay for a roll forward."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    if image_name not in specs:
+        raise StorageError(
+            f"rollback: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
+        )
+    state = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
+    image = state.images.get(image_name)
+    if image is None:
+        raise StorageError(f"rollback: image {image_name!r} does not exist on the pool yet")
+    if image.version(version) is None:
+        raise StorageError(
+            f"rollback {image_name}: unknown version {version!r} "
+            f"(existing: {', '.join(v.name for v in image.versions)})"
+        )
+    pinned = specs[image_name].version
+    if pinned and pinned != version:
+        raise StorageError(
+            f"rollback {image_name}: the inventory pins ggnet_images.{image_name}.version: "
+            f"{pinned}; set it to {version} there instead"
+        )
+    current = effective_version(image, specs[image_name])
+    result = Result(
+        before={"version": current.name if current else None}, after={"version": version}
+    )
+    if image.current != version and not pinned:
+        result.actions.append(Action("rollback_image", image.dataset, f"-> {version}"))
+        if not check:
+            zfs.set(image.dataset, {P_CURRENT: version})
+    return result
+
+
+def delete_version(
+    cfg: dict,
+    images: Mapping[str, Any],
+    image_name: str,
+    version: str,
+    check: bool = False,
+    force: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Destroy one version; its dependant writebacks go with it only when forced."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    state = read_state(cfg, zfs)
+    image = state.images.get(image_name)
+    if image_name not in specs or image is None:
+        raise StorageError(f"delete: unknown image {image_name!r}")
+    target = image.version(version)
+    result = Result(before={"versions": [v.name for v in image.versions]})
+    if target is None:
+        result.after = result.before
+        return result  # already gone: idempotent
+    chosen = effective_version(image, specs[image_name])
+    if chosen and chosen.name == version:
+        raise StorageError(
+            f"delete {image_name}@{version}: it is the version clients boot; roll back or "
+            "pin another version first"
+        )
+    dependants = state.dependants(target.snapshot)
+    if dependants and not force:
+        raise StorageError(
+            f"delete {image_name}@{version}: writebacks depend on it "
+            f"({', '.join(f'{w.client}/{w.role}' for w in dependants)}); {FORCE_HINT} "
+            "(their writebacks are destroyed and re-created on the next converge)"
+        )
+    for w in dependants:
+        result.actions.append(
+            Action("destroy_writeback", w.dataset, "depends on the version", w.client)
+        )
+    result.actions.append(Action("destroy_version", target.snapshot))
+    result.after = {"versions": [v.name for v in image.versions if v.name != version]}
+    if not check:
+        for w in dependants:
+            zfs.destroy(w.dataset, recursive=True)
+        zfs.destroy(target.snapshot)
+    return result
+
+
+def prune(
+    cfg: dict,
+    images: Mapping[str, Any],
+    clients: list[Mapping[str, Any]],
+    keep_versions: int | None = None,
+    idle: object = None,
+    check: bool = False,
+    sessions: Mapping[str, list] | None = None,
+    now: float | None = None,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Re-clone writebacks idle longer than `idle`, then destroy versions older than the
+    newest `keep_versions` that nothing depends on (never the booted one)."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    keep_versions = int(
+        keep_versions
+        if keep_versions is not None
+        else cfg.get("prune_keep_versions", DEFAULT_KEEP_VERSIONS)
+    )
+    if keep_versions < 1:
+        raise StorageError(f"prune: keep_versions must be at least 1 (got {keep_versions})")
+    idle_s = parse_duration(idle if idle is not None else cfg.get("prune_idle", "7d"), "prune idle")
+    now = time.time() if now is None else now
+    state = read_state(cfg, zfs)
+    result = Result()
+    by_name = {c["name"]: c for c in clients}
+    released: set[str] = set()
+    replaced: dict[tuple[str, str], str] = {}
+    if sessions is None and state.writebacks:
+        result.warnings.append("no iSCSI session information: idle writebacks were not pruned")
+    for key, wb in sorted(state.writebacks.items()):
+        client = by_name.get(wb.client)
+        if client is None or sessions is None or now - wb.creation < idle_s:
+            continue
+        if wb.keep or client.get("keep_writeback") or client_running(client, sessions):
+            continue
+        image = client.get("image") if wb.role == "system" else client.get("game_disk")
+        try:
+            snapshot = _desired_snapshot(state, specs, image, wb.client)
+        except StorageError:
+            continue
+        if wb.origin == snapshot and writeback_is_fresh(cfg, wb, zfs):
+            continue  # nothing to free: re-cloning it would only churn
+        result.actions.append(
+            Action("reset_writeback", wb.dataset, f"idle, clone of {snapshot}", wb.client)
+        )
+        replaced[key] = snapshot
+        if wb.origin:
+            released.add(wb.origin)
+    origins = {w.origin for k, w in state.writebacks.items() if k not in replaced} | set(
+        replaced.values()
+    )
+    doomed = []
+    for name, image in sorted(state.images.items()):
+        chosen = effective_version(image, specs.get(name))
+        for v in image.versions[: max(0, len(image.versions) - keep_versions)]:
+            if (
+                (chosen and v.name == chosen.name)
+                or v.name == image.current
+                or v.snapshot in origins
+            ):
+                continue
+            result.actions.append(
+                Action("destroy_version", v.snapshot, "older than the kept versions")
+            )
+            doomed.append(v.snapshot)
+    if any(a.action == "reset_writeback" for a in result.actions):
+        check_capacity(state, sorted({a.client for a in result.actions if a.client}))
+    result.before = {
+        "versions": sorted(v.snapshot for i in state.images.values() for v in i.versions)
+    }
+    result.after = {"versions": sorted(set(result.before["versions"]) - set(doomed))}
+    if not check:
+        for (client, role), snapshot in replaced.items():
+            _recreate(cfg, client, role, snapshot, zfs)
+        for snapshot in doomed:
+            zfs.destroy(snapshot)
+    return result
+
+
+def sessions_from_backend(backend: str | None) -> dict[str, list[str]] | None:
+    """Live sessions from the iSCSI side, or None when they cannot be read."""
+    if not backend:
+        return None
+    try:
+        from .iscsi import active_sessions
+
+        return active_sessions(backend)
+    except Exception:  # a missing target daemon means "unknown", never "nobody runs"
+        return None
+
+
+__all__ = [
+    "ZFS",
+    "Action",
+    "CapacityError",
+    "Result",
+    "StorageError",
+    "apply_writeback",
+    "converge_images",
+    "converge_writebacks",
+    "delete_version",
+    "prune",
+    "reset",
+    "rollback",
+    "set_keep",
+]

@@ -1,0 +1,102 @@
+"""A real zfs-fuse pool on a sparse file for the storage tests.
+
+One zfs-fuse daemon serves the whole machine (fixed socket): the fixture starts it if
+none runs, remembers that it did, and stops only a daemon it started.  Every pool is
+destroyed after its test, failed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+SOCKET = Path("/var/run/zfs/zfs_socket")
+
+
+def _zfs_ok() -> bool:
+    return (
+        subprocess.run(
+            ["zpool", "list"], capture_output=True, env={**os.environ, "LC_ALL": "C"}
+        ).returncode
+        == 0
+    )
+
+
+@pytest.fixture(scope="session")
+def zfs_daemon(tmp_path_factory):
+    if shutil.which("zfs-fuse") is None or shutil.which("zfs") is None:
+        pytest.skip("zfs-fuse is not installed (apt-get install zfs-fuse)")
+    if _zfs_ok():
+        yield None  # someone else's daemon: use it, leave it running
+        return
+    SOCKET.parent.mkdir(parents=True, exist_ok=True)
+    pidfile = tmp_path_factory.mktemp("zfs-fuse") / "zfs-fuse.pid"
+    subprocess.run(["zfs-fuse", "--no-kstat-mount", "-p", str(pidfile)], check=True)
+    deadline = time.monotonic() + 10
+    while not _zfs_ok():
+        if time.monotonic() > deadline:
+            raise RuntimeError("zfs-fuse did not start answering within 10 s")
+        time.sleep(0.1)
+    pid = int(pidfile.read_text().strip())
+    yield pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+
+
+def make_pool(base: Path, size: str = "1G") -> dict:
+    """A new pool on a sparse file under `base`; returns its ggnet_storage settings."""
+    name = f"ggt{uuid.uuid4().hex[:8]}"
+    vdev = base / f"{name}.img"
+    subprocess.run(["truncate", "-s", size, str(vdev)], check=True)
+    mnt = base / "mnt"
+    subprocess.run(
+        ["zpool", "create", "-m", "none", name, str(vdev)], check=True, capture_output=True
+    )
+    return {
+        "pool": name,
+        "disk_format": "file",
+        "reserve": "5%",
+        "writeback_quota": "64M",
+        "mountpoint": str(mnt),
+        "_vdev": str(vdev),
+    }
+
+
+def destroy_pool(cfg: dict) -> None:
+    for _ in range(20):
+        proc = subprocess.run(
+            ["zpool", "destroy", "-f", cfg["pool"]], capture_output=True, text=True
+        )
+        if proc.returncode == 0 or "no such pool" in proc.stderr:
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(cfg["_vdev"])
+
+
+@pytest.fixture
+def pool(zfs_daemon, tmp_path):
+    cfg = make_pool(tmp_path)
+    try:
+        yield cfg
+    finally:
+        destroy_pool(cfg)
+
+
+def storage_cfg(cfg: dict) -> dict:
+    """The settings as the inventory would give them (without the fixture's own keys)."""
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
