@@ -65,7 +65,8 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         extra = list(self._task.args.get("extra_keys") or [])
-        roles_dir = Path(self._loader.get_basedir()).parent / "roles"
+        # The repo's roles, wherever the playbook that imports validate.yml lives.
+        roles_dir = Path(__file__).resolve().parent.parent / "roles"
         extra.extend(role_knobs(roles_dir))
 
         groups = {g: list(h) for g, h in task_vars.get("groups", {}).items()}
