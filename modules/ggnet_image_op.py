@@ -1,0 +1,146 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: one operation on images' versions (rollback, prune, delete)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ggnet_image_op
+short_description: Roll an image back, prune old versions and idle writebacks, delete a version
+description:
+  - C(rollback) points O(image) at an earlier O(version); nothing is destroyed, clients get
+    it at their next reset. Refused when the inventory pins another version.
+  - C(prune) re-clones writebacks idle longer than O(idle) (not in maintenance, no live
+    session), then destroys versions older than the newest O(keep_versions) that no
+    writeback depends on and no client boots.
+  - C(delete) destroys one version; refused while writebacks depend on it unless O(force).
+options:
+  op:
+    description: The operation.
+    type: str
+    required: true
+    choices: [rollback, prune, delete]
+  image:
+    description: The image (rollback, delete).
+    type: str
+  version:
+    description: The version (rollback, delete).
+    type: str
+  keep_versions:
+    description: Versions to keep per image (prune); default C(ggnet_storage.prune_keep_versions) or 3.
+    type: int
+  idle:
+    description: Idle time after which a writeback is re-cloned (prune), e.g. C(12h), C(7d); default C(ggnet_storage.prune_idle) or 7d.
+    type: str
+  storage:
+    description: The C(ggnet_storage) settings.
+    type: dict
+    required: true
+  images:
+    description: The C(ggnet_images) mapping.
+    type: dict
+    required: true
+  clients:
+    description: Normalised clients (filter C(ggnet_clients)).
+    type: list
+    elements: dict
+    default: []
+  sessions:
+    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
+    type: dict
+  iscsi_backend:
+    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
+    type: str
+  force:
+    description: Delete a version even when writebacks depend on it (they are destroyed).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: ggnet
+"""
+
+EXAMPLES = r"""
+- name: Roll win11 back to v2
+  ggnet_image_op:
+    op: rollback
+    image: win11
+    version: v2
+    storage: "{{ ggnet_storage }}"
+    images: "{{ ggnet_images }}"
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or would be) done.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.layout import LayoutError
+from ansible.module_utils.ggnet.storage import (
+    StorageError,
+    delete_version,
+    prune,
+    rollback,
+    sessions_from_backend,
+)
+from ansible.module_utils.ggnet.zfs import ZfsError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "op": {"type": "str", "required": True, "choices": ["rollback", "prune", "delete"]},
+            "image": {"type": "str"},
+            "version": {"type": "str"},
+            "keep_versions": {"type": "int"},
+            "idle": {"type": "str"},
+            "storage": {"type": "dict", "required": True},
+            "images": {"type": "dict", "required": True},
+            "clients": {"type": "list", "elements": "dict", "default": []},
+            "sessions": {"type": "dict"},
+            "iscsi_backend": {"type": "str"},
+            "force": {"type": "bool", "default": False},
+        },
+        required_if=[
+            ("op", "rollback", ("image", "version")),
+            ("op", "delete", ("image", "version")),
+        ],
+        supports_check_mode=True,
+    )
+    p = module.params
+    check = module.check_mode
+    try:
+        if p["op"] == "rollback":
+            result = rollback(p["storage"], p["images"], p["image"], p["version"], check=check)
+        elif p["op"] == "delete":
+            result = delete_version(
+                p["storage"], p["images"], p["image"], p["version"], check=check, force=p["force"]
+            )
+        else:
+            sessions = p["sessions"]
+            if sessions is None:
+                sessions = sessions_from_backend(p["iscsi_backend"])
+            result = prune(
+                p["storage"], p["images"], p["clients"], keep_versions=p["keep_versions"],
+                idle=p["idle"], check=check, sessions=sessions,
+            )  # fmt: skip
+    except (StorageError, LayoutError, ZfsError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if not module._diff:
+        out.pop("diff")
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: the pool, its images and their first versions, in one call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ggnet_images
+short_description: Keep a ggnet pool and its images in line with ggnet_images
+description:
+  - Creates the pool (only when O(storage.vdevs) lists what to build it from), the
+    C(images) and C(writebacks) datasets, and every image of O(images) that is missing,
+    empty at its size or imported from its C(source) (raw or qcow2), with a first version.
+  - Existing images are never changed or destroyed; a pinned C(version) that does not
+    exist is an error.
+  - One call for all images; state is read with one C(zfs get -r).
+options:
+  storage:
+    description: The C(ggnet_storage) settings (pool, disk_format, reserve, writeback_quota, mountpoint, vdevs).
+    type: dict
+    required: true
+  images:
+    description: The C(ggnet_images) mapping, image name to C(size), C(kind), C(version), C(source).
+    type: dict
+    required: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: ggnet
+"""
+
+EXAMPLES = r"""
+- name: Pool and images
+  ggnet_images:
+    storage: "{{ ggnet_storage }}"
+    images: "{{ ggnet_images }}"
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or, in check mode, would be) done, in order.
+  returned: always
+  type: list
+  elements: dict
+images:
+  description: Per image, its versions (oldest first) and the version clients boot.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.layout import LayoutError
+from ansible.module_utils.ggnet.storage import StorageError, converge_images
+from ansible.module_utils.ggnet.zfs import ZfsError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "storage": {"type": "dict", "required": True},
+            "images": {"type": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = converge_images(
+            module.params["storage"], module.params["images"], module.check_mode
+        )
+    except (StorageError, LayoutError, ZfsError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if not module._diff:
+        out.pop("diff")
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: one operation on one client's writeback (reset, keep, release, apply)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ggnet_machine_op
+short_description: Reset, keep, release or apply one client's writeback
+description:
+  - C(reset) re-clones the client's disks from its image's booted version (no change when
+    they are untouched and current). Refused for a client in maintenance or with a live
+    iSCSI session unless O(force).
+  - C(keep) puts the client in maintenance (its writeback survives reboots); C(release)
+    ends it (unless the inventory's C(ggnet_keep_writeback) still says true).
+  - C(apply) turns the client's writeback into a new version of its image, with
+    O(comment); refused while the client has a live iSCSI session, and when the
+    sessions cannot be read.
+options:
+  op:
+    description: The operation.
+    type: str
+    required: true
+    choices: [reset, keep, release, apply]
+  client:
+    description: The client's inventory name.
+    type: str
+    required: true
+  storage:
+    description: The C(ggnet_storage) settings.
+    type: dict
+    required: true
+  images:
+    description: The C(ggnet_images) mapping.
+    type: dict
+    required: true
+  clients:
+    description: Normalised clients (filter C(ggnet_clients)).
+    type: list
+    elements: dict
+    required: true
+  comment:
+    description: What changed, recorded on the new version (apply).
+    type: str
+  version:
+    description: Name of the new version (apply); default the next C(vN).
+    type: str
+  disk:
+    description: Which disk to apply.
+    type: str
+    default: system
+    choices: [system, game]
+  sessions:
+    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
+    type: dict
+  iscsi_backend:
+    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
+    type: str
+  force:
+    description: Reset even a client in maintenance or with a live session.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: ggnet
+"""
+
+EXAMPLES = r"""
+- name: Apply pc-01's writeback as a new version
+  ggnet_machine_op:
+    op: apply
+    client: pc-01
+    comment: "GPU driver 560"
+    storage: "{{ ggnet_storage }}"
+    images: "{{ ggnet_images }}"
+    clients: "{{ groups | ggnet_clients(hostvars) }}"
+    iscsi_backend: "{{ ggnet_iscsi.backend }}"
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or would be) done.
+  returned: always
+  type: list
+  elements: dict
+version:
+  description: The version created by (or already made by) apply.
+  returned: when op is apply
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.layout import LayoutError
+from ansible.module_utils.ggnet.storage import (
+    StorageError,
+    apply_writeback,
+    reset,
+    sessions_from_backend,
+    set_keep,
+)
+from ansible.module_utils.ggnet.zfs import ZfsError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "op": {
+                "type": "str",
+                "required": True,
+                "choices": ["reset", "keep", "release", "apply"],
+            },
+            "client": {"type": "str", "required": True},
+            "storage": {"type": "dict", "required": True},
+            "images": {"type": "dict", "required": True},
+            "clients": {"type": "list", "elements": "dict", "required": True},
+            "comment": {"type": "str"},
+            "version": {"type": "str"},
+            "disk": {"type": "str", "default": "system", "choices": ["system", "game"]},
+            "sessions": {"type": "dict"},
+            "iscsi_backend": {"type": "str"},
+            "force": {"type": "bool", "default": False},
+        },
+        required_if=[("op", "apply", ("comment",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    check = module.check_mode
+    sessions = p["sessions"]
+    if sessions is None:
+        sessions = sessions_from_backend(p["iscsi_backend"])
+    common = {"check": check}
+    try:
+        if p["op"] == "reset":
+            result = reset(
+                p["storage"], p["images"], p["clients"], p["client"],
+                force=p["force"], sessions=sessions, **common,
+            )  # fmt: skip
+        elif p["op"] in ("keep", "release"):
+            result = set_keep(p["storage"], p["clients"], p["client"], p["op"] == "keep", **common)
+        else:
+            result = apply_writeback(
+                p["storage"], p["images"], p["clients"], p["client"], p["comment"],
+                version=p["version"], disk=p["disk"], sessions=sessions, **common,
+            )  # fmt: skip
+    except (StorageError, LayoutError, ZfsError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if not module._diff:
+        out.pop("diff")
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: one writeback per client disk, for all clients in one call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ggnet_writebacks
+short_description: Create, keep or replace every client's writeback clones in one call
+description:
+  - For every client of O(clients), one clone of its image's booted version (system disk)
+    and one of its game disk's, each with the C(writeback_quota).
+  - A writeback whose version changed is re-cloned only when its client is known to be
+    off (no iSCSI session) and not in maintenance; otherwise it is listed in C(pending)
+    and the client gets the new version at its next reset.
+  - Writebacks of clients no longer listed are destroyed, except those in maintenance
+    (refused unless O(force)).
+  - Below the pool's reserve no writeback is created and the module fails.
+options:
+  storage:
+    description: The C(ggnet_storage) settings.
+    type: dict
+    required: true
+  images:
+    description: The C(ggnet_images) mapping.
+    type: dict
+    required: true
+  clients:
+    description: Normalised clients (filter C(ggnet_clients)); uses name, image, game_disk, keep_writeback, target_iqn.
+    type: list
+    elements: dict
+    required: true
+  sessions:
+    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
+    type: dict
+  iscsi_backend:
+    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
+    type: str
+  force:
+    description: Destroy writebacks of removed clients even in maintenance.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: ggnet
+"""
+
+EXAMPLES = r"""
+- name: Writebacks of every client
+  ggnet_writebacks:
+    storage: "{{ ggnet_storage }}"
+    images: "{{ ggnet_images }}"
+    clients: "{{ groups | ggnet_clients(hostvars) }}"
+    iscsi_backend: "{{ ggnet_iscsi.backend }}"
+"""
+
+RETURN = r"""
+actions:
+  description: Writebacks created, replaced, re-quota'd or destroyed.
+  returned: always
+  type: list
+  elements: dict
+pending:
+  description: Writebacks waiting for their client's next reset to get a new version, and why.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.layout import LayoutError
+from ansible.module_utils.ggnet.storage import (
+    StorageError,
+    converge_writebacks,
+    sessions_from_backend,
+)
+from ansible.module_utils.ggnet.zfs import ZfsError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "storage": {"type": "dict", "required": True},
+            "images": {"type": "dict", "required": True},
+            "clients": {"type": "list", "elements": "dict", "required": True},
+            "sessions": {"type": "dict"},
+            "iscsi_backend": {"type": "str"},
+            "force": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    sessions = p["sessions"]
+    if sessions is None:
+        sessions = sessions_from_backend(p["iscsi_backend"])
+    try:
+        result = converge_writebacks(
+            p["storage"], p["images"], p["clients"], module.check_mode, sessions, p["force"]
+        )
+    except (StorageError, LayoutError, ZfsError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if not module._diff:
+        out.pop("diff")
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
