@@ -7,8 +7,17 @@ where the value came from.
 from __future__ import annotations
 
 import re
+from functools import cache
 
-import netaddr
+
+@cache
+def _netaddr():
+    # Imported on first use: modules that only need model.py's size parsing then run
+    # on a target without python3-netaddr.
+    import netaddr
+
+    return netaddr
+
 
 DEFAULT_IQN_PREFIX = "iqn.2025-01.lan.ggnet"
 # RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
@@ -49,6 +58,7 @@ def normalize_mac(value: object) -> str:
             "is not a MAC address (accepted: aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, "
             "aabb.ccdd.eeff, aabbccddeeff)"
         )
+    netaddr = _netaddr()
     mac = netaddr.EUI(re.sub(r"[^0-9a-fA-F]", "", text), dialect=netaddr.mac_unix_expanded)
     if int(mac) == 0:
         raise ValueError("is the all-zero MAC address, which no NIC has")
@@ -104,7 +114,8 @@ def initiator_iqn(name: str, prefix: str | None = None) -> str:
     return _iqn(prefix, name, "initiator")
 
 
-def parse_ipv4(value: object) -> netaddr.IPAddress:
+def parse_ipv4(value: object):
+    netaddr = _netaddr()
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError("must be an IPv4 address string such as 10.0.0.5")
     try:
@@ -114,7 +125,8 @@ def parse_ipv4(value: object) -> netaddr.IPAddress:
         raise ValueError("is not an IPv4 address") from exc
 
 
-def parse_subnet(value: object) -> netaddr.IPNetwork:
+def parse_subnet(value: object):
+    netaddr = _netaddr()
     if not isinstance(value, str) or "/" not in value:
         raise ValueError("must be an IPv4 network in CIDR form such as 10.0.0.0/24")
     try:
