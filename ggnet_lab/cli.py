@@ -88,14 +88,14 @@ def up(rebuild: bool = False) -> dict[str, float]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import shlex
+
     from . import paths, vm
 
     timings = up(rebuild=args.rebuild)
-    say(
-        f"lab up in {timings['total']:.0f}s: {vm.NAME} at {vm.ADDRESS}, "
-        f"ssh: {' '.join(vm.ssh_argv()[:-1])[:60]}... (or `ansible -i inventory/lab "
-        f"ggnet_servers -m ping`); state in {paths.lab_dir()}"
-    )
+    say(f"lab up in {timings['total']:.0f}s: {vm.NAME} at {vm.ADDRESS}, state in {paths.lab_dir()}")
+    say(f"  ssh:     {shlex.join(vm.ssh_argv())}")
+    say("  ansible: ansible -i inventory/lab ggnet_servers -m ping")
     return 0
 
 
