@@ -19,10 +19,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            # One broken subcommand must not take the others down with it.
+            sp.set_defaults(_run=_unavailable(name, exc))
+            continue
         module.add_arguments(sp)
         sp.set_defaults(_run=module.run)
     return parser
+
+
+def _unavailable(name: str, exc: ImportError):
+    def run(_args) -> int:
+        print(f"ggnet {name}: not available here ({exc}); run `make deps` first", file=sys.stderr)
+        return 1
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
