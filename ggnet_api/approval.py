@@ -1,0 +1,165 @@
+"""Approving a discovered machine: it becomes a client in the inventory, in git.
+
+Ansible only counts a host as a member of a group where an inventory source says so;
+a host_vars file alone adds nobody.  So an approval writes two files under the
+inventory directory:
+
+    host_vars/<name>.yml   the machine's variables (ggnet_mac, ggnet_image)
+    approved.yml           an inventory source the API owns, listing approved machines
+                           under ggnet_clients and under the machine groups chosen
+
+The new inventory is validated (the same check as `ggnet validate`) before it is
+committed; an inventory that would not validate is restored and nothing is committed.
+The commit names the approver and holds only these two files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ggnet.net import check_iqn_name
+
+APPROVED = "approved.yml"
+_lock = threading.Lock()
+_HEADER = (
+    "# Machines approved through the ggnet API (discovery).  Written by the API; edit\n"
+    "# host_vars/<name>.yml for their settings, or move them into hosts.yml by hand.\n"
+)
+
+
+class ApprovalError(Exception):
+    def __init__(self, message: str, status: int = 400, problems: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+
+
+def check_request(body: dict[str, Any], snap, mac: str) -> tuple[str, str, list[str]]:
+    unknown = sorted(set(body) - {"name", "image", "groups"})
+    if unknown:
+        raise ApprovalError(
+            f"body: unknown field(s) {', '.join(unknown)}; send name, image and groups"
+        )
+    name, image, groups = body.get("name"), body.get("image"), body.get("groups", [])
+    if not isinstance(name, str) or not name:
+        raise ApprovalError("body.name: required, the machine's inventory name (e.g. pc-12)")
+    try:
+        check_iqn_name(name)
+    except ValueError as exc:
+        raise ApprovalError(f"body.name: {name[:64]!r} {exc}") from None
+    if len(name) > 63:
+        raise ApprovalError("body.name: at most 63 characters")
+    if name in snap.hosts:
+        raise ApprovalError(f"body.name: {name!r} is already a host of the inventory", 409)
+    if mac in snap.by_mac:
+        raise ApprovalError(f"{mac} is already the MAC of {snap.by_mac[mac]}", 409)
+    if not isinstance(image, str) or image not in snap.images:
+        known = ", ".join(sorted(snap.images)) or "none"
+        raise ApprovalError(
+            f"body.image: {str(image)[:64]!r} is not in ggnet_images (known: {known})"
+        )
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ApprovalError("body.groups: a list of machine group names")
+    bad = sorted(set(groups) - set(snap.machine_groups))
+    if bad:
+        known = ", ".join(snap.machine_groups) or "none"
+        raise ApprovalError(
+            f"body.groups: {', '.join(g[:64] for g in bad)} not a machine group (known: {known})"
+        )
+    return name, image, sorted(set(groups))
+
+
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C", **(env or {})},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ApprovalError(f"git {args[0]} failed: {proc.stderr.strip()[:300]}", 500)
+    return proc.stdout.strip()
+
+
+def approve(
+    inventory_dir: str | os.PathLike[str],
+    mac: str,
+    name: str,
+    image: str,
+    groups: list[str],
+    who: str,
+    author: str,
+) -> str:
+    """Write, validate and commit; returns the commit id."""
+    root = Path(inventory_dir)
+    if not root.is_dir():
+        raise ApprovalError(f"the inventory {root} is not a directory; approvals need one", 409)
+    with _lock:
+        try:
+            repo = Path(_git(root, "rev-parse", "--show-toplevel"))
+        except ApprovalError:
+            raise ApprovalError(f"the inventory {root} is not in a git repository", 409) from None
+        host_vars = root / "host_vars" / f"{name}.yml"
+        approved = root / APPROVED
+        if host_vars.exists():
+            raise ApprovalError(f"body.name: {host_vars} exists already", 409)
+        old_approved = approved.read_text(encoding="utf-8") if approved.exists() else None
+        data = yaml.safe_load(old_approved or "") or {}
+        clients = (
+            data.setdefault("all", {}).setdefault("children", {}).setdefault("ggnet_clients", {})
+        )
+        clients.setdefault("hosts", {})[name] = None
+        for group in groups:
+            group_entry = clients.setdefault("children", {}).setdefault(group, {}) or {}
+            clients["children"][group] = group_entry
+            group_entry.setdefault("hosts", {})[name] = None
+        host_vars.parent.mkdir(exist_ok=True)
+        host_vars.write_text(
+            f"# Approved through the ggnet API by {who}, discovered as {mac}.\n"
+            + yaml.safe_dump({"ggnet_mac": mac, "ggnet_image": image}, sort_keys=False),
+            encoding="utf-8",
+        )
+        approved.write_text(_HEADER + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+        try:
+            _validate(root)
+            rel = [str(p.resolve().relative_to(repo.resolve())) for p in (host_vars, approved)]
+            _git(repo, "add", "--", *rel)
+            author_name, _, author_email = author.partition("<")
+            ident = {
+                "GIT_AUTHOR_NAME": author_name.strip(),
+                "GIT_AUTHOR_EMAIL": author_email.rstrip(">").strip(),
+                "GIT_COMMITTER_NAME": author_name.strip(),
+                "GIT_COMMITTER_EMAIL": author_email.rstrip(">").strip(),
+            }
+            groups_text = ", ".join(groups) or "none"
+            message = (
+                f"Approve {name} ({mac}): image {image}, groups {groups_text}\n\n"
+                f"Approved by {who} through the ggnet API (discovery).\n"
+            )
+            _git(repo, "commit", "-q", "-m", message, "--", *rel, env=ident)
+            return _git(repo, "rev-parse", "HEAD")
+        except ApprovalError:
+            host_vars.unlink(missing_ok=True)
+            if old_approved is None:
+                approved.unlink(missing_ok=True)
+            else:
+                approved.write_text(old_approved, encoding="utf-8")
+            raise
+
+
+def _validate(root: Path) -> None:
+    from ggnet_api.validate_cmd import check
+
+    _inventory, lines, _problems = check(str(root))
+    if lines:
+        raise ApprovalError(
+            "the inventory would not validate with this machine; nothing was committed",
+            422,
+            problems=lines[:20],
+        )

@@ -1,0 +1,139 @@
+"""Bearer tokens with a role, and a limit on failed attempts per client address.
+
+Roles are ordered: a viewer reads, an operator also starts and cancels jobs and
+approves machines, an admin also manages tokens.  A client that fails more than
+auth_fail_limit times within auth_fail_window seconds is answered 429 until the
+window has passed, whatever token it sends then: guessing gets slow.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, g, jsonify, request
+
+ROLES = ("viewer", "operator", "admin")
+TOKEN_PREFIX = "ggn_"
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def role_at_least(role: str, needed: str) -> bool:
+    return ROLES.index(role) >= ROLES.index(needed)
+
+
+class FailureLimiter:
+    def __init__(self, limit: int, window: float):
+        self.limit = limit
+        self.window = window
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _trim(self, who: str, now: float) -> deque[float]:
+        q = self._seen.setdefault(who, deque())
+        while q and now - q[0] > self.window:
+            q.popleft()
+        return q
+
+    def blocked(self, who: str) -> float:
+        """Seconds until `who` may try again; 0 when not blocked."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._trim(who, now)
+            if len(q) < self.limit:
+                if not q:
+                    self._seen.pop(who, None)
+                return 0.0
+            return max(1.0, self.window - (now - q[0]))
+
+    def fail(self, who: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            q = self._trim(who, now)
+            q.append(now)
+            if len(self._seen) > 10000:  # bound the memory a scan of addresses can take
+                for key in list(self._seen)[:5000]:
+                    self._seen.pop(key, None)
+
+
+def _deny(status: int, reason: str, message: str, retry_after: float | None = None):
+    ext = current_app.extensions["ggnet"]
+    ext.metrics.auth_failures.labels(reason=reason).inc()
+    resp = jsonify(error=message)
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="ggnet"'
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(int(retry_after + 0.999))
+    return resp
+
+
+def check_request(needed: str):
+    """None when the request may go on (g.principal is set), else the error response."""
+    ext = current_app.extensions["ggnet"]
+    who = request.remote_addr or "unknown"
+    wait = ext.limiter.blocked(who)
+    if wait:
+        return _deny(
+            429,
+            "rate_limited",
+            f"too many failed authentications from {who}; retry in {int(wait + 0.999)} s",
+            wait,
+        )
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        ext.limiter.fail(who)
+        return _deny(
+            401,
+            "missing",
+            "Authorization: a bearer token is required (Authorization: Bearer <token>)",
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        ext.limiter.fail(who)
+        return _deny(
+            401, "malformed", "Authorization: use the Bearer scheme (Authorization: Bearer <token>)"
+        )
+    principal = ext.db.token(token.strip())
+    if principal is None:
+        ext.limiter.fail(who)
+        return _deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
+    if not role_at_least(principal["role"], needed):
+        return _deny(
+            403,
+            "forbidden",
+            f"this needs the {needed} role; token {principal['name']!r} has {principal['role']}",
+        )
+    g.principal = principal
+    return None
+
+
+def require(needed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if needed not in ROLES:
+        raise ValueError(f"unknown role {needed}")
+
+    def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            denied = check_request(needed)
+            if denied is not None:
+                return denied
+            return view(*args, **kwargs)
+
+        inner.ggnet_role = needed  # type: ignore[attr-defined]
+        return inner
+
+    return wrap
+
+
+def principal_name() -> str:
+    p = getattr(g, "principal", None)
+    return p["name"] if p else "anonymous"

@@ -1,0 +1,5 @@
+"""The API's blueprints, one per area; app.create_app() registers ALL of them."""
+
+from ggnet_api.blueprints import boot, discovery, health, images, jobs, machines, tokens
+
+ALL = (health.bp, boot.bp, jobs.bp, machines.bp, images.bp, discovery.bp, tokens.bp)

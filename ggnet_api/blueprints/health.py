@@ -1,0 +1,72 @@
+"""/health for load balancers and the service check (no auth), /api/status (viewer),
+/metrics for Prometheus (no auth: it carries counts, never names of secrets)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify
+
+from ggnet_api import auth
+from ggnet_api.blueprints.common import ext
+from ggnet_api.metrics import CONTENT_TYPE
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health():
+    e = ext()
+    try:
+        e.db.one("SELECT 1 AS ok")
+    except Exception:
+        return jsonify(status="error", error="the API's database cannot be read"), 503
+    return jsonify(status="ok")
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(ext().metrics.exposition(), content_type=CONTENT_TYPE)
+
+
+@bp.get("/api/status")
+@auth.require("viewer")
+def status():
+    e = ext()
+    snap, sample = e.live.snapshot, e.live.sample
+    counts = {
+        r["state"]: r["n"]
+        for r in e.db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+    }
+    return jsonify(
+        server=snap.server,
+        inventory={
+            "path": str(e.config["inventory"]),
+            "loaded_at": snap.loaded_at or None,
+            "error": e.live.load_error,
+            "problems": list(snap.problems),
+            "clients": len(snap.clients),
+            "images": len(snap.images),
+        },
+        jobs={
+            "running": e.jobs.running(),
+            "counts": counts,
+            "max_concurrent": e.config["max_concurrent_jobs"],
+        },
+        collector={
+            "at": sample.at or None,
+            "age_seconds": round(time.time() - sample.at, 1) if sample.at else None,
+            "errors": sample.errors,
+        },
+        clients=e.live.client_states(),
+        discovered=e.db.one("SELECT COUNT(*) AS n FROM discovered WHERE state = 'discovered'")["n"],
+    )
+
+
+@bp.get("/api/openapi.yml")
+@auth.require("viewer")
+def openapi():
+    from importlib.resources import files
+
+    text = files("ggnet_api").joinpath("openapi.yml").read_text(encoding="utf-8")
+    return Response(text, content_type="application/yaml")

@@ -1,0 +1,66 @@
+"""Machines: the inventory's clients with what the server knows of them now."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ggnet_api import auth
+from ggnet_api.blueprints.common import ext, fail
+from ggnet_api.live import client_state
+
+bp = Blueprint("machines", __name__, url_prefix="/api")
+
+
+def _view(c: dict, last: dict | None, sample, images: dict) -> dict:
+    image = images.get(c["image"]) or {}
+    version = c.get("image_version") or image.get("version")
+    if version is None:
+        # No pinned version: the newest one is what boots (see ggnet.storage).
+        versions = sample.versions.get(c["image"]) or []
+        version = versions[-1]["name"] if versions else None
+    sizes = sample.writeback_bytes
+    return {
+        "name": c["name"],
+        "mac": c["mac"],
+        "ip": c["ip"],
+        "image": c["image"],
+        "version": version,
+        "game_disk": c["game_disk"],
+        "groups": c["groups"],
+        "maintenance": c["keep_writeback"],
+        "writeback_bytes": sizes.get(c["name"]) if sizes is not None else None,
+        "state": client_state(c, last),
+        "last_boot": None
+        if last is None
+        else {k: last[k] for k in ("id", "started", "stage", "result", "duration", "detail")},
+    }
+
+
+@bp.get("/machines")
+@auth.require("viewer")
+def list_machines():
+    e = ext()
+    snap, sample, last = e.live.snapshot, e.live.sample, e.db.last_boots()
+    return jsonify(
+        machines=[
+            _view(c, last.get(c["mac"]), sample, snap.images)
+            for _, c in sorted(snap.clients.items())
+        ]
+    )
+
+
+@bp.get("/machines/<name>")
+@auth.require("viewer")
+def get_machine(name: str):
+    e = ext()
+    snap = e.live.snapshot
+    c = snap.clients.get(name)
+    if c is None:
+        fail(404, f"machine {name[:64]!r}: not a client of this server's inventory")
+    last = e.db.one("SELECT * FROM boots WHERE mac = ? ORDER BY id DESC LIMIT 1", (c["mac"],))
+    out = _view(c, last, e.live.sample, snap.images)
+    out["boots"] = e.db.query(
+        "SELECT id, kind, started, stage, result, duration, detail FROM boots WHERE mac = ? ORDER BY id DESC LIMIT 20",
+        (c["mac"],),
+    )
+    return jsonify(out)

@@ -1,0 +1,178 @@
+"""The API's settings: defaults, overridden by a YAML file and GGNET_API_* variables.
+
+The allow-list of playbooks lives here too: a job kind names a playbook and the only
+extra-vars it accepts, each with the shape its value must have.  Nothing else can be
+run through the API, and no value can carry Jinja (Ansible would template it).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ggnet_api import REPO_ROOT
+
+# A value's shape: type, and for strings a pattern; "required" marks the ones a job
+# cannot start without.  Patterns are anchored by fullmatch.
+_NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
+_COMMENT = r"[^\x00-\x1f{}%#]{1,200}"
+
+PLAYBOOKS: dict[str, dict[str, Any]] = {
+    "converge": {
+        "playbook": "site.yml",
+        "description": "converge every boot server from the inventory",
+        "extravars": {},
+    },
+    "preflight": {
+        "playbook": "preflight.yml",
+        "description": "check that the boot servers can be converged",
+        "extravars": {},
+    },
+    "image": {
+        "playbook": "image.yml",
+        "description": "image operations: apply a writeback as a new version, roll back",
+        "extravars": {
+            "ggnet_image_op": {
+                "type": "str",
+                "enum": ["apply", "rollback", "set_version", "destroy_version"],
+                "required": True,
+            },
+            "ggnet_image_name": {"type": "str", "pattern": _NAME, "required": True},
+            "ggnet_image_from": {"type": "str", "pattern": _NAME},
+            "ggnet_image_version": {"type": "str", "pattern": _NAME},
+            "ggnet_image_comment": {"type": "str", "pattern": _COMMENT},
+        },
+    },
+    "machine": {
+        "playbook": "machine.yml",
+        "description": "machine operations: maintenance on/off, reset a writeback",
+        "extravars": {
+            "ggnet_machine_op": {
+                "type": "str",
+                "enum": ["maintenance_on", "maintenance_off", "reset"],
+                "required": True,
+            },
+            "ggnet_machine_name": {"type": "str", "pattern": _NAME, "required": True},
+        },
+    },
+}
+
+DEFAULTS: dict[str, Any] = {
+    # Where the API keeps its SQLite file and one private data dir per job.
+    "state_dir": "/var/lib/ggnet-api",
+    # The project the playbooks are run from (a checkout of this repository).
+    "project_dir": str(REPO_ROOT),
+    "inventory": str(REPO_ROOT / "inventory" / "lab"),
+    "playbooks": PLAYBOOKS,
+    "max_concurrent_jobs": 2,
+    "max_queued_jobs": 50,
+    # Seconds between runner's checks of the cancel flag, and how long a cancelled
+    # ansible-playbook has after SIGTERM before everything left is killed.
+    "cancel_poll": 0.5,
+    "cancel_grace": 10.0,
+    "max_body_bytes": 64 * 1024,
+    "auth_fail_limit": 10,
+    "auth_fail_window": 60.0,
+    # Subprocess-based gauges (zfs, tgtadm) and the inventory are refreshed on these
+    # intervals by background threads; a scrape or a boot never waits for them.
+    "collect_interval": 15.0,
+    "inventory_poll": 2.0,
+    "boot_timeout": 600.0,
+    # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
+    "reset_on_boot": True,
+    # The URL PCs reach the API at; None = the URL of the request.
+    "public_url": None,
+    "git_author": "ggnet-api <ggnet-api@localhost>",
+    "max_discovered": 4096,
+    # Start the background threads (tests that only need the routes turn it off).
+    "background": True,
+}
+
+_ENV_PREFIX = "GGNET_API_"
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Settings from DEFAULTS, then the YAML file (GGNET_API_CONFIG), env, overrides."""
+    config = copy.deepcopy(DEFAULTS)
+    path = path or os.environ.get(_ENV_PREFIX + "CONFIG")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the API configuration must be a mapping")
+        unknown = sorted(set(data) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+        config.update(data)
+    for key, default in DEFAULTS.items():
+        env = os.environ.get(_ENV_PREFIX + key.upper())
+        if env is not None and not isinstance(default, dict):
+            config[key] = _coerce(env, default) if default is not None else env
+    config.update(overrides)
+    config["state_dir"] = str(Path(config["state_dir"]))
+    return config
+
+
+class ExtraVarsError(ValueError):
+    pass
+
+
+_JINJA = re.compile(r"\{\{|\{%|\{#")
+
+
+def check_extravars(kind: str, spec: dict[str, Any], given: Any) -> dict[str, Any]:
+    """The extra-vars of a job of `kind`, checked against its allow-list entry."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ExtraVarsError("extravars: must be an object of variable names to values")
+    allowed = spec.get("extravars") or {}
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        rule = allowed.get(key)
+        if rule is None:
+            names = ", ".join(sorted(allowed)) or "none"
+            raise ExtraVarsError(
+                f"extravars.{key}: not accepted by job kind {kind!r} (accepted: {names})"
+            )
+        out[key] = _check_value(f"extravars.{key}", rule, value)
+    missing = sorted(k for k, rule in allowed.items() if rule.get("required") and k not in given)
+    if missing:
+        raise ExtraVarsError(f"extravars: job kind {kind!r} needs {', '.join(missing)}")
+    return out
+
+
+def _check_value(where: str, rule: dict[str, Any], value: Any) -> Any:
+    kind = rule.get("type", "str")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ExtraVarsError(f"{where}: must be true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ExtraVarsError(f"{where}: must be an integer")
+        return value
+    if not isinstance(value, str):
+        raise ExtraVarsError(f"{where}: must be a string")
+    if _JINJA.search(value):
+        raise ExtraVarsError(f"{where}: must not contain template markers ({{{{, {{%, {{#)")
+    if "enum" in rule and value not in rule["enum"]:
+        raise ExtraVarsError(f"{where}: {value!r} is not one of {', '.join(rule['enum'])}")
+    if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
+        raise ExtraVarsError(f"{where}: {value[:60]!r} is not an accepted value")
+    return value

@@ -1,0 +1,364 @@
+"""Jobs: allow-listed playbooks run through ansible-runner in background threads.
+
+Each job gets its own private_data_dir (runner writes its env, inventory link and
+artifacts there, so two jobs never share files), a bounded number run at once, the
+rest wait in a FIFO queue.  Events are stored in SQLite as they arrive, stripped to
+what an operator reads (event, host, task, stdout) with known secrets masked.
+
+Cancelling: runner is always given a cancel_callback (without one it installs its own
+SIGINT/SIGTERM handlers in our process).  When a job is cancelled the callback sends
+SIGTERM to the ansible-playbook pid (taken from the first event) and lets ansible stop
+its workers; only if it is still alive after a grace period does the callback return
+True, letting runner SIGKILL the process group.  runner's SIGKILL alone leaves
+ansible-core 2.19 workers behind, so after every job, cancelled or not, every process
+carrying the job's GGNET_JOB_ID environment marker is killed.
+
+A restart of the API marks the jobs that were running `interrupted` (after killing
+what is left of them) and queues again the ones that had not started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ggnet_api.config import ExtraVarsError, check_extravars
+from ggnet_api.db import JOB_DONE, Database
+
+log = logging.getLogger(__name__)
+
+ENV_MARKER = "GGNET_JOB_ID"
+MASK = "********"
+MAX_STDOUT = 8192
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class JobError(Exception):
+    """A job cannot be started or changed; status is the HTTP status that fits."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def redact(text: str | None, secrets: Iterable[str]) -> str | None:
+    if not text:
+        return text
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def processes_of(job_id: str) -> list[psutil.Process]:
+    """Every live process that inherited the job's environment marker."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get(ENV_MARKER) == job_id:
+            found.append(proc)
+    return found
+
+
+def kill_tree(procs: list[psutil.Process], grace: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL what is still alive after `grace`; returns how many were left."""
+    alive = [p for p in procs if _alive(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _gone, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(alive)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class JobRunner:
+    def __init__(
+        self,
+        db: Database,
+        config: dict[str, Any],
+        secrets: Callable[[], Iterable[str]] = lambda: (),
+        on_finish: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.db = db
+        self.config = config
+        self.secrets = secrets
+        self.on_finish = on_finish
+        self.jobs_dir = Path(config["state_dir"]) / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._cancel: dict[str, float] = {}
+        self._pids: dict[str, int] = {}
+        self._termed: set[str] = set()
+        self._running: set[str] = set()
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        for i in range(int(self.config["max_concurrent_jobs"])):
+            t = threading.Thread(target=self._worker, name=f"ggnet-job-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def recover(self) -> None:
+        """After a restart: kill what is left of running jobs, mark them interrupted."""
+        for job in self.db.jobs(limit=1_000_000, state="running"):
+            left = processes_of(job["id"])
+            if left:
+                log.warning(
+                    "job %s: killing %d process(es) left from before the restart",
+                    job["id"],
+                    len(left),
+                )
+                kill_tree(left)
+            self.db.update_job(
+                job["id"],
+                state="interrupted",
+                finished=time.time(),
+                detail="the API restarted while this job was running; start it again",
+            )
+        for job in sorted(
+            self.db.jobs(limit=1_000_000, state="queued"), key=lambda j: j["created"]
+        ):
+            self._queue.put(job["id"])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the running jobs and stop the workers (the queued jobs stay queued)."""
+        self._stopping = True
+        with self._lock:
+            for job_id in self._running:
+                self._cancel.setdefault(job_id, time.monotonic())
+        for _ in self._workers:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._workers.clear()
+
+    # -- API ------------------------------------------------------------------------
+
+    def submit(self, kind: str, extravars: Any, requested_by: str) -> dict[str, Any]:
+        spec = self.config["playbooks"].get(kind)
+        if spec is None:
+            known = ", ".join(sorted(self.config["playbooks"]))
+            raise JobError(f"kind: {kind!r} is not a job kind; use one of {known}")
+        try:
+            checked = check_extravars(kind, spec, extravars)
+        except ExtraVarsError as exc:
+            raise JobError(str(exc)) from None
+        playbook = Path(self.config["project_dir"]) / "playbooks" / spec["playbook"]
+        if not playbook.is_file():
+            raise JobError(
+                f"kind: {kind!r} runs playbooks/{spec['playbook']}, which this appliance does not have",
+                409,
+            )
+        queued = self.db.one("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'")["n"]
+        if queued >= int(self.config["max_queued_jobs"]):
+            raise JobError(f"the job queue is full ({queued} waiting); try again later", 503)
+        job_id = uuid.uuid4().hex
+        self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
+        self._queue.put(job_id)
+        return self.db.job(job_id)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self.db.job(job_id)
+        if job is None:
+            raise JobError(f"job {job_id}: no such job", 404)
+        if job["state"] in JOB_DONE:
+            raise JobError(f"job {job_id}: already {job['state']}", 409)
+        with self._lock:
+            if job_id in self._running:
+                self._cancel.setdefault(job_id, time.monotonic())
+                return self.db.job(job_id)
+            # Still queued: the worker skips it when it comes to it.
+            cur = self.db.execute(
+                "UPDATE jobs SET state = 'canceled', finished = ?, detail = ? WHERE id = ? AND state = 'queued'",
+                (time.time(), "cancelled before it started", job_id),
+            )
+        if cur.rowcount == 0:
+            # It started in between: cancel the run.
+            with self._lock:
+                self._cancel.setdefault(job_id, time.monotonic())
+        return self.db.job(job_id)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    # -- the work -----------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping:
+                return
+            with self._lock:
+                cur = self.db.execute(
+                    "UPDATE jobs SET state = 'running', started = ? WHERE id = ? AND state = 'queued'",
+                    (time.time(), job_id),
+                )
+                if cur.rowcount == 0:
+                    continue  # cancelled while queued
+                self._running.add(job_id)
+            try:
+                self._run(job_id)
+            except Exception as exc:  # the worker must survive any one job
+                log.exception("job %s failed to run", job_id)
+                self.db.update_job(
+                    job_id,
+                    state="error",
+                    finished=time.time(),
+                    detail=f"runner error: {type(exc).__name__}",
+                )
+            finally:
+                left = processes_of(job_id)
+                if left:
+                    log.warning(
+                        "job %s: %d process(es) left after the run; killing them", job_id, len(left)
+                    )
+                    kill_tree(left)
+                with self._lock:
+                    self._running.discard(job_id)
+                    self._cancel.pop(job_id, None)
+                    self._pids.pop(job_id, None)
+                    self._termed.discard(job_id)
+                shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+                if self.on_finish:
+                    job = self.db.job(job_id)
+                    if job:
+                        self.on_finish(job)
+
+    def _run(self, job_id: str) -> None:
+        import ansible_runner
+
+        job = self.db.job(job_id)
+        pdd = self.jobs_dir / job_id
+        pdd.mkdir(mode=0o700, exist_ok=True)
+        project = Path(self.config["project_dir"])
+        secrets = [s for s in self.secrets() if s]
+        seq = [0]
+
+        def on_event(data: dict[str, Any]) -> bool:
+            pid = data.get("pid")
+            if pid and job_id not in self._pids:
+                self._pids[job_id] = int(pid)
+                self.db.update_job(job_id, pid=int(pid))
+            seq[0] += 1
+            ed = data.get("event_data") or {}
+            stdout = _ANSI.sub("", data.get("stdout") or "")[:MAX_STDOUT]
+            self.db.add_event(
+                job_id,
+                int(data.get("counter") or seq[0]),
+                {
+                    "event": str(data.get("event") or "verbose"),
+                    "host": ed.get("host"),
+                    "task": redact(ed.get("task"), secrets),
+                    "stdout": redact(stdout, secrets),
+                },
+            )
+            return False  # stored here; runner need not write it to the artifacts too
+
+        envvars = {
+            ENV_MARKER: job_id,
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            # ansible-playbook is the one next to our interpreter (the venv's), even
+            # when the service's PATH does not name the venv.
+            "PATH": os.pathsep.join(
+                [os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")]
+            ),
+        }
+        if (project / "ansible.cfg").is_file():
+            envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd),
+            project_dir=str(project),
+            playbook=str(project / "playbooks" / job["playbook"]),
+            inventory=str(self.config["inventory"]),
+            extravars=job["extravars"] or None,
+            envvars=envvars,
+            ident="run",
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=lambda: self._should_stop(job_id),
+            settings={
+                "pexpect_timeout": float(self.config["cancel_poll"]),
+                "suppress_ansible_output": True,
+            },
+        )
+        state = {
+            "successful": "successful",
+            "failed": "failed",
+            "canceled": "canceled",
+            "timeout": "failed",
+        }.get(runner.status, "error")
+        if job_id in self._cancel:
+            # SIGTERM usually ends the playbook before runner sees the cancel flag.
+            state = "canceled"
+        detail = None
+        if state == "canceled":
+            detail = "cancelled by request"
+        elif runner.status == "timeout":
+            detail = "timed out"
+        elif state == "error":
+            detail = f"runner status {runner.status}"
+        if self._stopping and state == "canceled":
+            state, detail = (
+                "interrupted",
+                "the API stopped while this job was running; start it again",
+            )
+        self.db.update_job(job_id, state=state, rc=runner.rc, finished=time.time(), detail=detail)
+
+    def _should_stop(self, job_id: str) -> bool:
+        asked = self._cancel.get(job_id)
+        if asked is None:
+            return False
+        pid = self._pids.get(job_id)
+        if pid is None:
+            return True  # no playbook pid yet: let runner kill the process group
+        if job_id not in self._termed:
+            self._termed.add(job_id)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return True
+            return False
+        try:
+            if not _alive(psutil.Process(pid)):
+                return True
+        except psutil.Error:
+            return True
+        # Ansible stops its workers on SIGTERM; past the grace period runner kills.
+        return time.monotonic() - asked >= float(self.config["cancel_grace"])

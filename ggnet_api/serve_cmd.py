@@ -1,0 +1,57 @@
+"""`ggnet serve`: the API under gunicorn, as the systemd unit of roles/ggnet_api runs it.
+
+One worker with threads: the job queue and the collector live in the worker's process
+(see app.py), and server-sent event streams each hold a thread while they last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bind", default="127.0.0.1:8080", help="address:port (default 127.0.0.1:8080)"
+    )
+    parser.add_argument("--threads", type=int, default=16, help="request threads (default 16)")
+    parser.add_argument("--config", help="API settings file (YAML); default $GGNET_API_CONFIG")
+
+
+def gunicorn_argv(args: argparse.Namespace) -> list[str]:
+    return [
+        "gunicorn",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(args.threads),
+        "--bind",
+        args.bind,
+        # SSE streams stay open while a job runs; the worker must not be killed for it.
+        "--timeout",
+        "0",
+        "--graceful-timeout",
+        "30",
+        "--access-logfile",
+        "-",
+        "ggnet_api.app:wsgi()",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+    import sys
+
+    if args.config:
+        os.environ["GGNET_API_CONFIG"] = args.config
+    argv = gunicorn_argv(args)
+    binary = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
+        "gunicorn"
+    )
+    if binary is None:
+        print("gunicorn is not installed next to this Python", file=sys.stderr)
+        return 1
+    os.execv(binary, [binary, *argv[1:]])
+    return 0  # not reached
