@@ -1,0 +1,104 @@
+"""qemu command lines of the VM and the PCs, and lab PCs read from inventory vars."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from ggnet_lab import client, vm
+from ggnet_lab.image import Image
+
+pytestmark = pytest.mark.unit
+
+
+def _option(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_vm_runs_under_tcg_only(tmp_path):
+    argv = vm.qemu_argv(Image(tmp_path), vm.VMFiles(tmp_path / "vm"), "gt-boot1", "ssh-ed25519 K c")
+    assert _option(argv, "-accel") == ["tcg,thread=multi"]
+    assert not any("kvm" in a for a in argv)
+    assert _option(argv, "-smp") == ["2"]
+    assert _option(argv, "-m") == ["2048"]
+    assert "-daemonize" in argv
+    assert _option(argv, "-pidfile") == [str(tmp_path / "vm" / "qemu.pid")]
+    drives = _option(argv, "-drive")
+    assert drives[0].startswith(f"file={tmp_path / 'vm' / 'root.qcow2'},")
+    assert drives[1].startswith(f"file={tmp_path / 'vm' / 'pool.img'},")
+    assert _option(argv, "-netdev") == ["tap,id=lab,ifname=gt-boot1,script=no,downscript=no"]
+    assert "mac=52:54:00:21:30:10" in _option(argv, "-device")[0]
+
+
+def test_kernel_command_line_carries_the_key_without_spaces():
+    key = "ssh-ed25519 AAAAC3Nza ggnet-lab\n"
+    line = vm.kernel_cmdline(key)
+    words = line.split()
+    assert "root=/dev/vda" in words and "net.ifnames=0" in words
+    (encoded,) = [w.split("=", 1)[1] for w in words if w.startswith("ggnet.sshkey=")]
+    assert base64.b64decode(encoded).decode() == key.strip()
+
+
+def test_ssh_goes_through_the_namespace_with_the_lab_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("GGNET_LAB_DIR", str(tmp_path))
+    argv = vm.ssh_argv("true")
+    assert argv[argv.index("-i") + 1] == str(tmp_path / "ssh" / "id_ed25519")
+    assert "ProxyCommand=nsenter --net=/var/run/netns/ggnet-lab socat - TCP:%h:%p" in argv
+    assert argv[-2:] == ["root@10.213.0.10", "true"]
+
+
+def _pc_argv(firmware, tmp_path):
+    pc = client.LabPC("pc-x", "52:54:00:21:30:09", firmware)
+    return client.qemu_argv(pc, client.PCFiles(tmp_path), "gt-pc-x")
+
+
+def test_bios_pc_boots_from_the_nics_ipxe_rom(tmp_path):
+    argv = _pc_argv("bios", tmp_path)
+    assert _option(argv, "-accel") == ["tcg"]
+    assert _option(argv, "-drive") == []  # no pflash: SeaBIOS
+    (nic,) = _option(argv, "-device")
+    assert "mac=52:54:00:21:30:09" in nic and "romfile" not in nic
+    assert _option(argv, "-boot") == ["order=n"]
+
+
+def test_uefi_pcs_get_their_own_vars_copy(tmp_path):
+    for firmware in ("uefi-ipxe", "uefi-pxe"):
+        drives = _option(_pc_argv(firmware, tmp_path), "-drive")
+        assert any("readonly=on" in d and "OVMF_CODE_4M.fd" in d for d in drives)
+        assert any(d.endswith(f"file={tmp_path / 'OVMF_VARS_4M.fd'}") for d in drives)
+
+
+def test_uefi_pxe_empties_the_rom_and_uefi_ipxe_keeps_it(tmp_path):
+    (nic,) = _option(_pc_argv("uefi-pxe", tmp_path), "-device")
+    assert nic.endswith(",romfile=")
+    (nic,) = _option(_pc_argv("uefi-ipxe", tmp_path), "-device")
+    assert "romfile" not in nic
+
+
+def test_pc_console_and_display_are_files_of_its_own(tmp_path):
+    argv = _pc_argv("bios", tmp_path)
+    assert _option(argv, "-serial") == [f"file:{tmp_path / 'serial.log'}"]
+    assert _option(argv, "-display") == [f"vnc=unix:{tmp_path / 'vnc.sock'}"]
+
+
+def test_pc_from_inventory_vars():
+    pc = client.pc_from_vars("pc-1", {"ggnet_mac": "52-54-00-AA-BB-CC", "ggnet_boot": "uefi"})
+    assert pc == client.LabPC("pc-1", "52:54:00:aa:bb:cc", "uefi-ipxe")
+    pc = client.pc_from_vars("pc-2", {"ggnet_mac": "52:54:00:aa:bb:cd"})
+    assert pc.firmware == "bios"
+
+
+def test_bad_client_vars_name_the_host_and_the_key():
+    with pytest.raises(client.ClientError, match=r"pc-1: ggnet_mac 'nope'"):
+        client.pc_from_vars("pc-1", {"ggnet_mac": "nope"})
+    with pytest.raises(client.ClientError, match=r"pc-1: ggnet_lab_firmware 'coreboot'.*bios"):
+        client.pc_from_vars(
+            "pc-1", {"ggnet_mac": "52:54:00:aa:bb:cc", "ggnet_lab_firmware": "coreboot"}
+        )
+
+
+def test_the_lab_inventory_describes_the_three_firmware_kinds():
+    pcs = client.lab_pcs(Path(__file__).resolve().parents[2] / "inventory" / "lab")
+    assert {pc.firmware for pc in pcs.values()} == set(client.FIRMWARES)
