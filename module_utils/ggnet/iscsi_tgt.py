@@ -21,6 +21,10 @@ from .iscsi import MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
 
 TGTADM = "tgtadm"
 DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
+# tgt-admin binds the address rule "ALL" to a target whose configuration has no
+# initiator-address, and "ALL" admits every initiator whatever the name rule says.
+# The limited broadcast address is never a TCP peer's, so this rule admits no one.
+NO_ADDRESS = "255.255.255.255/32"
 CONF_HEADER = (
     "# Written by ggnet (modules/ggnet_targets.py); changes here are overwritten.\n"
     "# tgt's service reads it at start through the include in /etc/tgt/targets.conf.\n"
@@ -173,7 +177,12 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
         luns = [Lun(t.luns[n], _kind(t.luns[n])) for n in sorted(t.luns)]
         if sorted(t.luns) != list(range(1, len(luns) + 1)):
             luns = [Lun("\x00gap", "file")] * len(luns)
-        acls = [a for a in t.acls if a != "ALL"]
+        # tgt's ACL section mixes initiator names and address rules, and admits an
+        # initiator that either one matches: an address rule (tgt-admin's default
+        # "ALL") would open the target to everyone, so any but ours is removed.
+        names = [a for a in t.acls if a.startswith(("iqn.", "eui.", "naa."))]
+        addresses = [a for a in t.acls if a not in names and a != NO_ADDRESS]
+        acls = names + addresses
         user = t.accounts[0] if t.accounts else None
         secret = None
         if user:
@@ -182,7 +191,7 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
         out[t.iqn] = Target(
             iqn=t.iqn,
             initiator=acls[0] if acls else None,
-            extra_initiators=acls[1:] + (["ALL"] if "ALL" in t.acls else []),
+            extra_initiators=acls[1:],
             luns=luns,
             chap_user=user,
             chap_secret=secret,
@@ -279,8 +288,16 @@ class Driver:
                     a.initiator,
                 )
             elif a.op == "remove_acl":
-                flag = "--initiator-address" if a.initiator == "ALL" else "--initiator-name"
-                run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
+                run(
+                    "--op",
+                    "unbind",
+                    "--mode",
+                    "target",
+                    "--tid",
+                    tid,
+                    "--initiator-name",
+                    a.initiator,
+                )
             elif a.op == "set_chap":
                 have, want = found.get(a.iqn), wanted[a.iqn]
                 if have and have.chap_user and have.chap_user != want.chap_user:
@@ -329,7 +346,7 @@ def render_conf(wanted: Mapping[str, Target]) -> str:
             parts.append(
                 f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n    </backing-store>\n"
             )
-        parts.append(f"    initiator-name {t.initiator}\n")
+        parts.append(f"    initiator-address {NO_ADDRESS}\n    initiator-name {t.initiator}\n")
         if t.chap:
             parts.append(f"    incominguser {t.chap_user} {t.chap_secret}\n")
         parts.append("</target>\n")

@@ -1,0 +1,237 @@
+"""LIO (kernel target) driver through rtslib-fb: read configfs, apply Actions, save.
+
+The configuration is changed in place, object by object, never by a restore: rtslib's
+restore_from_file() and `targetctl restore` clear everything first by default, which
+drops every live session.  After a change the whole configfs state is saved where
+Debian's rtslib-fb-targetctl.service reads it at boot.  That service's ExecStop is
+`targetctl clear`, so the role enables it but must never restart it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .iscsi import Action, IscsiError, Lun, Target
+
+# Debian patches rtslib-fb's default save file to this path (upstream:
+# /etc/target/saveconfig.json); `targetctl restore` at boot reads it.
+DEFAULT_SAVEFILE = "/etc/rtslib-fb-target/saveconfig.json"
+RESTORE_SERVICE = "rtslib-fb-targetctl.service"
+TPG_TAG = 1
+
+
+def _rtslib():
+    try:
+        import rtslib_fb
+    except ImportError:
+        raise IscsiError(
+            "rtslib-fb is not importable by this Python: install python3-rtslib-fb "
+            "(the LIO backend runs with the system python3)"
+        ) from None
+    return rtslib_fb
+
+
+def _root():
+    rts = _rtslib()
+    try:
+        return rts.RTSRoot()
+    except rts.RTSLibError as exc:
+        raise IscsiError(
+            f"LIO is not available here ({exc}): the kernel needs configfs mounted on "
+            "/sys/kernel/config and the target_core_mod and iscsi_target_mod modules; "
+            "where LIO cannot run (a container), use ggnet_iscsi.backend: tgt"
+        ) from None
+
+
+def _iscsi_targets(root) -> list:
+    return [t for t in root.targets if t.fabric_module.name == "iscsi"]
+
+
+def _tpg(target):
+    for tpg in target.tpgs:
+        if tpg.tag == TPG_TAG:
+            return tpg
+    return None
+
+
+def sessions() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for target in _iscsi_targets(_root()):
+        for tpg in target.tpgs:
+            for acl in tpg.node_acls:
+                session = acl.session
+                if session and session.get("state", "LOGGED_IN") == "LOGGED_IN":
+                    out.setdefault(target.wwn, []).append(acl.node_wwn)
+    return out
+
+
+def _kind(so) -> str:
+    return "block" if so.plugin == "block" else "file"
+
+
+def read_state(root) -> dict[str, Target]:
+    out: dict[str, Target] = {}
+    for target in _iscsi_targets(root):
+        tpg = _tpg(target)
+        if tpg is None:
+            out[target.wwn] = Target(iqn=target.wwn, initiator=None, luns=[Lun("\x00no-tpg")])
+            continue
+        by_number = {lun.lun: lun for lun in tpg.luns}
+        luns = [
+            Lun(by_number[n].storage_object.udev_path, _kind(by_number[n].storage_object))
+            for n in sorted(by_number)
+        ]
+        if sorted(by_number) != list(range(len(luns))):
+            luns = [Lun("\x00gap")] * len(luns)
+        acls = sorted(tpg.node_acls, key=lambda a: a.node_wwn)
+        initiators = [a.node_wwn for a in acls]
+        user = secret = None
+        if acls and tpg.get_attribute("authentication") == "1" and acls[0].chap_userid:
+            user, secret = acls[0].chap_userid, acls[0].chap_password
+        if tpg.get_attribute("generate_node_acls") == "1":
+            initiators.append("ALL")
+        out[target.wwn] = Target(
+            iqn=target.wwn,
+            initiator=initiators[0] if initiators else None,
+            extra_initiators=initiators[1:],
+            luns=luns,
+            chap_user=user,
+            chap_secret=secret,
+        )
+    return out
+
+
+def _so_name(target: Target, disk: int) -> str:
+    base = target.name or target.iqn.rsplit(":", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"ggnet-{base}")[:56] + f"-{disk}"
+
+
+class Driver:
+    def __init__(
+        self, savefile: str | None = DEFAULT_SAVEFILE, portal: str = "0.0.0.0", port: int = 3260
+    ):
+        self.savefile = savefile
+        self.portal, self.port = portal, port
+        self.root = None
+
+    def read(self) -> tuple[dict[str, Target], dict[str, list[str]]]:
+        self.root = _root()
+        return read_state(self.root), sessions()
+
+    def _target(self, iqn: str):
+        for t in _iscsi_targets(self.root):
+            if t.wwn == iqn:
+                return t
+        raise IscsiError(f"LIO target {iqn} vanished while being changed; run the converge again")
+
+    def apply(
+        self,
+        actions: Sequence[Action],
+        wanted: Mapping[str, Target],
+        found: Mapping[str, Target],
+        force: bool = False,
+    ) -> None:
+        rts = _rtslib()
+        try:
+            for a in actions:
+                self._apply(rts, a, wanted, found)
+        except rts.RTSLibError as exc:
+            raise IscsiError(f"LIO refused {a.op} on {a.iqn}: {exc}") from None
+
+    def _apply(
+        self, rts, a: Action, wanted: Mapping[str, Target], found: Mapping[str, Target]
+    ) -> None:
+        if a.op == "create_target":
+            fabric = rts.FabricModule("iscsi")
+            target = rts.Target(fabric, a.iqn, mode="create")
+            tpg = rts.TPG(target, TPG_TAG, mode="create")
+            rts.NetworkPortal(tpg, self.portal, self.port, mode="create")
+            # Only the ACL's initiator may log in; no demo mode.
+            tpg.set_attribute("generate_node_acls", "0")
+            tpg.set_attribute("authentication", "0")
+            tpg.enable = True
+            return
+        target = self._target(a.iqn)
+        tpg = _tpg(target)
+        if a.op == "delete_target":
+            sos = [lun.storage_object for lun in tpg.luns] if tpg else []
+            target.delete()
+            for so in sos:
+                if not list(so.attached_luns):
+                    so.delete()
+        elif a.op == "add_lun":
+            want = wanted[a.iqn]
+            disk = a.lun
+            name = _so_name(want, disk)
+            so = self._storage_object(rts, name, a.backing)
+            lun = rts.LUN(tpg, a.lun, so)
+            for acl in tpg.node_acls:
+                rts.MappedLUN(acl, a.lun, lun)
+        elif a.op == "remove_lun":
+            for lun in tpg.luns:
+                if lun.lun == a.lun:
+                    so = lun.storage_object
+                    lun.delete()
+                    if not list(so.attached_luns):
+                        so.delete()
+        elif a.op == "add_acl":
+            acl = rts.NodeACL(tpg, a.initiator, mode="create")
+            for lun in tpg.luns:
+                rts.MappedLUN(acl, lun.lun, lun)
+        elif a.op == "remove_acl":
+            if a.initiator == "ALL":
+                tpg.set_attribute("generate_node_acls", "0")
+            for acl in tpg.node_acls:
+                if acl.node_wwn == a.initiator:
+                    acl.delete()
+        elif a.op == "set_chap":
+            want = wanted[a.iqn]
+            for acl in tpg.node_acls:
+                if acl.node_wwn == want.initiator:
+                    acl.chap_userid = want.chap_user
+                    acl.chap_password = want.chap_secret
+            tpg.set_attribute("authentication", "1")
+        elif a.op == "clear_chap":
+            tpg.set_attribute("authentication", "0")
+            for acl in tpg.node_acls:
+                acl.chap_userid = ""
+                acl.chap_password = ""
+        else:
+            raise IscsiError(f"LIO driver: unknown action {a.op}")
+
+    def _storage_object(self, rts, name: str, lun: Lun):
+        for so in self.root.storage_objects:
+            if so.udev_path == lun.path and _kind(so) == lun.kind:
+                return so  # the same disk already exported, e.g. after a LUN renumbering
+        if lun.kind == "block":
+            return rts.BlockStorageObject(name, dev=lun.path)
+        try:
+            size = os.path.getsize(lun.path)
+        except OSError as exc:
+            raise IscsiError(
+                f"backing file {lun.path} cannot be read ({exc.strerror}); is its writeback created?"
+            ) from None
+        return rts.FileIOStorageObject(name, dev=lun.path, size=size)
+
+    def persist(self, wanted: Mapping[str, Target], check_mode: bool = False) -> bool:
+        """Save configfs where the restore service reads it; True when the file changed."""
+        if not self.savefile:
+            return False
+        root = self.root or _root()
+        current: Any = root.dump()
+        try:
+            with open(self.savefile, encoding="utf-8") as fh:
+                saved = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            saved = None
+        if saved == json.loads(json.dumps(current)):
+            return False
+        if not check_mode:
+            os.makedirs(os.path.dirname(self.savefile) or ".", mode=0o700, exist_ok=True)
+            root.save_to_file(self.savefile)
+            os.chmod(self.savefile, 0o600)
+        return True
