@@ -1,0 +1,394 @@
+"""The API's routes in-process (Flask test client): auth, bad input, the boot path,
+discovery callbacks, metrics.  No threads, no ZFS: the writeback reset is exercised
+through a stand-in for ggnet.storage.reset where noted."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from ggnet_api.app import create_app
+from ggnet_api.auth import new_token
+
+pytestmark = pytest.mark.unit
+
+CHAP = "Sup3rS3cretChap"
+
+HOSTS = """\
+all:
+  children:
+    ggnet_servers:
+      hosts:
+        boot1: {ansible_host: 127.0.0.1, ansible_connection: local}
+    ggnet_clients:
+      children:
+        vip:
+          hosts:
+            pc-01: {ggnet_mac: "52:54:00:aa:00:01", ggnet_ip: 10.213.0.101}
+        office:
+          hosts:
+            pc-02: {ggnet_mac: "52:54:00:aa:00:02", ggnet_keep_writeback: true}
+"""
+ALL = f"""\
+ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
+  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}}
+ggnet_storage: {{pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}}
+ggnet_iscsi: {{backend: tgt, chap: true, chap_secret: {CHAP}}}
+ggnet_images:
+  win11: {{size: 64M, kind: system}}
+  games: {{size: 32M, kind: data}}
+ggnet_image: win11
+"""
+
+
+def write_inventory(root):
+    (root / "group_vars").mkdir(parents=True)
+    (root / "hosts.yml").write_text(HOSTS)
+    (root / "group_vars" / "all.yml").write_text(ALL)
+    (root / "group_vars" / "vip.yml").write_text("ggnet_game_disk: games\n")
+    return root
+
+
+@pytest.fixture
+def app(tmp_path):
+    inv = write_inventory(tmp_path / "inventory")
+    app = create_app(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "inventory": str(inv),
+            "background": False,
+            "reset_on_boot": False,
+            "public_url": "http://10.213.0.10:8080",
+            "max_body_bytes": 4096,
+            "auth_fail_limit": 5,
+        }
+    )
+    assert app.extensions["ggnet"].live.reload(), app.extensions["ggnet"].live.load_error
+    yield app
+    app.extensions["ggnet"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens(app):
+    db = app.extensions["ggnet"].db
+    out = {}
+    for role in ("viewer", "operator", "admin"):
+        out[role] = new_token()
+        db.add_token(f"test-{role}", role, out[role])
+    return out
+
+
+def h(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_health_and_metrics_need_no_token(client):
+    assert client.get("/health").json == {"status": "ok"}
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert b"ggnet_jobs_active" in resp.data
+
+
+def test_api_needs_a_token(client, tokens):
+    resp = client.get("/api/status")
+    assert resp.status_code == 401
+    assert "bearer token is required" in resp.json["error"]
+    resp = client.get("/api/status", headers=h("ggn_wrong"))
+    assert resp.status_code == 401
+    assert "not valid" in resp.json["error"]
+    resp = client.get("/api/status", headers={"Authorization": "Basic abc"})
+    assert resp.status_code == 401 and "Bearer scheme" in resp.json["error"]
+    assert client.get("/api/status", headers=h(tokens["viewer"])).status_code == 200
+
+
+def test_roles(client, tokens):
+    resp = client.post("/api/jobs", json={"kind": "converge"}, headers=h(tokens["viewer"]))
+    assert resp.status_code == 403
+    assert "operator role" in resp.json["error"]
+    assert client.get("/api/tokens", headers=h(tokens["operator"])).status_code == 403
+    listed = client.get("/api/tokens", headers=h(tokens["admin"]))
+    assert listed.status_code == 200
+    # Hashes and tokens never leave the database.
+    body = listed.get_data(as_text=True)
+    assert all(t not in body for t in tokens.values())
+    assert "hash" not in body
+
+
+def test_auth_failures_are_limited_and_counted(client, tokens):
+    for _ in range(5):
+        assert client.get("/api/status", headers=h("ggn_guess")).status_code == 401
+    resp = client.get("/api/status", headers=h(tokens["viewer"]))
+    assert resp.status_code == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert "too many failed" in resp.json["error"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ggnet_api_auth_failures_total{reason="invalid"} 5.0' in metrics
+    assert 'ggnet_api_auth_failures_total{reason="rate_limited"} 1.0' in metrics
+
+
+def test_revoked_token_is_refused(client, tokens, app):
+    db = app.extensions["ggnet"].db
+    token_id = db.token(tokens["viewer"])["id"]
+    assert client.delete(f"/api/tokens/{token_id}", headers=h(tokens["admin"])).status_code == 200
+    assert client.get("/api/status", headers=h(tokens["viewer"])).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"kind": "reboot-everything"}, 400, "body.kind: 'reboot-everything' is not a job kind"),
+        ({"kind": "converge", "extravars": {"x": 1}}, 400, "extravars.x: not accepted"),
+        (
+            {"kind": "image", "extravars": {"ggnet_image_op": "apply"}},
+            400,
+            "needs ggnet_image_name",
+        ),
+        (
+            {
+                "kind": "image",
+                "extravars": {
+                    "ggnet_image_op": "apply",
+                    "ggnet_image_name": "{{ lookup('pipe','id') }}",
+                },
+            },
+            400,
+            "template markers",
+        ),
+        (
+            {
+                "kind": "machine",
+                "extravars": {"ggnet_machine_op": "explode", "ggnet_machine_name": "pc-01"},
+            },
+            400,
+            "not one of",
+        ),
+        ({"kind": "converge", "extravars": []}, 400, "extravars: must be an object"),
+        ({"kind": "converge", "limit": "all"}, 400, "unknown field(s) limit"),
+        ({}, 400, "body.kind: required"),
+    ],
+)
+def test_bad_job_requests(client, tokens, body, status, message):
+    resp = client.post("/api/jobs", json=body, headers=h(tokens["operator"]))
+    assert resp.status_code == status
+    assert message in resp.json["error"]
+
+
+def test_job_body_must_be_json_and_small(client, tokens):
+    resp = client.post("/api/jobs", data="kind=converge", headers=h(tokens["operator"]))
+    assert resp.status_code == 415
+    assert "application/json" in resp.json["error"]
+    big = json.dumps({"kind": "converge", "pad": "x" * 5000})
+    resp = client.post(
+        "/api/jobs", data=big, content_type="application/json", headers=h(tokens["operator"])
+    )
+    assert resp.status_code == 413
+    assert "4096 bytes" in resp.json["error"]
+
+
+def test_job_ids_are_checked(client, tokens):
+    resp = client.get("/api/jobs/../../etc", headers=h(tokens["viewer"]))
+    assert resp.status_code == 404
+    resp = client.get("/api/jobs/nothex", headers=h(tokens["viewer"]))
+    assert resp.status_code == 400 and "32 hex digits" in resp.json["error"]
+    resp = client.get("/api/jobs/" + "0" * 32, headers=h(tokens["viewer"]))
+    assert resp.status_code == 404 and "no such job" in resp.json["error"]
+    resp = client.get("/api/jobs?state=weird", headers=h(tokens["viewer"]))
+    assert resp.status_code == 400 and "state" in resp.json["error"]
+
+
+def test_queued_job_is_accepted_and_cancelled(client, tokens, app):
+    # No worker threads in this app: the job stays queued, so cancel takes the queued path.
+    resp = client.post("/api/jobs", json={"kind": "converge"}, headers=h(tokens["operator"]))
+    assert resp.status_code == 202
+    job = resp.json
+    assert job["state"] == "queued" and job["requested_by"] == "test-operator"
+    assert resp.headers["Location"] == f"/api/jobs/{job['id']}"
+    resp = client.post(f"/api/jobs/{job['id']}/cancel", headers=h(tokens["operator"]))
+    assert resp.status_code == 202 and resp.json["state"] == "canceled"
+    resp = client.post(f"/api/jobs/{job['id']}/cancel", headers=h(tokens["operator"]))
+    assert resp.status_code == 409 and "already canceled" in resp.json["error"]
+
+
+def test_boot_script_of_known_pc_with_game_disk(client, app):
+    resp = client.get("/boot/52-54-00-AA-00-01")
+    assert resp.status_code == 200
+    text = resp.get_data(as_text=True)
+    assert text.startswith("#!ipxe")
+    # tgt: the system disk is LUN 1, the game disk LUN 2 of the client's own target.
+    assert (
+        "sanboot --drive 0x80 iscsi:10.213.0.10::3260:1:iqn.2025-01.lan.ggnet:target.pc-01" in text
+    )
+    assert (
+        "sanhook --drive 0x81 iscsi:10.213.0.10::3260:2:iqn.2025-01.lan.ggnet:target.pc-01" in text
+    )
+    assert "http://10.213.0.10:8080/boot/52:54:00:aa:00:01/stage?name=script-loaded" in text
+    assert f"set password {CHAP}" in text  # iPXE must answer the CHAP challenge
+    assert resp.headers["Cache-Control"] == "no-store"
+    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert (boot["client"], boot["kind"], boot["result"]) == ("pc-01", "normal", "pending")
+
+
+def test_boot_of_pc_in_maintenance(client, app):
+    text = client.get("/boot/52:54:00:aa:00:02").get_data(as_text=True)
+    assert (
+        "sanboot --drive 0x80 iscsi:10.213.0.10::3260:1:iqn.2025-01.lan.ggnet:target.pc-02" in text
+    )
+    assert "sanhook" not in text
+    assert app.extensions["ggnet"].db.one("SELECT kind FROM boots")["kind"] == "maintenance"
+
+
+def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
+    from ggnet import storage
+
+    calls = []
+    monkeypatch.setattr(
+        storage, "reset", lambda cfg, images, clients, name, boot: calls.append((name, boot))
+    )
+    inv = write_inventory(tmp_path / "inventory")
+    app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
+    app.extensions["ggnet"].live.reload()
+    c = app.test_client()
+    assert c.get("/boot/52:54:00:aa:00:01").status_code == 200
+    assert c.get("/boot/52:54:00:aa:00:02").status_code == 200
+    assert calls == [("pc-01", True)]
+
+
+def test_boot_refused_below_reserve(tmp_path, monkeypatch):
+    from ggnet import storage
+
+    def full(*_a, **_k):
+        raise storage.CapacityError("pool ggtest has 1M free, below its reserve")
+
+    monkeypatch.setattr(storage, "reset", full)
+    inv = write_inventory(tmp_path / "inventory")
+    app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
+    app.extensions["ggnet"].live.reload()
+    c = app.test_client()
+    text = c.get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
+    assert "echo ggnet: pool ggtest has 1M free, below its reserve" in text
+    assert "sanboot" not in text and CHAP not in text
+    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert boot["result"] == "refused" and "reserve" in boot["detail"]
+
+
+def test_bad_mac_is_400_with_a_clear_message(client):
+    for bad in ("zz", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "52:54:00:aa:00"):
+        resp = client.get(f"/boot/{bad}")
+        assert resp.status_code == 400
+        assert resp.get_data(as_text=True).startswith(f"MAC address {bad!r} in the URL")
+    assert client.get("/boot/zz/stage?name=sanboot").status_code == 400
+
+
+def test_unknown_mac_gets_discovery_and_is_listed(client, tokens, app):
+    text = client.get("/boot/52:54:00:bb:00:09").get_data(as_text=True)
+    assert "/boot/${mac}/discover?manufacturer=${manufacturer:uristring}" in text
+    client.get("/boot/52:54:00:bb:00:09")  # the PC polls; still one boot row
+    db = app.extensions["ggnet"].db
+    assert db.one("SELECT COUNT(*) AS n FROM boots")["n"] == 1
+    resp = client.get(
+        "/boot/52:54:00:bb:00:09/discover?manufacturer=QEMU&product=Standard%20PC&serial=&uuid=1234&platform=efi&buildarch=x86_64"
+    )
+    assert resp.status_code == 200
+    listed = client.get("/api/discovered", headers=h(tokens["viewer"])).json["discovered"]
+    assert [d["mac"] for d in listed] == ["52:54:00:bb:00:09"]
+    assert listed[0]["facts"] == {
+        "manufacturer": "QEMU",
+        "product": "Standard PC",
+        "uuid": "1234",
+        "platform": "efi",
+        "buildarch": "x86_64",
+    }
+    resp = client.post("/boot/52:54:00:bb:00:09/report", json={"cpu": {"cores": 8}})
+    assert resp.status_code == 200
+    one = client.get("/api/discovered/52-54-00-BB-00-09", headers=h(tokens["viewer"])).json
+    assert one["report"] == {"cpu": {"cores": 8}}
+    assert "ggnet_discovered_machines 1.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_stages_give_a_boot_its_result_and_duration(client, tokens, app):
+    client.get("/boot/52:54:00:aa:00:01")
+    assert client.get("/boot/52:54:00:aa:00:01/stage?name=script-loaded").status_code == 200
+    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert (boot["stage"], boot["result"]) == ("script-loaded", "pending")
+    client.get("/boot/52:54:00:aa:00:01/stage?name=sanboot")
+    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert boot["result"] == "ok" and boot["duration"] >= 0
+    client.get("/boot/52:54:00:aa:00:02")
+    client.get("/boot/52:54:00:aa:00:02/stage?name=failed&error=0x3c0c6039")
+    machines = {
+        m["name"]: m
+        for m in client.get("/api/machines", headers=h(tokens["viewer"])).json["machines"]
+    }
+    assert machines["pc-01"]["state"] == "booted"
+    assert machines["pc-02"]["state"] == "maintenance"
+    assert machines["pc-02"]["last_boot"]["result"] == "failed"
+    assert machines["pc-02"]["last_boot"]["detail"] == "failed: 0x3c0c6039"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ggnet_boots_total{result="ok"} 1.0' in metrics
+    assert 'ggnet_boots_total{result="failed"} 1.0' in metrics
+    assert "ggnet_boot_duration_seconds_count 1.0" in metrics
+    assert 'ggnet_clients{state="booted"} 1.0' in metrics
+    resp = client.get("/boot/52:54:00:aa:00:01/stage?name=bogus")
+    assert resp.status_code == 400 and "not one of" in resp.get_data(as_text=True)
+
+
+def test_views_never_show_secrets(client, tokens):
+    for path in (
+        "/api/machines",
+        "/api/machines/pc-01",
+        "/api/images",
+        "/api/images/win11",
+        "/api/status",
+    ):
+        resp = client.get(path, headers=h(tokens["admin"]))
+        assert resp.status_code == 200, path
+        assert CHAP not in resp.get_data(as_text=True), path
+    assert CHAP not in client.get("/metrics").get_data(as_text=True)
+    resp = client.get("/api/machines/pc-99", headers=h(tokens["viewer"]))
+    assert resp.status_code == 404 and "pc-99" in resp.json["error"]
+    image = client.get("/api/images/win11", headers=h(tokens["viewer"])).json
+    assert image["clients"] == ["pc-01", "pc-02"]
+
+
+def test_unknown_endpoint_and_method(client, tokens):
+    resp = client.get("/api/nothing", headers=h(tokens["viewer"]))
+    assert resp.status_code == 404 and "no such endpoint" in resp.json["error"]
+    resp = client.delete("/api/jobs", headers=h(tokens["viewer"]))
+    assert resp.status_code == 405
+
+
+def test_openapi_is_served_and_lists_every_route(client, tokens, app):
+    import yaml
+
+    resp = client.get("/api/openapi.yml", headers=h(tokens["viewer"]))
+    assert resp.status_code == 200
+    spec = yaml.safe_load(resp.data)
+    documented = set()
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            if method in ("get", "post", "delete", "put", "patch"):
+                documented.add((method.upper(), path))
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method, path))
+    assert routes - documented == set(), "routes missing from openapi.yml"
+
+
+def test_config_rejects_unknown_settings(tmp_path):
+    from ggnet_api import config
+
+    path = tmp_path / "api.yml"
+    path.write_text(textwrap.dedent("state_dir: /tmp/x\nmax_jobs: 3\n"))
+    with pytest.raises(ValueError, match="unknown setting"):
+        config.load(path)
