@@ -38,8 +38,6 @@ P_APPLIED_FROM = "ggnet:applied_from"
 P_CLIENT = "ggnet:client"
 P_DISK = "ggnet:disk"
 P_KEEP = "ggnet:keep"
-P_APPLIED_AS = "ggnet:applied_as"
-P_APPLIED_MTIME = "ggnet:applied_mtime"
 
 STATE_PROPS = (
     "type",
@@ -59,8 +57,6 @@ STATE_PROPS = (
     P_CLIENT,
     P_DISK,
     P_KEEP,
-    P_APPLIED_AS,
-    P_APPLIED_MTIME,
 )
 IMAGE_KINDS = ("system", "data")
 DEFAULT_KEEP_VERSIONS = 3
@@ -165,8 +161,6 @@ class Writeback:
     creation: int
     quota: int
     keep: bool
-    applied_as: str | None
-    applied_mtime: str | None
 
 
 @dataclass
@@ -207,8 +201,6 @@ def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State
                 creation=int(props.get("creation") or 0),
                 quota=int(props.get("quota") or 0),
                 keep=props.get(P_KEEP) == "on",
-                applied_as=props.get(P_APPLIED_AS),
-                applied_mtime=props.get(P_APPLIED_MTIME),
             )
         elif (img := layout.split_image(cfg, name)) is not None:
             image, version = img
@@ -884,12 +876,13 @@ def apply_writeback(
     wb = state.writebacks.get((client_name, disk))
     if image is None or wb is None:
         raise StorageError(f"apply {client_name}: no writeback or image on the pool to apply")
-    path, kind = layout.writeback_backing(cfg, client_name, disk)
-    marker = _content_marker(path, kind)
-    already = wb.applied_as and image.version(wb.applied_as) and wb.applied_mtime == marker
-    if already and version in (None, wb.applied_as):
+    path, _ = layout.writeback_backing(cfg, client_name, disk)
+    if writeback_is_fresh(cfg, wb, zfs):
+        # Untouched since its clone (also right after an apply, which re-clones it from
+        # the new version): there is nothing to make a version of.
         result = Result()
-        result.info["version"] = wb.applied_as
+        result.info["version"] = layout.split_image(cfg, wb.origin or "")[1] if wb.origin else None
+        result.warnings.append(f"apply {client_name}: its writeback is unchanged; nothing to apply")
         return result
     name = version or _next_version_name(image)
     if image.version(name):
@@ -921,17 +914,10 @@ def apply_writeback(
     result.info["copied_bytes"] = copy_changed_blocks(path, head)
     _snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
     zfs.set(image.dataset, {P_CURRENT: name})
-    zfs.set(wb.dataset, {P_APPLIED_AS: name, P_APPLIED_MTIME: _content_marker(path, kind)})
+    # Its content is now that version: re-cloning loses nothing, frees its space, and
+    # makes a repeated apply a no-op.
+    _recreate(cfg, client_name, disk, snapshot, zfs)
     return result
-
-
-def _content_marker(path: str, kind: str) -> str:
-    if kind != "file":
-        return ""
-    try:
-        return str(os.stat(path).st_mtime_ns)
-    except OSError:
-        return ""
 
 
 def copy_changed_blocks(source: str, target: str, chunk: int = CHUNK) -> int:

@@ -30,8 +30,8 @@ def _zfs_ok() -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def zfs_daemon(tmp_path_factory):
+@pytest.fixture(scope="session", name="zfs_daemon")
+def zfs_daemon_fixture(tmp_path_factory):
     if shutil.which("zfs-fuse") is None or shutil.which("zfs") is None:
         pytest.skip("zfs-fuse is not installed (apt-get install zfs-fuse)")
     if _zfs_ok():
@@ -88,8 +88,8 @@ def destroy_pool(cfg: dict) -> None:
         os.unlink(cfg["_vdev"])
 
 
-@pytest.fixture
-def pool(zfs_daemon, tmp_path):
+@pytest.fixture(name="pool")
+def pool_fixture(zfs_daemon, tmp_path):
     cfg = make_pool(tmp_path)
     try:
         yield cfg

@@ -1,0 +1,308 @@
+"""Storage logic against a real zfs-fuse pool: every operation, check mode, refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+from ggnet import layout, storage
+from ggnet.zfs import Zfs
+from zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+
+IMAGES = {"os": {"size": "32M", "kind": "system"}, "games": {"size": "16M", "kind": "data"}}
+
+
+def clients(n=3, **extra):
+    return [
+        {
+            "name": f"pc-{i:02d}",
+            "image": "os",
+            "game_disk": "games" if i == 1 else None,
+            "keep_writeback": False,
+            "target_iqn": f"iqn.2024-01.test:pc-{i:02d}",
+            **extra,
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+def snapshot_of_pool(cfg):
+    """Everything a change could touch: names, origins, ggnet properties."""
+    raw = Zfs().get([cfg["pool"]], storage.STATE_PROPS, recursive=True)
+    skip = {"used", "available", "creation"}
+    return {n: {k: v for k, v in p.items() if k not in skip} for n, p in raw.items()}
+
+
+def write(path, data, offset=0):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def read(path, size, offset=0):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def disk(cfg, client, role="system"):
+    return layout.writeback_backing(cfg, client, role)[0]
+
+
+@pytest.fixture
+def ready(pool):
+    cfg = storage_cfg(pool)
+    storage.converge_images(cfg, IMAGES, check=False)
+    storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    # Writebacks are judged untouched by mtime against their creation second.
+    time.sleep(1.05)
+    return cfg
+
+
+def test_converge_creates_layout_then_second_run_changes_nothing(pool):
+    cfg = storage_cfg(pool)
+    first = storage.converge_images(cfg, IMAGES, check=False)
+    assert [a.action for a in first.actions].count("create_image") == 2
+    assert storage.converge_images(cfg, IMAGES, check=False).changed is False
+    wbs = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    assert len([a for a in wbs.actions if a.action == "create_writeback"]) == 4
+    again = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    assert again.changed is False and again.actions == []
+    props = Zfs().get(
+        [layout.writeback_dataset(cfg, "pc-01", "game")], ["origin", "quota", "ggnet:client"]
+    )
+    got = props[layout.writeback_dataset(cfg, "pc-01", "game")]
+    assert got["origin"] == layout.version_snapshot(cfg, "games", "v1")
+    assert got["ggnet:client"] == "pc-01"
+    assert int(got["quota"]) == 64 << 20
+
+
+def test_check_mode_reports_but_changes_nothing(pool):
+    cfg = storage_cfg(pool)
+    before = snapshot_of_pool(cfg)
+    planned = storage.converge_images(cfg, IMAGES, check=True)
+    assert planned.changed and snapshot_of_pool(cfg) == before
+    assert planned.as_dict()["diff"]["after"]["os"]["version"] == "v1"
+    storage.converge_images(cfg, IMAGES, check=False)
+    before = snapshot_of_pool(cfg)
+    planned = storage.converge_writebacks(cfg, IMAGES, clients(), check=True, sessions={})
+    assert len(planned.actions) == 4
+    assert snapshot_of_pool(cfg) == before
+
+
+def test_copy_on_write_isolation(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"ONLY-PC-01", 4096)
+    assert read(disk(cfg, "pc-01"), 10, 4096) == b"ONLY-PC-01"
+    assert read(disk(cfg, "pc-02"), 10, 4096) == bytes(10)
+    assert read(layout.image_backing(cfg, "os")[0], 10, 4096) == bytes(10)
+
+
+def test_reset_discards_writes_and_is_idempotent(ready):
+    cfg = ready
+    assert storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}).changed is False
+    write(disk(cfg, "pc-02"), b"dirty")
+    result = storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={})
+    assert [a.action for a in result.actions] == ["reset_writeback"]
+    assert read(disk(cfg, "pc-02"), 5) == bytes(5)
+    time.sleep(1.05)
+    assert storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}).changed is False
+
+
+def test_apply_then_rollback_checked_by_content(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"UPDATE-1", 1 << 20)
+    applied = storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "driver 560", sessions={})
+    assert applied.info["version"] == "v2"
+    # a second apply of the unchanged writeback is a no-op
+    again = storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "driver 560", sessions={})
+    assert again.changed is False and again.info["version"] == "v2"
+    raw = Zfs().get(
+        [layout.version_snapshot(cfg, "os", "v2")], ["ggnet:comment", "ggnet:applied_from"]
+    )
+    assert raw[layout.version_snapshot(cfg, "os", "v2")] == {
+        "ggnet:comment": "driver 560",
+        "ggnet:applied_from": "pc-01",
+    }
+    # pc-02 is off: its next reset boots v2
+    time.sleep(1.05)
+    storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={})
+    assert read(disk(cfg, "pc-02"), 8, 1 << 20) == b"UPDATE-1"
+    # roll back: the converge re-clones off clients onto v1, their disks lose the update
+    rolled = storage.rollback(cfg, IMAGES, "os", "v1")
+    assert rolled.changed
+    assert storage.rollback(cfg, IMAGES, "os", "v1").changed is False
+    wbs = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    assert {a.client for a in wbs.actions} == {"pc-01", "pc-02"}  # pc-03 never left v1
+    assert read(disk(cfg, "pc-02"), 8, 1 << 20) == bytes(8)
+    # ... and forward again
+    storage.rollback(cfg, IMAGES, "os", "v2")
+    storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    assert read(disk(cfg, "pc-03"), 8, 1 << 20) == b"UPDATE-1"
+
+
+def test_running_or_maintenance_clients_keep_their_writeback_until_reset(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"NEW", 0)
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={})
+    write(disk(cfg, "pc-02"), b"session data")
+    sessions = {"iqn.2024-01.test:pc-02": ["iqn.init:pc-02"]}
+    result = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions=sessions)
+    assert {p["client"]: p["why"] for p in result.pending} == {"pc-02": "in session"}
+    assert read(disk(cfg, "pc-02"), 12) == b"session data"
+    unknown = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions=None)
+    assert unknown.changed is False and unknown.pending[0]["why"] == "session state unknown"
+
+
+def test_maintenance_refuses_reset_unless_forced_and_boot_path_keeps(ready):
+    cfg = ready
+    assert storage.set_keep(cfg, clients(), "pc-03", True).changed
+    assert storage.set_keep(cfg, clients(), "pc-03", True).changed is False
+    write(disk(cfg, "pc-03"), b"installed")
+    with pytest.raises(storage.StorageError, match=r"pc-03 is in maintenance.*force=true"):
+        storage.reset(cfg, IMAGES, clients(), "pc-03", sessions={})
+    booted = storage.reset(cfg, IMAGES, clients(), "pc-03", boot=True)
+    assert booted.changed is False and booted.info["kept"] is True
+    assert read(disk(cfg, "pc-03"), 9) == b"installed"
+    storage.reset(cfg, IMAGES, clients(), "pc-03", force=True, sessions={})
+    assert read(disk(cfg, "pc-03"), 9) == bytes(9)
+    assert storage.set_keep(cfg, clients(), "pc-03", False).changed
+
+
+def test_removed_client_in_maintenance_is_refused_unless_forced(ready):
+    cfg = ready
+    storage.set_keep(cfg, clients(), "pc-03", True)
+    fewer = clients(2)
+    before = snapshot_of_pool(cfg)
+    with pytest.raises(storage.StorageError, match=r"pc-03 \(system, in maintenance\).*force=true"):
+        storage.converge_writebacks(cfg, IMAGES, fewer, check=False, sessions={})
+    assert snapshot_of_pool(cfg) == before
+    done = storage.converge_writebacks(cfg, IMAGES, fewer, check=False, sessions={}, force=True)
+    assert [a.action for a in done.actions] == ["destroy_writeback"]
+    assert not Zfs().exists(layout.client_dataset(cfg, "pc-03"))
+
+
+def test_bad_requests_are_refused_and_change_nothing(ready):
+    cfg = ready
+    before = snapshot_of_pool(cfg)
+    with pytest.raises(storage.StorageError, match="unknown client 'pc-99'"):
+        storage.reset(cfg, IMAGES, clients(), "pc-99", sessions={})
+    with pytest.raises(storage.StorageError, match=r"unknown version 'v9' \(existing: v1\)"):
+        storage.rollback(cfg, IMAGES, "os", "v9")
+    with pytest.raises(storage.StorageError, match=r"unknown version 'v9'"):
+        storage.converge_writebacks(
+            cfg, {**IMAGES, "os": {"size": "32M", "version": "v9"}}, clients(), False, {}
+        )
+    running = {"iqn.2024-01.test:pc-01": ["iqn.init:pc-01"]}
+    with pytest.raises(storage.StorageError, match="pc-01: the client is running"):
+        storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "x", sessions=running)
+    with pytest.raises(storage.StorageError, match="cannot tell whether it is running"):
+        storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "x", sessions=None)
+    with pytest.raises(storage.StorageError, match=r"ggnet_images\.os\.size"):
+        storage.converge_images(cfg, {"os": {"size": "lots"}}, check=False)
+    with pytest.raises(storage.StorageError, match="'nope' is not in ggnet_images"):
+        storage.converge_writebacks(cfg, IMAGES, clients(1, image="nope"), False, {})
+    assert snapshot_of_pool(cfg) == before
+
+
+def test_capacity_guard_refuses_new_writebacks_and_boot_reset(ready):
+    cfg = ready
+    free = storage.read_state(cfg, Zfs()).available
+    tight = {**cfg, "reserve": str(free + (8 << 20))}
+    before = snapshot_of_pool(cfg)
+    with pytest.raises(storage.CapacityError, match=r"below its reserve.*pc-04"):
+        storage.converge_writebacks(tight, IMAGES, clients(4), check=False, sessions={})
+    write(disk(cfg, "pc-02"), b"dirty")
+    with pytest.raises(storage.CapacityError, match="no new writeback for pc-02"):
+        storage.reset(tight, IMAGES, clients(), "pc-02", boot=True)
+    assert snapshot_of_pool(cfg) == before
+    # an unchanged reconcile needs no space and still succeeds
+    assert storage.converge_writebacks(tight, IMAGES, clients(), False, {}).changed is False
+
+
+def test_capacity_guard_with_a_really_full_pool(ready):
+    cfg = ready
+    filler = layout.writeback_backing(cfg, "pc-01", "system")[0] + ".fill"
+    # the quota stops one client from filling the pool...
+    with pytest.raises(OSError), open(filler, "wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    used = int(
+        Zfs().get([layout.writeback_dataset(cfg, "pc-01", "system")], ["used"])[
+            layout.writeback_dataset(cfg, "pc-01", "system")
+        ]["used"]
+    )
+    assert used <= 70 << 20
+    # ... while a reserve above what is free refuses the next client
+    state = storage.read_state(cfg, Zfs())
+    nearly = {**cfg, "reserve": str(state.available + (1 << 20))}
+    with pytest.raises(storage.CapacityError):
+        storage.converge_writebacks(nearly, IMAGES, clients(4), False, {})
+
+
+def test_prune_versions_and_idle_writebacks(ready):
+    cfg = ready
+    for n in range(2, 5):
+        write(disk(cfg, "pc-01"), f"version {n}".encode())
+        storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", f"v{n}", sessions={})
+    # pc-02/pc-03 still hang on v1; only idle-pruning them frees it
+    result = storage.prune(cfg, IMAGES, clients(), keep_versions=2, idle="1h", sessions={})
+    assert [a.target.split("@")[1] for a in result.actions] == ["v2"]
+    write(disk(cfg, "pc-02"), b"old session")
+    later = time.time() + 7200
+    check = storage.prune(
+        cfg, IMAGES, clients(), keep_versions=2, idle="1h", check=True, sessions={}, now=later
+    )
+    assert "v1" in {a.target.split("@")[-1] for a in check.actions}
+    done = storage.prune(cfg, IMAGES, clients(), keep_versions=2, idle="1h", sessions={}, now=later)
+    assert {a.action for a in done.actions} == {"reset_writeback", "destroy_version"}
+    versions = storage.read_state(cfg, Zfs()).images["os"].versions
+    assert [v.name for v in versions] == ["v3", "v4"]
+    assert read(disk(cfg, "pc-02"), 9) == b"version 4"
+    again = storage.prune(
+        cfg, IMAGES, clients(), keep_versions=2, idle="1h", sessions={}, now=later
+    )
+    assert again.changed is False
+
+
+def test_delete_version_with_dependants_needs_force(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"two")
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "v2", sessions={})
+    with pytest.raises(
+        storage.StorageError,
+        match=r"writebacks depend on it \(pc-02/system, pc-03/system\).*force=true",
+    ):
+        storage.delete_version(cfg, IMAGES, "os", "v1")
+    done = storage.delete_version(cfg, IMAGES, "os", "v1", force=True)
+    assert done.actions[-1].action == "destroy_version"
+    assert storage.delete_version(cfg, IMAGES, "os", "v1").changed is False
+    assert storage.converge_writebacks(cfg, IMAGES, clients(), False, {}).changed
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_import_from_source_file(pool, tmp_path, fmt):
+    cfg = storage_cfg(pool)
+    raw = tmp_path / "src.raw"
+    with open(raw, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(512)
+        f.write(b"BOOTSECTOR-MARK")
+    src = raw
+    if fmt == "qcow2":
+        src = tmp_path / "src.qcow2"
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(src)], check=True)
+    images = {"imp": {"source": str(src), "kind": "system", "version": "base"}}
+    storage.converge_images(cfg, images, check=False)
+    head = layout.image_backing(cfg, "imp")[0]
+    assert read(head, 15, 512) == b"BOOTSECTOR-MARK"
+    assert os.path.getsize(head) == 8 << 20
+    assert [v.name for v in storage.read_state(cfg, Zfs()).images["imp"].versions] == ["base"]
+    with pytest.raises(storage.StorageError, match="is not a file on this server"):
+        storage.converge_images(cfg, {"other": {"source": str(tmp_path / "missing.raw")}}, False)
