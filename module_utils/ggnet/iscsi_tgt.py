@@ -288,16 +288,9 @@ class Driver:
                     a.initiator,
                 )
             elif a.op == "remove_acl":
-                run(
-                    "--op",
-                    "unbind",
-                    "--mode",
-                    "target",
-                    "--tid",
-                    tid,
-                    "--initiator-name",
-                    a.initiator,
-                )
+                by_name = a.initiator.startswith(("iqn.", "eui.", "naa."))
+                flag = "--initiator-name" if by_name else "--initiator-address"
+                run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
             elif a.op == "set_chap":
                 have, want = found.get(a.iqn), wanted[a.iqn]
                 if have and have.chap_user and have.chap_user != want.chap_user:

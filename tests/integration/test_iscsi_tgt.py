@@ -114,7 +114,9 @@ def test_acl_refuses_another_initiator(tgt, tmp_path):
     tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "--initiator-address", "ALL")
     assert login(tgt, pc1, initiator=pc2["initiator_iqn"]).returncode == 0
     closed, _ = run_module(args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
-    assert [(a["op"], a.get("initiator")) for a in closed["actions"]] == [("remove_acl", "ALL")]
+    assert closed.get("actions") == [
+        {"op": "remove_acl", "target": pc1["target_iqn"], "initiator": "ALL"}
+    ], closed.get("msg")
     assert login(tgt, pc1, initiator=pc2["initiator_iqn"]).returncode != 0
     assert login(tgt, pc1).returncode == 0
 
