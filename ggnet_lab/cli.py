@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
 def up(rebuild: bool = False) -> dict[str, float]:
     """Bring the lab up; returns the seconds each step took."""
+    from . import paths
+
+    with paths.locked():
+        return _up(rebuild)
+
+
+def _up(rebuild: bool) -> dict[str, float]:
     from . import image, netns, vm
 
     timings = {}
@@ -162,6 +169,13 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 def down() -> list[str]:
     """Stop every lab process by its PID file and remove the network; returns what went."""
+    from . import paths
+
+    with paths.locked():
+        return _down()
+
+
+def _down() -> list[str]:
     from . import client, netns, paths, process, vm
 
     gone = []

@@ -3,7 +3,10 @@ variable moves them all (tests point GGNET_LAB_DIR at a temporary directory)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 NETNS = "ggnet-lab"
@@ -33,3 +36,13 @@ def pc_dir(name: str) -> Path:
 def repo_root() -> Path:
     """The checkout this package runs from (inventory/lab and playbooks/ live there)."""
     return Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One `lab up`/`lab down` at a time on this machine: the namespace name is fixed,
+    so two at once (a test run and a molecule run) would tear each other's lab apart."""
+    lab_dir().mkdir(parents=True, exist_ok=True)
+    with (lab_dir() / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
