@@ -1,0 +1,225 @@
+"""tgtadm output parsing, the persisted configuration, and the module's converge()."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from ggnet import iscsi_tgt
+from ggnet.iscsi import UNKNOWN_SECRET, desired_targets
+
+pytestmark = pytest.mark.unit
+
+P = "iqn.2025-01.lan.ggnet"
+
+# As printed by tgt 1.0.85 with one live session (trimmed of per-LUN details that
+# the parser must skip anyway).
+SHOW = f"""\
+Target 1: {P}:target.pc-01
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+        I_T nexus: 3
+            Initiator: {P}:initiator.pc-01 alias: pc-01
+            Connection: 0
+                IP Address: 10.214.0.2
+    LUN information:
+        LUN: 0
+            Type: controller
+            SCSI ID: IET     00010000
+            Backing store type: null
+            Backing store path: None
+            Backing store flags:
+        LUN: 1
+            Type: disk
+            Size: 67 MB, Block size: 512
+            Backing store type: rdwr
+            Backing store path: /wb/pc-01/system.img
+            Backing store flags:
+        LUN: 2
+            Type: disk
+            Backing store type: rdwr
+            Backing store path: /wb/pc-01/game.img
+            Backing store flags:
+    Account information:
+        {P}:initiator.pc-01
+        mutual-user (outgoing)
+    ACL information:
+        255.255.255.255/32
+        {P}:initiator.pc-01
+Target 2: {P}:target.pc-02
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+    LUN information:
+        LUN: 0
+            Type: controller
+            Backing store path: None
+        LUN: 1
+            Type: disk
+            Backing store path: /wb/pc-02/system.img
+    Account information:
+    ACL information:
+        ALL
+        {P}:initiator.pc-02
+"""
+
+
+def test_parse_show_keeps_sessions_disks_accounts_and_acls():
+    t1, t2 = iscsi_tgt.parse_show(SHOW)
+    assert (t1.tid, t1.iqn) == (1, f"{P}:target.pc-01")
+    assert t1.sessions == [f"{P}:initiator.pc-01"]
+    assert t1.luns == {1: "/wb/pc-01/system.img", 2: "/wb/pc-01/game.img"}
+    assert t1.accounts == [f"{P}:initiator.pc-01"]
+    assert t2.sessions == [] and t2.luns == {1: "/wb/pc-02/system.img"}
+    assert t2.acls == ["ALL", f"{P}:initiator.pc-02"]
+
+
+def test_model_ignores_our_closed_address_rule_but_not_all(tmp_path):
+    model = iscsi_tgt.to_model(iscsi_tgt.parse_show(SHOW), str(tmp_path / "none.conf"))
+    pc1, pc2 = model[f"{P}:target.pc-01"], model[f"{P}:target.pc-02"]
+    assert pc1.initiator == f"{P}:initiator.pc-01" and pc1.extra_initiators == []
+    assert [lun.path for lun in pc1.luns] == ["/wb/pc-01/system.img", "/wb/pc-01/game.img"]
+    # No persisted secret to compare with: unknown, so the plan resets it.
+    assert pc1.chap_secret == UNKNOWN_SECRET
+    assert pc2.extra_initiators == ["ALL"] and pc2.chap_user is None
+
+
+def test_conf_round_trip_is_private_and_carries_the_secret(tmp_path):
+    wanted = desired_targets(
+        [
+            {
+                "name": "pc-01",
+                "target_iqn": f"{P}:target.pc-01",
+                "initiator_iqn": f"{P}:initiator.pc-01",
+                "luns": [{"path": "/wb/pc-01/system.img"}, {"path": "/wb/pc-01/game.img"}],
+                "chap_secret": "Abcdefgh-1234",
+            }
+        ]
+    )
+    path = tmp_path / "conf.d" / "ggnet.conf"
+    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted), check_mode=True)
+    assert not path.exists()
+    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert not iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    text = path.read_text()
+    assert "lun 1" in text and "lun 2" in text and "initiator-address 255.255.255.255/32" in text
+    assert iscsi_tgt.read_conf_secrets(str(path)) == {
+        f"{P}:target.pc-01": (f"{P}:initiator.pc-01", "Abcdefgh-1234")
+    }
+    # A world-readable copy (someone chmod'ed it) is rewritten private.
+    os.chmod(path, 0o644)
+    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_tgtadm_errors_mask_the_secret():
+    tgtadm = iscsi_tgt.Tgtadm(binary="false")
+    with pytest.raises(iscsi_tgt.IscsiError) as err:
+        tgtadm.run(
+            "--op",
+            "new",
+            "--mode",
+            "account",
+            "--password",
+            "Abcdefgh-1234",
+            secret="Abcdefgh-1234",
+        )
+    assert "Abcdefgh-1234" not in str(err.value) and "********" in str(err.value)
+
+
+def test_missing_tgtadm_says_what_to_install():
+    with pytest.raises(iscsi_tgt.IscsiError, match="install the tgt package"):
+        iscsi_tgt.Tgtadm(binary="/nonexistent/tgtadm").run("--op", "show")
+
+
+class FakeDriver:
+    """Records what the module would do to a backend holding `found`."""
+
+    def __init__(self, found, live=None):
+        self.found, self.live, self.applied, self.persisted = found, live or {}, [], None
+
+    def read(self):
+        return self.found, self.live
+
+    def apply(self, actions, wanted, found, force=False):
+        self.applied.extend(actions)
+
+    def persist(self, wanted, check_mode=False):
+        self.persisted = check_mode
+        return bool(wanted) and not check_mode
+
+
+def load_module():
+    # The module imports ansible.module_utils.ggnet.*; outside Ansible that is the
+    # very same `ggnet` package.
+    import ggnet
+    from ggnet import iscsi, iscsi_lio, net
+
+    for name, obj in {
+        "": ggnet,
+        ".iscsi": iscsi,
+        ".iscsi_tgt": iscsi_tgt,
+        ".iscsi_lio": iscsi_lio,
+        ".net": net,
+    }.items():
+        sys.modules.setdefault(f"ansible.module_utils.ggnet{name}", obj)
+    path = Path(__file__).resolve().parents[2] / "modules" / "ggnet_targets.py"
+    spec = importlib.util.spec_from_file_location("ggnet_targets_module", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PARAMS = {
+    "backend": "tgt",
+    "targets": [
+        {
+            "name": "pc-01",
+            "target_iqn": f"{P}:target.pc-01",
+            "initiator_iqn": f"{P}:initiator.pc-01",
+            "luns": [{"path": "/wb/pc-01/system.img", "kind": "file"}],
+            "chap_secret": "Abcdefgh-1234",
+        }
+    ],
+    "iqn_prefix": P,
+    "force": False,
+    "persist": True,
+}
+
+
+def test_module_check_mode_plans_without_applying():
+    mod = load_module()
+    drv = FakeDriver({})
+    result = mod.converge(PARAMS, check_mode=True, driver=drv)
+    assert result["changed"] and drv.applied == [] and drv.persisted is True
+    assert [a["op"] for a in result["actions"]][:2] == ["create_target", "add_lun"]
+    assert "Abcdefgh-1234" not in repr(result)
+
+
+def test_module_refusal_applies_nothing():
+    mod = load_module()
+    found = desired_targets(PARAMS["targets"])
+    params = {
+        **PARAMS,
+        "targets": [{**PARAMS["targets"][0], "luns": [{"path": "/other", "kind": "file"}]}],
+    }
+    drv = FakeDriver(found, {f"{P}:target.pc-01": [f"{P}:initiator.pc-01"]})
+    with pytest.raises(
+        iscsi_tgt.IscsiError, match=r"live session from .*initiator\.pc-01.*Nothing was changed"
+    ):
+        mod.converge(params, check_mode=False, driver=drv)
+    assert drv.applied == [] and drv.persisted is None
+
+
+def test_module_managed_prefix_comes_from_net_derivation():
+    mod = load_module()
+    assert mod.managed_prefix(P) == f"{P}:target."
+    assert mod.managed_prefix(None) is None
