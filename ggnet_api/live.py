@@ -143,6 +143,17 @@ def _signature(root: Path) -> tuple:
     return tuple(sorted(sig))
 
 
+def forget_ansible_caches() -> None:
+    """Ansible's host_group_vars plugin caches which host_vars/group_vars files exist
+    for the life of the process; a long-running API must see files added since."""
+    try:
+        from ansible.plugins.vars import host_group_vars
+    except ImportError:
+        return
+    host_group_vars.FOUND.clear()
+    host_group_vars.NAK.clear()  # directories seen missing (a first host_vars/)
+
+
 class BootRefused(Exception):
     """The boot server will not boot this PC now; the message is shown on its screen."""
 
@@ -171,6 +182,7 @@ class Live:
             if not force and sig is not None and sig == self._sig:
                 return True
             try:
+                forget_ansible_caches()
                 inv = load_inventory(root)
                 snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
             except (InventoryError, model.ModelError, ValueError) as exc:

@@ -1,0 +1,249 @@
+"""Jobs running real playbooks through ansible-runner, in-process, against localhost
+(ansible_connection=local) in a temporary project and inventory: events with secrets
+masked, the concurrency bound, cancel with no process left, and discovery ->
+approval -> git commit -> converge."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from ggnet_api.app import create_app
+from ggnet_api.auth import new_token
+from ggnet_api.jobs import processes_of
+
+pytestmark = pytest.mark.integration
+
+CHAP = "Sup3rS3cretChap"
+
+HOSTS = f"""\
+all:
+  children:
+    ggnet_servers:
+      hosts:
+        boot1: {{ansible_host: 127.0.0.1, ansible_connection: local, ansible_python_interpreter: {sys.executable}}}
+    ggnet_clients:
+      children:
+        vip:
+          hosts:
+            pc-01: {{ggnet_mac: "52:54:00:aa:00:01"}}
+        office: {{}}
+"""
+ALL = f"""\
+ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
+  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}}
+ggnet_storage: {{pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}}
+ggnet_iscsi: {{backend: tgt, chap: true, chap_secret: {CHAP}}}
+ggnet_images:
+  win11: {{size: 64M, kind: system}}
+ggnet_image: win11
+"""
+PLAYBOOK = """\
+- name: A tiny converge
+  hosts: ggnet_servers
+  gather_facts: false
+  tasks:
+    - name: Show what a careless task would leak
+      ansible.builtin.debug:
+        msg: "clients {{ groups['ggnet_clients'] | join(',') }} secret {{ ggnet_iscsi.chap_secret }}"
+    - name: Take a while
+      ansible.builtin.command: sleep {{ nap | default(0) }}
+      changed_when: false
+"""
+
+
+def make_project(root):
+    inv = root / "repo" / "inventory"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(HOSTS)
+    (inv / "group_vars" / "all.yml").write_text(ALL)
+    repo = root / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "inventory"], check=True)
+    project = root / "project"
+    (project / "playbooks").mkdir(parents=True)
+    (project / "playbooks" / "site.yml").write_text(PLAYBOOK)
+    return project, inv
+
+
+def settings(tmp_path, project, inv, **more):
+    base = {
+        "state_dir": str(tmp_path / "state"),
+        "project_dir": str(project),
+        "inventory": str(inv),
+        "reset_on_boot": False,
+        "collect_interval": 3600.0,
+        "max_concurrent_jobs": 1,
+        "playbooks": {
+            "converge": {"playbook": "site.yml", "extravars": {}},
+            "sleepy": {
+                "playbook": "site.yml",
+                "extravars": {"nap": {"type": "str", "pattern": r"\d{1,3}"}},
+            },
+        },
+    }
+    base.update(more)
+    return base
+
+
+@pytest.fixture
+def api(tmp_path):
+    project, inv = make_project(tmp_path)
+    app = create_app(settings(tmp_path, project, inv))
+    ext = app.extensions["ggnet"]
+    token = new_token()
+    ext.db.add_token("alice", "operator", token)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    try:
+        yield app, client, inv
+    finally:
+        ext.close()
+        for job in ext.db.jobs(limit=1000):
+            for proc in processes_of(job["id"]):
+                proc.kill()
+
+
+def wait_for(predicate, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finished(client, job_id):
+    def done():
+        job = client.get(f"/api/jobs/{job_id}").json
+        return job if job["state"] not in ("queued", "running") else None
+
+    return wait_for(done, what=f"job {job_id} to finish")
+
+
+def test_job_runs_a_real_playbook_and_masks_secrets(api):
+    _app, client, _inv = api
+    resp = client.post("/api/jobs", json={"kind": "converge"})
+    assert resp.status_code == 202
+    job = finished(client, resp.json["id"])
+    assert job["state"] == "successful" and job["rc"] == 0
+    assert job["requested_by"] == "alice"
+    events = client.get(f"/api/jobs/{job['id']}/events").json["events"]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds
+    shown = [
+        e["stdout"]
+        for e in events
+        if e["event"] == "runner_on_ok" and "clients" in (e["stdout"] or "")
+    ]
+    assert shown and "clients pc-01 secret ********" in shown[0]
+    assert all(CHAP not in (e["stdout"] or "") for e in events)
+    # SSE replays stored events and ends with the job's state.
+    stream = client.get(f"/api/jobs/{job['id']}/events?stream=1").get_data(as_text=True)
+    assert "event: playbook_on_start" in stream
+    assert stream.rstrip().endswith('data: {"state": "successful"}')
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ggnet_jobs_total{playbook="site.yml",result="successful"} 1.0' in metrics
+    assert 'ggnet_job_duration_seconds_count{playbook="site.yml"} 1.0' in metrics
+
+
+def test_one_job_at_a_time_then_the_queue(api):
+    _app, client, _inv = api
+    first = client.post("/api/jobs", json={"kind": "sleepy", "extravars": {"nap": "3"}}).json
+    second = client.post("/api/jobs", json={"kind": "converge"}).json
+    wait_for(
+        lambda: client.get(f"/api/jobs/{first['id']}").json["state"] == "running",
+        what="first running",
+    )
+    assert client.get(f"/api/jobs/{second['id']}").json["state"] == "queued"
+    assert finished(client, first["id"])["state"] == "successful"
+    second_done = finished(client, second["id"])
+    assert second_done["state"] == "successful"
+    assert second_done["started"] >= client.get(f"/api/jobs/{first['id']}").json["finished"]
+
+
+def test_cancel_leaves_no_process(api):
+    _app, client, _inv = api
+    job = client.post("/api/jobs", json={"kind": "sleepy", "extravars": {"nap": "300"}}).json
+    wait_for(
+        lambda: any(
+            e["task"] == "Take a while"
+            for e in client.get(f"/api/jobs/{job['id']}/events").json["events"]
+        ),
+        what="the sleeping task",
+    )
+
+    def with_sleep():
+        found = processes_of(job["id"])
+        return found if any(p.name() == "sleep" for p in found) else None
+
+    procs = wait_for(with_sleep, what="the playbook's sleep process")
+    names = {p.name() for p in procs}
+    assert "sleep" in names and any(n.startswith("ansible-playboo") for n in names)
+    resp = client.post(f"/api/jobs/{job['id']}/cancel")
+    assert resp.status_code == 202
+    done = finished(client, job["id"])
+    assert done["state"] == "canceled"
+    assert done["detail"] == "cancelled by request"
+    for p in procs:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, (
+            f"{p.pid} {p.name()} left running"
+        )
+    assert processes_of(job["id"]) == []
+
+
+def test_discovery_approval_commits_and_converges(api):
+    app, client, inv = api
+    mac = "52:54:00:cc:00:07"
+    assert "discover?" in client.get(f"/boot/{mac}").get_data(as_text=True)
+    client.get(f"/boot/{mac}/discover?manufacturer=QEMU&product=Standard%20PC&platform=pcbios")
+    bad = client.post(f"/api/discovered/{mac}/approve", json={"name": "pc-07", "image": "nope"})
+    assert (
+        bad.status_code == 400 and "body.image: 'nope' is not in ggnet_images" in bad.json["error"]
+    )
+    taken = client.post(f"/api/discovered/{mac}/approve", json={"name": "pc-01", "image": "win11"})
+    assert taken.status_code == 409 and "already a host" in taken.json["error"]
+    resp = client.post(
+        f"/api/discovered/{mac}/approve",
+        json={"name": "pc-07", "image": "win11", "groups": ["office"]},
+    )
+    assert resp.status_code == 201, resp.json
+    body = resp.json
+    assert (inv / "host_vars" / "pc-07.yml").read_text().count(mac) == 2
+    log = subprocess.run(
+        ["git", "-C", str(inv), "log", "-1", "--format=%s%n%b%n%an", "--name-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Approve pc-07 (52:54:00:cc:00:07): image win11, groups office" in log
+    assert "Approved by alice" in log
+    assert "inventory/host_vars/pc-07.yml" in log and "inventory/approved.yml" in log
+    assert (
+        subprocess.run(
+            ["git", "-C", str(inv), "status", "--porcelain"], capture_output=True, text=True
+        ).stdout
+        == ""
+    )
+    # The machine is a client now: it boots its own script, in its machine group.
+    text = client.get(f"/boot/{mac}").get_data(as_text=True)
+    assert "target.pc-07" in text
+    assert app.extensions["ggnet"].live.snapshot.clients["pc-07"]["groups"] == ["office"]
+    job = finished(client, body["job_id"])
+    assert (
+        job["state"] == "successful"
+        and job["kind"] == "converge"
+        and job["requested_by"] == "alice"
+    )
+    events = client.get(f"/api/jobs/{job['id']}/events").json["events"]
+    shown = [e["stdout"] for e in events if "clients " in (e["stdout"] or "")]
+    assert shown and "pc-07" in shown[0] and "pc-01" in shown[0]
+    again = client.post(f"/api/discovered/{mac}/approve", json={"name": "pc-08", "image": "win11"})
+    assert again.status_code == 409
