@@ -8,6 +8,7 @@ asks tgtd to exit, kills its process group only if it did not, and removes the n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -172,10 +173,16 @@ class Session:
         return self.proc.poll() is None
 
 
+_instances = itertools.count()
+
+
 @contextlib.contextmanager
 def tgt_in_netns(tmp_path: Path, control_port: int | None = None):
-    netns = f"ggnet-t-iscsi-{os.getpid()}"
-    port = control_port or 20000 + os.getpid() % 20000
+    # A fresh name and control port per tgtd: the control port's lock file is on the
+    # file system, not in the netns, and a stopping tgtd's child may still hold it.
+    n = next(_instances)
+    netns = f"ggnet-t-iscsi-{os.getpid()}-{n}"
+    port = control_port or 20000 + (os.getpid() * 7 + n) % 20000
     subprocess.run(["ip", "netns", "add", netns], check=True)
     tgt = Tgt(netns, port, tmp_path)
     try:
