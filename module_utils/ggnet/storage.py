@@ -185,8 +185,9 @@ def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State
         pool_exists = pool in raw
         pool_props = raw.get(pool, {})
     else:
-        raw = zfs.get([*names, pool], STATE_PROPS, recursive=True)
-        pool_props = raw.get(pool, {})
+        # Never `-r` on the pool here: the boot path must not enumerate every client.
+        raw = zfs.get(names, STATE_PROPS, recursive=True)
+        pool_props = _pool_space(zfs, pool, raw, names)
         pool_exists = bool(pool_props)
     images: dict[str, Image] = {}
     snapshots: list[tuple[str, str, dict]] = []
@@ -224,6 +225,27 @@ def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State
     available = int(pool_props.get("available") or 0)
     total = available + int(pool_props.get("used") or 0)
     return State(cfg, pool_exists, raw, images, writebacks, available, total)
+
+
+_POOL_TOTAL: dict[str, tuple[float, int]] = {}
+POOL_TOTAL_TTL = 60.0
+
+
+def _pool_space(zfs: Zfs, pool: str, raw: dict, names: Iterable[str]) -> dict[str, str | None]:
+    """The pool's used/available without a second `zfs get` on the hot path.
+
+    The writebacks root has no quota, so its `available` is the pool's; the pool's size
+    (for a percentage reserve) changes rarely and is cached for a minute."""
+    root = next((n for n in names if n.startswith(f"{pool}/") and n in raw), None)
+    cached = _POOL_TOTAL.get(pool)
+    if root is None or cached is None or time.monotonic() - cached[0] > POOL_TOTAL_TTL:
+        props = zfs.get([pool], ["available", "used"]).get(pool, {})
+        if props:
+            total = int(props.get("available") or 0) + int(props.get("used") or 0)
+            _POOL_TOTAL[pool] = (time.monotonic(), total)
+        return props
+    available = int(raw[root].get("available") or 0)
+    return {"available": str(available), "used": str(cached[1] - available)}
 
 
 def _iso(seconds: int) -> str:
@@ -652,7 +674,7 @@ def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
 
 def _recreate(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
     dataset = layout.writeback_dataset(cfg, client, role)
-    zfs.destroy(dataset, recursive=True)
+    zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
     zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
 
 

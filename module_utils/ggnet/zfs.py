@@ -20,7 +20,7 @@ _ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 # zfs-fuse answers "dataset is busy" for a moment after a mount; so does OpenZFS while
 # udev still holds a new zvol.  A handful of short retries outlasts both.
 BUSY_RETRIES = 20
-BUSY_PAUSE = 0.02
+BUSY_PAUSE = 0.005
 
 
 class ZfsError(RuntimeError):
@@ -134,7 +134,10 @@ class Zfs:
     def inherit(self, name: str, prop: str) -> None:
         self.zfs("inherit", prop, name)
 
-    def destroy(self, name: str, recursive: bool = False) -> None:
+    def destroy(self, name: str, recursive: bool = False, unmount_first: bool = False) -> None:
+        if unmount_first:
+            # An explicit unmount is cheaper than zfs-fuse's first "busy" refusal.
+            self.runner([ZFS, "umount", "-f", name], None)
         argv = ["destroy", "-f"]
         if recursive:
             argv.append("-r")
