@@ -1,0 +1,99 @@
+"""Command lines of the zvol path, recorded by a fake runner: OpenZFS zvols cannot run
+on this machine (zfs-fuse has none), so these tests only show what would be run."""
+
+from __future__ import annotations
+
+import pytest
+from ggnet import layout, storage
+from ggnet.zfs import Zfs, parse_get
+
+pytestmark = pytest.mark.unit
+
+CFG = {"pool": "tank", "disk_format": "zvol", "reserve": "10%", "writeback_quota": "40G"}
+
+
+class FakeZfs:
+    """Answers `zfs get` from a canned listing and records every other command."""
+
+    def __init__(self, listing: str):
+        self.listing = listing
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv, stdin=None):
+        self.calls.append(list(argv))
+        if argv[1] == "get":
+            return 0, self.listing, ""
+        return 0, "", ""
+
+
+def listing(rows):
+    return "".join(f"{n}\t{p}\t{v}\n" for n, p, v in rows)
+
+
+POOL_ROWS = [
+    ("tank", "type", "filesystem"),
+    ("tank", "available", str(900 << 30)),
+    ("tank", "used", str(100 << 30)),
+    ("tank/images", "type", "filesystem"),
+    ("tank/writebacks", "type", "filesystem"),
+    ("tank/images/win11", "type", "volume"),
+    ("tank/images/win11@v3", "type", "snapshot"),
+    ("tank/images/win11@v3", "ggnet:created", "2025-01-01T00:00:00.0Z"),
+]
+
+
+def test_zvol_backing_paths_are_device_nodes_fake_zfs():
+    assert layout.writeback_backing(CFG, "pc-01", "system") == (
+        "/dev/zvol/tank/writebacks/pc-01/system",
+        "block",
+    )
+    assert layout.image_backing(CFG, "win11") == ("/dev/zvol/tank/images/win11", "block")
+
+
+def test_zvol_image_create_is_sparse_volume_fake_zfs(monkeypatch):
+    fake = FakeZfs(listing(POOL_ROWS[:5]))
+    monkeypatch.setattr(storage, "_wait_for", lambda path, timeout=30.0: None)
+    result = storage.converge_images(
+        CFG, {"games": {"size": "200G", "kind": "data"}}, False, Zfs(fake)
+    )
+    assert [a.action for a in result.actions] == ["create_image"]
+    create = next(c for c in fake.calls if c[1] == "create")
+    assert create[:5] == ["zfs", "create", "-s", "-V", str(200 << 30)]
+    assert "ggnet:kind=data" in create and create[-1] == "tank/images/games"
+    snap = next(c for c in fake.calls if c[1] == "snapshot")
+    assert snap[-1] == "tank/images/games@v1"
+
+
+def test_zvol_writeback_clone_and_freshness_use_openzfs_commands_fake_zfs():
+    fake = FakeZfs(listing(POOL_ROWS))
+    clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
+    images = {"win11": {"size": "64G", "version": "v3"}}
+    storage.converge_writebacks(CFG, images, clients, False, sessions={}, zfs=Zfs(fake))
+    clone = next(c for c in fake.calls if c[1] == "clone")
+    assert clone[:3] == ["zfs", "clone", "-p"]
+    assert f"quota={40 << 30}" in clone
+    assert clone[-2:] == ["tank/images/win11@v3", "tank/writebacks/pc-01/system"]
+
+
+def test_zvol_reset_destroys_without_unmount_fake_zfs():
+    rows = [
+        *POOL_ROWS,
+        ("tank/writebacks/pc-01", "type", "filesystem"),
+        ("tank/writebacks/pc-01/system", "type", "volume"),
+        ("tank/writebacks/pc-01/system", "origin", "tank/images/win11@v3"),
+        ("tank/writebacks/pc-01/system", "creation", "1700000000"),
+        ("tank/writebacks/pc-01/system", "written", "8192"),
+    ]
+    fake = FakeZfs(listing(rows))
+    clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
+    result = storage.reset(
+        CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
+    )
+    assert [a.action for a in result.actions] == ["reset_writeback"]
+    verbs = [c[1] for c in fake.calls if c[1] != "get"]
+    assert verbs == ["destroy", "clone"]  # no umount: a zvol is not mounted
+
+
+def test_parse_get_maps_dash_to_none():
+    text = "tank\torigin\t-\ntank/a\tquota\t1024\n"
+    assert parse_get(text) == {"tank": {"origin": None}, "tank/a": {"quota": "1024"}}
