@@ -182,7 +182,8 @@ def tgt_in_netns(tmp_path: Path, control_port: int | None = None):
     # file system, not in the netns, and a stopping tgtd's child may still hold it.
     n = next(_instances)
     netns = f"ggnet-t-iscsi-{os.getpid()}-{n}"
-    port = control_port or 20000 + (os.getpid() * 7 + n) % 20000
+    # tgtd rejects control ports above 32767.
+    port = control_port or 20000 + (os.getpid() * 7 + n) % 10000
     subprocess.run(["ip", "netns", "add", netns], check=True)
     tgt = Tgt(netns, port, tmp_path)
     try:
