@@ -91,9 +91,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
             message = f"{request.method} is not allowed on {request.path[:100]}"
         else:
             message = exc.description or exc.name
+        # Keep what werkzeug put in the headers (Allow on a 405).
+        headers = {k: v for k, v in exc.get_response().headers.items() if k.lower() == "allow"}
         if request.path.startswith("/boot"):
-            return message + "\n", exc.code, {"Content-Type": "text/plain; charset=utf-8"}
-        return jsonify(error=message), exc.code
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+            return message + "\n", exc.code, headers
+        return jsonify(error=message), exc.code, headers
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):

@@ -11,6 +11,10 @@ import sys
 SUBCOMMANDS = {
     "validate": ("ggnet_api.validate_cmd", "check an inventory; exit 2 with one line per problem"),
     "lab": ("ggnet_lab.cli", "the built-in lab: up | status | boot CLIENT | down | demo"),
+    "preflight": (
+        "ggnet_api.preflight_cmd",
+        "check this boot server: pool, iSCSI, dnsmasq, TFTP, interface, API db, Prometheus",
+    ),
 }
 
 

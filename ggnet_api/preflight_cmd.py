@@ -55,7 +55,14 @@ def settings_from_inventory(inventory: Any, server: str | None) -> dict[str, Any
     network = settings(hv, "ggnet_network")
     iscsi = settings(hv, "ggnet_iscsi")
     prom_host = hv.get("ggnet_monitoring_prometheus_host") or servers[0]
-    prom_addr = inventory.hostvars.get(prom_host, {}).get("ansible_host", prom_host)
+    # Preflight checks the machine it runs on: when that machine is the Prometheus host,
+    # ask loopback, never the inventory address (which from elsewhere — a developer's
+    # machine reading inventory/lab — would leave the host).
+    prom_addr = (
+        "127.0.0.1"
+        if prom_host == name
+        else inventory.hostvars.get(prom_host, {}).get("ansible_host", prom_host)
+    )
     return {
         "pool": storage.get("pool"),
         "reserve": storage.get("reserve"),

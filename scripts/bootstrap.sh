@@ -13,7 +13,9 @@ APT_PACKAGES=(
   # daemons the integration tier runs for real on this machine
   zfs-fuse tgt dnsmasq libiscsi-bin
   # monitoring checks
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager prometheus-node-exporter
+  # the console: noVNC in headless Chromium
+  novnc python3-websockify chromium
   # the tools themselves
   git make
 )

@@ -21,7 +21,7 @@ STATES = ("queued", "running", *JOB_DONE)
 
 def _job_or_404(job_id: str) -> dict:
     if not _JOB_ID.match(job_id):
-        fail(400, f"job id {job_id[:40]!r}: not a job id (32 hex digits)")
+        fail(404, f"job {job_id[:40]!r}: no such job (job ids are 32 hex digits)")
     job = ext().db.job(job_id)
     if job is None:
         fail(404, f"job {job_id}: no such job")
@@ -58,6 +58,8 @@ def start():
     unknown = sorted(set(body) - {"kind", "extravars"})
     if unknown:
         fail(400, f"body: unknown field(s) {', '.join(unknown)}; send kind and extravars")
+    if "extravars" in body and not isinstance(body["extravars"], dict):
+        fail(400, "body.extravars: must be an object of variable names to values")
     kind = body.get("kind")
     if not isinstance(kind, str):
         fail(400, "body.kind: required, the job kind (see GET /api/playbooks)")

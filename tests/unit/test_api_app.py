@@ -170,6 +170,7 @@ def test_revoked_token_is_refused(client, tokens, app):
             "not one of",
         ),
         ({"kind": "converge", "extravars": []}, 400, "extravars: must be an object"),
+        ({"kind": "converge", "extravars": None}, 400, "extravars: must be an object"),
         ({"kind": "converge", "limit": "all"}, 400, "unknown field(s) limit"),
         ({}, 400, "body.kind: required"),
     ],
@@ -196,7 +197,7 @@ def test_job_ids_are_checked(client, tokens):
     resp = client.get("/api/jobs/../../etc", headers=h(tokens["viewer"]))
     assert resp.status_code == 404
     resp = client.get("/api/jobs/nothex", headers=h(tokens["viewer"]))
-    assert resp.status_code == 400 and "32 hex digits" in resp.json["error"]
+    assert resp.status_code == 404 and "32 hex digits" in resp.json["error"]
     resp = client.get("/api/jobs/" + "0" * 32, headers=h(tokens["viewer"]))
     assert resp.status_code == 404 and "no such job" in resp.json["error"]
     resp = client.get("/api/jobs?state=weird", headers=h(tokens["viewer"]))
