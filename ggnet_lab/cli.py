@@ -32,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     boot.add_argument("--keep", action="store_true", help="leave the PC running afterwards")
     boot.add_argument("-i", "--inventory", help="inventory (default inventory/lab)")
-    sub.add_parser("down", help="stop everything the lab started, remove its network")
+    down = sub.add_parser("down", help="stop everything the lab started, remove its network")
+    down.add_argument(
+        "--force",
+        action="store_true",
+        help="even while another session (a pytest run) holds the lab",
+    )
     demo = sub.add_parser("demo", help="up, converge playbooks/site.yml, boot every lab PC")
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds per PC boot")
     image = sub.add_parser("image", help="build (or find) the cached boot-server image")
@@ -196,6 +201,17 @@ def _down() -> list[str]:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from . import leases
+
+    users = leases.holders()
+    if users and not args.force:
+        print(
+            "error: the lab is in use by "
+            + "; ".join(f"pid {pid} ({cmd[:80]})" for pid, cmd in users.items())
+            + ": wait for it to finish, or `ggnet lab down --force` to take the lab away",
+            file=sys.stderr,
+        )
+        return 1
     gone = down()
     say("lab down: " + (", ".join(gone) if gone else "nothing was running"))
     return 0

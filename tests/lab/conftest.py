@@ -47,12 +47,18 @@ class LabVM:
 @pytest.fixture(scope="session")
 def lab_vm() -> LabVM:
     """The lab up (namespace, bridge, boot1 answering ssh); torn down after the session
-    unless GGNET_LAB_KEEP=1 (handy while writing tests: the next run reuses it)."""
+    unless another session still holds a lease on it or GGNET_LAB_KEEP=1 (handy while
+    writing tests: the next run reuses it)."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, taps)")
-    from ggnet_lab import cli, vm
+    from ggnet_lab import cli, leases, vm
 
-    timings = cli.up()
-    yield LabVM(vm.NAME, vm.ADDRESS, timings.get("boot_to_ssh"))
-    if os.environ.get("GGNET_LAB_KEEP") != "1":
-        cli.down()
+    # The lease first: a concurrent session's teardown must see this one.
+    leases.take()
+    try:
+        timings = cli.up()
+        yield LabVM(vm.NAME, vm.ADDRESS, timings.get("boot_to_ssh"))
+    finally:
+        leases.release()
+        if os.environ.get("GGNET_LAB_KEEP") != "1" and not leases.holders():
+            cli.down()

@@ -26,8 +26,11 @@ def _lab_qemus(lab_dir: Path) -> list[int]:
 
 @pytest.mark.lab_last
 def test_down_leaves_nothing_behind(lab_vm):
-    from ggnet_lab import cli, client, netns, paths
+    from ggnet_lab import cli, client, leases, netns, paths
 
+    others = leases.holders()
+    if others:
+        pytest.skip(f"other sessions use the lab ({sorted(others)}); down would break them")
     # A PC left running on purpose must be stopped by down as well.
     pc = client.lab_pcs()["pc-bios"]
     result = client.boot(pc, until="bridge", timeout=90, keep=True, progress=print)

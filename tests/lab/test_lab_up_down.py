@@ -57,3 +57,18 @@ def test_each_firmware_kind_gets_its_pc_onto_the_bridge(lab_vm, name):
     assert client.pid(name) is None
     assert not netns.link_exists(netns.tap_name(name))
     assert result.files.capture.stat().st_size > 0
+
+
+def test_nothing_links_the_lab_to_the_host(lab_vm):
+    from ggnet_lab import netns
+
+    links = subprocess.run(
+        ["ip", "-n", "ggnet-lab", "-d", "-o", "link", "show"], capture_output=True, text=True
+    ).stdout.splitlines()
+    assert links
+    for line in links:
+        name = line.split(":")[1].strip()
+        # Only loopback, the bridge and tun/tap devices: no veth, no uplink.
+        assert name == "lo" or name == netns.BRIDGE or " tun " in line, line
+    host = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    assert "10.213.0." not in host
