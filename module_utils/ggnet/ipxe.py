@@ -151,10 +151,19 @@ def boot_script(
     else:
         # A previous script (a retry chain) may have left credentials behind.
         lines += ["clear username ||", "clear password ||"]
-    lines.append(_notify(stage_url(api, mac, "script-loaded")))
+    lines += [
+        _notify(stage_url(api, mac, "script-loaded")),
+        # A retry (chain --replace below) finds the drives of the last try still hooked.
+        f"sanunhook --drive 0x{GAME_DRIVE:02x} ||",
+        f"sanunhook --drive 0x{SYSTEM_DRIVE:02x} ||",
+        # The system disk is hooked first so it becomes the first hard disk; iPXE
+        # (2019, Debian's) refuses an explicit 0x81 while 0x80 is free, and numbers
+        # the next hooked disk 0x81 by itself.
+        f"sanhook --drive 0x{SYSTEM_DRIVE:02x} {system} || goto failed",
+    ]
     if game:
         lines += [
-            f"sanhook --drive 0x{GAME_DRIVE:02x} {game} || goto game_failed",
+            f"sanhook {game} || goto game_failed",
             _notify(stage_url(api, mac, "game-disk-hooked")),
             "goto system",
             ":game_failed",
@@ -165,7 +174,7 @@ def boot_script(
         ]
     lines += [
         _notify(stage_url(api, mac, "sanboot")),
-        f"sanboot --drive 0x{SYSTEM_DRIVE:02x} {system} || goto failed",
+        f"sanboot --drive 0x{SYSTEM_DRIVE:02x} || goto failed",
         # sanboot returns only when the disk could not be booted.
         ":failed",
         "set ggnet-errno ${errno}",
