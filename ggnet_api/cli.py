@@ -11,6 +11,8 @@ import sys
 SUBCOMMANDS = {
     "validate": ("ggnet_api.validate_cmd", "check an inventory; exit 2 with one line per problem"),
     "lab": ("ggnet_lab.cli", "the built-in lab: up | status | boot CLIENT | down | demo"),
+    "serve": ("ggnet_api.serve_cmd", "run the API under gunicorn (one worker, threads)"),
+    "token": ("ggnet_api.token_cmd", "API tokens: create --name N --role R | list | revoke ID"),
     "preflight": (
         "ggnet_api.preflight_cmd",
         "check this boot server: pool, iSCSI, dnsmasq, TFTP, interface, API db, Prometheus",
