@@ -44,3 +44,20 @@ def test_stop_ends_the_process_and_removes_the_pidfile(sleeper):
     assert proc.wait(timeout=5) is not None
     assert not pidfile.exists()
     assert process.stop(pidfile) is False  # nothing left to stop
+
+
+def test_leases_of_live_sessions_count_and_dead_ones_are_dropped(sleeper, tmp_path, monkeypatch):
+    from ggnet_lab import leases
+
+    monkeypatch.setenv("GGNET_LAB_DIR", str(tmp_path / "lab"))
+    proc, _ = sleeper
+    leases.take()
+    assert leases.holders() == {}  # only this process: not "another session"
+    leases.take(proc.pid)
+    assert list(leases.holders()) == [proc.pid]
+    proc.kill()
+    proc.wait()
+    assert leases.holders() == {}
+    assert not (tmp_path / "lab" / "leases" / str(proc.pid)).exists()
+    leases.release()
+    assert leases.holders(exclude_self=False) == {}
