@@ -154,10 +154,8 @@ def approve(
 
 
 def _validate(root: Path) -> None:
-    from ggnet_api.live import forget_ansible_caches
     from ggnet_api.validate_cmd import check
 
-    forget_ansible_caches()
     _inventory, lines, _problems = check(str(root))
     if lines:
         raise ApprovalError(

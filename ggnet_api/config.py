@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "collect_interval": 15.0,
     "inventory_poll": 2.0,
     "boot_timeout": 600.0,
+    # LIO's per-session byte counters (configfs), read by the collector thread.
+    "lio_stats_root": "/sys/kernel/config/target/iscsi",
     # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
     "reset_on_boot": True,
     # The URL PCs reach the API at; None = the URL of the request.

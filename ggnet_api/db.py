@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS boots (
     stage_at REAL,
     result TEXT NOT NULL DEFAULT 'pending',
     duration REAL,
-    detail TEXT
+    detail TEXT,
+    image TEXT
 );
 CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
 CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
@@ -96,7 +97,16 @@ class Database:
         if directory:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         self.conn().executescript(SCHEMA)
+        self._migrate()
         os.chmod(path, 0o600)
+
+    def _migrate(self) -> None:
+        """Columns added since a database was first made (CREATE IF NOT EXISTS keeps
+        an old table as it was)."""
+        have = {r["name"] for r in self.query("PRAGMA table_info(boots)")}
+        if "image" not in have:
+            self.execute("ALTER TABLE boots ADD COLUMN image TEXT")
+        self.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
 
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -185,12 +195,14 @@ class Database:
         kind: str,
         result: str = "pending",
         detail: str | None = None,
+        image: str | None = None,
     ) -> int:
         now = time.time()
+        duration = 0.0 if result != "pending" else None
         cur = self.execute(
-            "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (mac, client, kind, now, now, result, detail, 0.0 if result != "pending" else None),
+            "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mac, client, kind, now, now, result, detail, duration, image),
         )
         return int(cur.lastrowid)
 

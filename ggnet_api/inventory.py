@@ -239,6 +239,20 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _forget_vars_file_cache() -> None:
+    """Ansible's host_group_vars plugin remembers, for the life of the process, which
+    host_vars/group_vars files exist (FOUND) and which directories were missing (NAK).
+    ansible-playbook loads an inventory once; a long-running caller (the API reloads
+    after every change, approval adds host_vars/<name>.yml) must see files added since,
+    so every load starts from an empty cache.  The plugin has no API for this."""
+    try:
+        from ansible.plugins.vars import host_group_vars
+    except ImportError:  # pragma: no cover - ansible-core without the plugin
+        return
+    getattr(host_group_vars, "FOUND", {}).clear()
+    getattr(host_group_vars, "NAK", set()).clear()
+
+
 def _init_plugins(init_plugin_loader) -> None:
     # Lookups (env, password) need the collection loader; it may be set up only once
     # per process, and inside ansible-playbook it already is.
@@ -273,6 +287,7 @@ def load_inventory(
     from ansible.vars.manager import VariableManager
 
     _init_plugins(init_plugin_loader)
+    _forget_vars_file_cache()
     loader = DataLoader()
     password_files = list(vault_password_files or [])
     if C.DEFAULT_VAULT_PASSWORD_FILE and not password_files:

@@ -28,6 +28,7 @@ from ggnet import ipxe, iscsi, model, storage
 from ggnet.zfs import Zfs
 
 from ggnet_api.db import Database
+from ggnet_api.iscsi_stats import TrafficTotals, read_lio_traffic
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Sample:
     pools: dict[str, tuple[int, int]] = field(default_factory=dict)
     sessions: dict[str, list[str]] | None = None
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # client -> (bytes read, bytes written) over iSCSI since the API started (LIO only).
+    traffic: dict[str, tuple[int, int]] | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -143,17 +146,6 @@ def _signature(root: Path) -> tuple:
     return tuple(sorted(sig))
 
 
-def forget_ansible_caches() -> None:
-    """Ansible's host_group_vars plugin caches which host_vars/group_vars files exist
-    for the life of the process; a long-running API must see files added since."""
-    try:
-        from ansible.plugins.vars import host_group_vars
-    except ImportError:
-        return
-    host_group_vars.FOUND.clear()
-    host_group_vars.NAK.clear()  # directories seen missing (a first host_vars/)
-
-
 class BootRefused(Exception):
     """The boot server will not boot this PC now; the message is shown on its screen."""
 
@@ -169,6 +161,7 @@ class Live:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._traffic = TrafficTotals()
 
     # -- inventory ------------------------------------------------------------------
 
@@ -182,7 +175,6 @@ class Live:
             if not force and sig is not None and sig == self._sig:
                 return True
             try:
-                forget_ansible_caches()
                 inv = load_inventory(root)
                 snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
             except (InventoryError, model.ModelError, ValueError) as exc:
@@ -271,8 +263,20 @@ class Live:
                 )
             except Exception as exc:
                 sample.errors["iscsi"] = str(exc)
+            if snap.iscsi.get("backend", "lio") == "lio":
+                sample.traffic = self._collect_traffic(snap)
         self.sample = sample
         return sample
+
+    def _collect_traffic(self, snap: Snapshot) -> dict[str, tuple[int, int]] | None:
+        try:
+            by_target = read_lio_traffic(self.config["lio_stats_root"])
+        except OSError:
+            return None  # LIO not loaded (yet): no series rather than zeros
+        by_iqn = {c["target_iqn"]: name for name, c in snap.clients.items()}
+        current = {by_iqn[iqn]: rw for iqn, rw in by_target.items() if iqn in by_iqn}
+        totals = self._traffic.update(current)
+        return {name: totals[name] for name in snap.clients if name in totals}
 
     def expire_boots(self) -> None:
         cutoff = time.time() - float(self.config["boot_timeout"])

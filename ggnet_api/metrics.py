@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -22,7 +22,13 @@ JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 BOOT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The *_created series double every counter and no dashboard of ours reads them.
-disable_created_metrics()
+# prometheus-client < 0.17 (Debian bookworm has 0.16) cannot turn them off: harmless.
+try:
+    from prometheus_client import disable_created_metrics
+except ImportError:  # pragma: no cover - depends on the installed version
+    pass
+else:
+    disable_created_metrics()
 
 
 def _histogram(db, table: str, value: str, where: str, buckets, group: str | None):
@@ -94,14 +100,46 @@ class ApiCollector:
 
         bh = HistogramMetricFamily(
             "ggnet_boot_duration_seconds",
-            "From the boot request to the last stage reported (finished boots)",
+            "From the boot request to the last stage reported (finished boots), by image",
+            labels=["image"],
         )
-        found = _histogram(
-            db, "boots", "duration", "duration IS NOT NULL AND result = 'ok'", BOOT_BUCKETS, None
-        )
-        cum, n, total = found.get("", ([0] * len(BOOT_BUCKETS), 0, 0.0))
-        bh.add_metric([], _buckets(BOOT_BUCKETS, cum, n), total)
+        for image, (cum, n, total) in sorted(
+            _histogram(
+                db,
+                "boots",
+                "duration",
+                "duration IS NOT NULL AND result = 'ok'",
+                BOOT_BUCKETS,
+                "COALESCE(image, '')",
+            ).items()
+        ):
+            bh.add_metric([image], _buckets(BOOT_BUCKETS, cum, n), total)
         yield bh
+
+        per = CounterMetricFamily(
+            "ggnet_machine_boots",
+            "Boot requests of each inventory machine by result",
+            labels=["client", "result"],
+        )
+        for row in db.query(
+            "SELECT client, result, COUNT(*) AS n FROM boots "
+            "WHERE client IS NOT NULL GROUP BY client, result ORDER BY client, result"
+        ):
+            per.add_metric([row["client"], row["result"]], row["n"])
+        yield per
+
+        last = GaugeMetricFamily(
+            "ggnet_machine_last_boot_duration_seconds",
+            "Duration of each machine's latest finished boot",
+            labels=["client"],
+        )
+        for row in db.query(
+            "SELECT b.client, b.duration FROM boots b JOIN (SELECT client, MAX(id) AS id "
+            "FROM boots WHERE client IS NOT NULL AND result = 'ok' AND duration IS NOT NULL "
+            "GROUP BY client) l ON b.id = l.id ORDER BY b.client"
+        ):
+            last.add_metric([row["client"]], float(row["duration"]))
+        yield last
 
         snap = live.snapshot
         clients = GaugeMetricFamily(
@@ -141,6 +179,22 @@ class ApiCollector:
                 free.add_metric([pool], avail)
             yield size
             yield free
+        if sample.traffic is not None:
+            rd = CounterMetricFamily(
+                "ggnet_iscsi_read_bytes",
+                "Bytes a client read from its iSCSI target (LIO), since the API started",
+                labels=["client"],
+            )
+            wr = CounterMetricFamily(
+                "ggnet_iscsi_write_bytes",
+                "Bytes a client wrote to its iSCSI target (LIO), since the API started",
+                labels=["client"],
+            )
+            for name, (r, w) in sorted(sample.traffic.items()):
+                rd.add_metric([name], r)
+                wr.add_metric([name], w)
+            yield rd
+            yield wr
         if sample.sessions is not None:
             sess = GaugeMetricFamily("ggnet_iscsi_sessions", "Logged-in iSCSI initiators")
             sess.add_metric([], sum(len(v) for v in sample.sessions.values()))

@@ -58,13 +58,15 @@ def script(raw_mac: str):
     if name is None:
         _seen_unknown(e.db, mac)
         return _text(e.live.discovery_script(_api_url()))
+    # The image the PC boots now: boot durations are compared per image.
+    image = snap.clients[name].get("image")
     try:
         body, kind = e.live.boot_script(name, _api_url())
     except BootRefused as exc:
-        e.db.add_boot(mac, name, "normal", result="refused", detail=str(exc)[:500])
+        e.db.add_boot(mac, name, "normal", result="refused", detail=str(exc)[:500], image=image)
         log.warning("boot of %s (%s) refused: %s", name, mac, exc)
         return _text(e.live.refusal_script(str(exc), _api_url(), mac))
-    e.db.add_boot(mac, name, kind)
+    e.db.add_boot(mac, name, kind, image=image)
     return _text(body)
 
 

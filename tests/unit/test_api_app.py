@@ -328,8 +328,13 @@ def test_stages_give_a_boot_its_result_and_duration(client, tokens, app):
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'ggnet_boots_total{result="ok"} 1.0' in metrics
     assert 'ggnet_boots_total{result="failed"} 1.0' in metrics
-    assert "ggnet_boot_duration_seconds_count 1.0" in metrics
+    assert 'ggnet_boot_duration_seconds_count{image="win11"} 1.0' in metrics
     assert 'ggnet_clients{state="booted"} 1.0' in metrics
+    assert 'ggnet_machine_boots_total{client="pc-01",result="ok"} 1.0' in metrics
+    assert 'ggnet_machine_boots_total{client="pc-02",result="failed"} 1.0' in metrics
+    # Only finished (ok) boots have a last duration; pc-02's failed boot has none.
+    assert 'ggnet_machine_last_boot_duration_seconds{client="pc-01"}' in metrics
+    assert 'ggnet_machine_last_boot_duration_seconds{client="pc-02"}' not in metrics
     resp = client.get("/boot/52:54:00:aa:00:01/stage?name=bogus")
     assert resp.status_code == 400 and "not one of" in resp.get_data(as_text=True)
 
@@ -387,3 +392,90 @@ def test_config_rejects_unknown_settings(tmp_path):
     path.write_text(textwrap.dedent("state_dir: /tmp/x\nmax_jobs: 3\n"))
     with pytest.raises(ValueError, match="unknown setting"):
         config.load(path)
+
+
+def test_boot_duration_is_labelled_with_the_image_booted(client, app):
+    client.get("/boot/52:54:00:aa:00:01")
+    client.get("/boot/52:54:00:aa:00:01/stage?name=sanboot")
+    db = app.extensions["ggnet"].db
+    assert db.one("SELECT image FROM boots")["image"] == "win11"
+    db.execute("UPDATE boots SET duration = 7.5")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ggnet_boot_duration_seconds_bucket{image="win11",le="5.0"} 0.0' in metrics
+    assert 'ggnet_boot_duration_seconds_bucket{image="win11",le="10.0"} 1.0' in metrics
+    assert 'ggnet_machine_last_boot_duration_seconds{client="pc-01"} 7.5' in metrics
+
+
+def test_old_database_gets_the_image_column(tmp_path):
+    import sqlite3
+
+    from ggnet_api.db import Database
+
+    path = tmp_path / "api.db"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, "
+        "client TEXT, kind TEXT NOT NULL, started REAL NOT NULL, stage TEXT NOT NULL "
+        "DEFAULT 'requested', stage_at REAL, result TEXT NOT NULL DEFAULT 'pending', "
+        "duration REAL, detail TEXT)"
+    )
+    con.execute("INSERT INTO boots (mac, kind, started) VALUES ('m', 'normal', 1)")
+    con.commit()
+    con.close()
+    db = Database(str(path))
+    db.add_boot("52:54:00:aa:00:01", "pc-01", "normal", image="win11")
+    assert [r["image"] for r in db.query("SELECT image FROM boots ORDER BY id")] == [None, "win11"]
+
+
+def _lio_session(root, target, initiator, tx, rx):
+    stats = root / target / "tpgt_1" / "acls" / initiator / "fabric_statistics" / "iscsi_sess_stats"
+    stats.mkdir(parents=True, exist_ok=True)
+    (stats / "txdata_octs").write_text(f"{tx}\n" if tx is not None else "")
+    (stats / "rxdata_octs").write_text(f"{rx}\n" if rx is not None else "")
+
+
+def test_iscsi_traffic_from_lio_counters_survives_session_resets(tmp_path, app, client):
+    import dataclasses
+
+    from ggnet_api import live as live_mod
+
+    e = app.extensions["ggnet"]
+    snap = e.live.snapshot
+    iqn1, iqn2 = snap.clients["pc-01"]["target_iqn"], snap.clients["pc-02"]["target_iqn"]
+    root = tmp_path / "configfs"
+    _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 1000, 300)
+    _lio_session(root, iqn2, "iqn.x:initiator.pc-02", None, None)  # no session: empty files
+    _lio_session(root, "iqn.2099-01.other:target.x", "iqn.x:i", 5, 5)  # not in the inventory
+    e.live.config["lio_stats_root"] = str(root)
+    lio = dataclasses.replace(snap, iscsi={**snap.iscsi, "backend": "lio"}, storage={})
+    e.live.set_snapshot(lio)
+    assert e.live._collect_traffic(lio) == {"pc-01": (1000, 300), "pc-02": (0, 0)}
+    _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 1500, 400)
+    assert e.live._collect_traffic(lio)["pc-01"] == (1500, 400)
+    # The PC rebooted: a new session starts at 0; the totals keep growing.
+    _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 200, 50)
+    e.live.sample = live_mod.Sample(at=1.0, traffic=e.live._collect_traffic(lio))
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ggnet_iscsi_read_bytes_total{client="pc-01"} 1700.0' in metrics
+    assert 'ggnet_iscsi_write_bytes_total{client="pc-01"} 450.0' in metrics
+    assert "other" not in metrics.split("ggnet_iscsi_read_bytes")[1].split("# HELP")[0]
+
+
+def test_iscsi_traffic_is_absent_without_lio(tmp_path, app, client):
+    e = app.extensions["ggnet"]
+    e.live.config["lio_stats_root"] = str(tmp_path / "missing")
+    assert e.live._collect_traffic(e.live.snapshot) is None
+    assert "ggnet_iscsi_read_bytes" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_inventory_reload_sees_host_vars_added_since(tmp_path):
+    """Ansible caches which host_vars files exist; load_inventory must not keep it."""
+    from ggnet_api.inventory import load_inventory
+
+    inv = write_inventory(tmp_path / "inventory")
+    assert load_inventory(inv).hostvars["pc-01"].get("ggnet_boot") != "uefi"
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "pc-01.yml").write_text("ggnet_boot: uefi\n")
+    assert load_inventory(inv).hostvars["pc-01"]["ggnet_boot"] == "uefi"
+    (inv / "host_vars" / "pc-02.yml").write_text("ggnet_boot: bios\n")
+    assert load_inventory(inv).hostvars["pc-02"]["ggnet_boot"] == "bios"
