@@ -105,6 +105,34 @@ def read_state(root) -> dict[str, Target]:
     return out
 
 
+def _essence(config: Any) -> list:
+    sos = {
+        so.get("name"): (so.get("plugin"), so.get("dev"))
+        for so in config.get("storage_objects", [])
+    }
+    out = []
+    for t in config.get("targets", []):
+        for tpg in t.get("tpgs", []):
+            luns = sorted(
+                (lun.get("index"), sos.get(lun.get("storage_object", "").rsplit("/", 1)[-1]))
+                for lun in tpg.get("luns", [])
+            )
+            acls = sorted(
+                (a.get("node_wwn"), a.get("chap_userid"), a.get("chap_password"))
+                for a in tpg.get("node_acls", [])
+            )
+            out.append(
+                (
+                    t.get("wwn"),
+                    tpg.get("tag"),
+                    luns,
+                    acls,
+                    tpg.get("attributes", {}).get("authentication"),
+                )
+            )
+    return sorted(out, key=repr)
+
+
 def _so_name(target: Target, disk: int) -> str:
     base = target.name or target.iqn.rsplit(":", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"ggnet-{base}")[:56] + f"-{disk}"
@@ -228,7 +256,10 @@ class Driver:
                 saved = json.load(fh)
         except (FileNotFoundError, ValueError):
             saved = None
-        if saved == json.loads(json.dumps(current)):
+        # A restore at boot re-creates objects with attributes of the running kernel
+        # (defaults, generated serials), so the raw dumps differ; what must survive a
+        # reboot is the targets, LUNs, ACLs and CHAP users, so that is what is compared.
+        if saved is not None and _essence(saved) == _essence(current):
             return False
         if not check_mode:
             os.makedirs(os.path.dirname(self.savefile) or ".", mode=0o700, exist_ok=True)

@@ -7,7 +7,6 @@ own portal, so no traffic leaves the lab namespace.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -92,14 +91,24 @@ def _inq(lab_vm, spec, initiator=None, secret=None, lun=0):
 
 
 def _reboot(lab_vm) -> None:
+    """Cold-reset the VM through qemu's monitor: same disk, fresh kernel and configfs.
+
+    (A guest `systemctl reboot` ends the lab's qemu, and the lab's start makes a new
+    overlay disk, which would lose the saved configuration along with everything else.)
+    """
+    import socket
+
     from ggnet_lab import vm
 
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        lab_vm.ssh("systemctl reboot", timeout=30)
-    for _ in range(60):
+    lab_vm.check("sync")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+        mon.connect(str(vm.files().monitor))
+        mon.sendall(b"system_reset\n")
+        time.sleep(1)
+    for _ in range(30):
         if not vm.ssh_ok():
             break
-        time.sleep(2)
+        time.sleep(1)
     vm.wait_for_ssh()
 
 
