@@ -89,6 +89,10 @@ DEFAULTS: dict[str, Any] = {
     "reset_on_boot": True,
     # The URL PCs reach the API at; None = the URL of the request.
     "public_url": None,
+    # Where operators' browsers reach the ggnet_console (noVNC) of this server:
+    # host (None = the host of the API request) and port (ggnet_console_port).
+    "console_host": None,
+    "console_port": 6080,
     "git_author": "ggnet-api <ggnet-api@localhost>",
     "max_discovered": 4096,
     # Start the background threads (tests that only need the routes turn it off).

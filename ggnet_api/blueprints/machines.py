@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
+from ggnet import console
 
 from ggnet_api import auth
 from ggnet_api.blueprints.common import ext, fail
 from ggnet_api.live import client_state
 
 bp = Blueprint("machines", __name__, url_prefix="/api")
+
+
+def _console_url(c: dict) -> str | None:
+    """The noVNC page showing this machine's screen, when it has a VNC endpoint."""
+    if not c.get("console_vnc"):
+        return None
+    cfg = ext().config
+    host = cfg.get("console_host") or request.host.rsplit(":", 1)[0].strip("[]")
+    try:
+        return console.console_url(host, cfg.get("console_port", console.DEFAULT_PORT), c["name"])
+    except ValueError:
+        return None
 
 
 def _view(c: dict, last: dict | None, sample, images: dict) -> dict:
@@ -30,6 +43,7 @@ def _view(c: dict, last: dict | None, sample, images: dict) -> dict:
         "maintenance": c["keep_writeback"],
         "writeback_bytes": sizes.get(c["name"]) if sizes is not None else None,
         "state": client_state(c, last),
+        "console_url": _console_url(c),
         "last_boot": None
         if last is None
         else {k: last[k] for k in ("id", "started", "stage", "result", "duration", "detail")},
