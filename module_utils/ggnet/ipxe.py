@@ -12,9 +12,17 @@ Callbacks the scripts make (all plain HTTP GETs; the API answers 200 with any bo
                             &platform=..&buildarch=..   an unknown PC reports itself
 
 iPXE cannot POST without its optional `params` command, which Debian's build may lack,
-so the discovery report travels in the query string, each value URI-encoded by iPXE
-itself (${var:uristring}).  A callback that fails never stops a boot: reporting is
-best effort, booting is the job.
+so the discovery report travels in the query string.  What arrives is not plain
+percent-encoding: iPXE (Debian's 1.0.0+git-20190125) expands ${var:uristring}, then
+parses the whole URL, which *decodes* every field, and re-encodes the query for the
+HTTP request escaping only whitespace, non-printables, '%', '#', ':', '@' and '?'.
+So '+', '&' and '=' inside a value reach the server literally, and a value holding a
+NUL byte cuts the rest of the URL off (${uuid:uristring} of an unset SMBIOS UUID is
+16 zero bytes: the report used to end at `uuid=`).  Hence: the UUID goes as ${uuid}
+(always hex and hyphens), and the server parses the query with
+parse_discover_query(), never with a form decoder ('+' is not a space here) nor a
+plain split on '&'.  A callback that fails never stops a boot: reporting is best
+effort, booting is the job.
 
 The known-client script carries that one client's CHAP secret because iPXE must answer
 the target's challenge; it is never logged here, and callers must not log the text.
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 # Stage names the scripts report, in boot order.  `failed` carries error=<iPXE errno>
 # (hex, e.g. 0x3c0c6039: look it up at https://ipxe.org/err/<errno>).
@@ -39,6 +47,9 @@ GAME_DRIVE = 0x81
 RETRY_SECONDS = 10
 DISCOVERY_POLL_SECONDS = 30
 DISCOVERY_FIELDS = ("manufacturer", "product", "serial", "uuid", "platform", "buildarch")
+# How each field is expanded: free text is URI-encoded by iPXE; the UUID setting has its
+# own type that prints hex and hyphens (as uristring it is raw bytes, see above).
+_DISCOVERY_EXPANSION = {"uuid": "${uuid}"}
 # Characters iPXE's command line would interpret inside a `set` value: whitespace
 # splits words, ${ expands settings, # may start a comment, quotes and backslashes
 # are parsed by newer iPXE versions.
@@ -77,8 +88,41 @@ def stage_url(api_base_url: str, mac: str, name: str, error: str | None = None) 
 
 def discover_url(api_base_url: str, mac: str = "${mac}") -> str:
     """The discovery report URL, with iPXE settings that iPXE fills in and encodes."""
-    query = "&".join(f"{f}=${{{f}:uristring}}" for f in DISCOVERY_FIELDS)
+    query = "&".join(
+        f"{f}={_DISCOVERY_EXPANSION.get(f, f'${{{f}:uristring}}')}" for f in DISCOVERY_FIELDS
+    )
     return f"{_api(api_base_url)}/boot/{mac}/discover?{query}"
+
+
+def parse_discover_query(query: str | bytes) -> dict[str, str]:
+    """The fields of a discovery report, from the raw query string iPXE sent.
+
+    Splits only at `&<field>=` of the fields in DISCOVERY_FIELDS order, so a value may
+    hold '&', '=' or '+' (iPXE sends them unescaped, see the module doc); then
+    percent-decodes each value ('+' stays '+').  Fields that are absent are left out,
+    empty ones are ''.  A query of other keys or another order gives {} for the keys
+    it cannot place rather than guesses.
+    """
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    query = query.lstrip("?")
+    marks: list[tuple[str, int]] = []  # (field, where its "field=" starts), in order
+    pos = 0
+    for f in DISCOVERY_FIELDS:
+        if not marks and query.startswith(f"{f}="):
+            at = 0
+        else:
+            i = query.find(f"&{f}=", pos)
+            if i < 0:
+                continue
+            at = i + 1
+        marks.append((f, at))
+        pos = at + len(f) + 1
+    found: dict[str, str] = {}
+    for i, (f, at) in enumerate(marks):
+        end = marks[i + 1][1] - 1 if i + 1 < len(marks) else len(query)
+        found[f] = unquote(query[at + len(f) + 1 : end], encoding="utf-8", errors="replace")
+    return found
 
 
 def boot_url(api_base_url: str, mac: str = "${mac}") -> str:
@@ -156,14 +200,16 @@ def boot_script(
         # A retry (chain --replace below) finds the drives of the last try still hooked.
         f"sanunhook --drive 0x{GAME_DRIVE:02x} ||",
         f"sanunhook --drive 0x{SYSTEM_DRIVE:02x} ||",
-        # The system disk is hooked first so it becomes the first hard disk; iPXE
-        # (2019, Debian's) refuses an explicit 0x81 while 0x80 is free, and numbers
-        # the next hooked disk 0x81 by itself.
+        # The system disk is the first hard disk (what the firmware boots).
         f"sanhook --drive 0x{SYSTEM_DRIVE:02x} {system} || goto failed",
     ]
     if game:
         lines += [
-            f"sanhook {game} || goto game_failed",
+            # Always an explicit drive: without --drive, sanhook takes the default
+            # drive 0x80 (or ${san-drive}), which the system disk holds, and iPXE
+            # refuses it before any iSCSI login: EADDRINUSE from core/sanboot.c,
+            # errno 0x03232019.  The same target serves both LUNs (two sessions).
+            f"sanhook --drive 0x{GAME_DRIVE:02x} {game} || goto game_failed",
             _notify(stage_url(api, mac, "game-disk-hooked")),
             "goto system",
             ":game_failed",

@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import http.server
 import importlib.util
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +38,8 @@ BRIDGE = "br0"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 CLONE_NEWNET = 0x40000000
+# Several environments in one process (a module's fixtures) need their own names.
+_ENV_COUNT = itertools.count(1)
 
 
 def load_bootprog():
@@ -74,10 +78,11 @@ def stop(proc: subprocess.Popen | None, timeout: float = 5) -> None:
 
 @dataclass
 class Event:
-    t: float
+    t: float  # time.monotonic()
     kind: str  # script, stage, discover
     mac: str
     detail: dict = field(default_factory=dict)
+    wall: float = 0.0  # time.time(), to line up with tcpdump's timestamps
 
 
 class Api:
@@ -87,6 +92,9 @@ class Api:
         self.clients = clients  # mac -> {"client": ..., "san_uris": [...], "chap": ...}
         self.api_url = api_url
         self.events: list[Event] = []
+        # What the real API does before it answers a known PC's script (the writeback
+        # reset): called with the MAC; its duration is recorded on the script event.
+        self.on_script = None
         self._server = self._bind_in(ns)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -135,20 +143,29 @@ class Api:
         # iPXE percent-encodes what it expands into a URL path: 52%3a54%3a00...
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         if len(parts) == 2 and parts[0] == "boot":
             mac = parts[1].lower()
             known = self.clients.get(mac)
-            self.events.append(Event(now, "script", mac, {"known": bool(known)}))
+            detail = {"known": bool(known)}
+            if known and self.on_script:
+                self.on_script(mac)
+                detail["reset_s"] = time.monotonic() - now
+            self.events.append(Event(now, "script", mac, detail, wall))
             if known:
                 return ipxe.boot_script(
                     known["client"], known["san_uris"], self.api_url, known.get("chap")
                 )
             return ipxe.discovery_script(self.api_url)
         if len(parts) == 3 and parts[0] == "boot" and parts[2] in ("stage", "discover"):
-            self.events.append(Event(now, parts[2], parts[1].lower(), {**query, "_raw": path}))
+            if parts[2] == "discover":
+                # The way the API must read it: iPXE leaves '+', '&', '=' unescaped.
+                query = ipxe.parse_discover_query(url.query)
+            self.events.append(
+                Event(now, parts[2], parts[1].lower(), {**query, "_raw": path}, wall)
+            )
             return ""
-        self.events.append(Event(now, "unknown", "", {"path": path}))
+        self.events.append(Event(now, "unknown", "", {"path": path}, wall))
         return ""
 
     def stages(self, mac: str) -> list[str]:
@@ -162,10 +179,11 @@ class Api:
 class Tgt:
     """tgtd in the netns with one target per client (disk = LUN 1, as tgt numbers)."""
 
-    def __init__(self, ns: str, workdir: Path):
+    def __init__(self, ns: str, workdir: Path, seq: int = 1):
         self.ns = ns
-        # The control port names tgtd's IPC files in /var/run, shared by every netns.
-        self.port = str(100 + os.getpid() % 800)
+        # The control port names tgtd's IPC files in /var/run, shared by every netns:
+        # unique per process and per environment within it.
+        self.port = str(100 + (os.getpid() * 8 + seq) % 800)
         self.log = open(workdir / "tgtd.log", "w")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             in_ns(ns, "tgtd", "-f", "-C", self.port), stdout=self.log, stderr=subprocess.STDOUT
@@ -225,18 +243,74 @@ class Tgt:
         self.log.close()
 
 
+class Capture:
+    """tcpdump -tt on the netns bridge; packets() parses what it wrote so far.
+
+    DHCP (ports 67/68/4011) with the message type (-v), iSCSI (3260) SYNs and the
+    first data segments.  Times are time.time() seconds, like Event.wall."""
+
+    FILTER = "udp port 67 or udp port 68 or udp port 4011 or tcp port 3260"
+
+    def __init__(self, ns: str, out: Path):
+        self.out = out
+        self._file = open(out, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            in_ns(ns, "tcpdump", "-i", BRIDGE, "-n", "-tt", "-v", "-l", "-U", "-s", "512",
+                  self.FILTER),
+            stdout=self._file, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        # tcpdump prints "listening on ..." to stderr once the capture is armed.
+        line = self.proc.stderr.readline()
+        if self.proc.poll() is not None or "listening" not in line:
+            raise RuntimeError(f"tcpdump did not start: {line.strip()}")
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self._file.close()
+
+    def packets(self) -> list[dict]:
+        """[{t, kind, ...}]: kind dhcp (msg=Discover|Offer|Request|ACK, mac) or
+        iscsi (syn / data, from the client or the server)."""
+        text = self.out.read_text(errors="replace") if self.out.exists() else ""
+        found: list[dict] = []
+        for block in re.split(r"\n(?=\d+\.\d+ )", text):
+            m = re.match(r"(\d+\.\d+) IP ", block)
+            if not m:
+                continue
+            t = float(m.group(1))
+            dhcp = re.search(r"DHCP-Message[^:]*: (\w+)", block)
+            if dhcp:
+                mac = re.search(r"Client-Ethernet-Address ([0-9a-f:]{17})", block)
+                found.append({"t": t, "kind": "dhcp", "msg": dhcp.group(1),
+                              "mac": mac.group(1) if mac else None})  # fmt: skip
+                continue
+            tcp = re.search(
+                r"\n\s+(\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\].*?length (\d+)", block
+            )
+            if tcp and "3260" in (tcp.group(2), tcp.group(4)):
+                to_server = tcp.group(4) == "3260"
+                if "S" in tcp.group(5) and to_server:
+                    found.append({"t": t, "kind": "iscsi", "what": "syn"})
+                elif int(tcp.group(6)) > 0:
+                    found.append({"t": t, "kind": "iscsi",
+                                  "what": "login-request" if to_server else "login-response"})  # fmt: skip
+        return found
+
+
 @dataclass
 class Boot:
     serial: Path
-    started: float
+    started: float  # time.monotonic() at power-on
     marker_at: float | None
     text: str
+    wall_started: float = 0.0  # time.time() at power-on
 
 
 class NetbootEnv:
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.ns = f"ggnet-t-nb-{os.getpid()}"
+        self.seq = next(_ENV_COUNT)
+        self.ns = f"ggnet-t-nb-{os.getpid()}-{self.seq}"
         self.router_ns = f"{self.ns}-r"
         self.procs: list[subprocess.Popen] = []
         self.api: Api | None = None
@@ -379,8 +453,14 @@ class NetbootEnv:
         self.api = Api(self.ns, clients, f"http://{SERVER_IP}:{API_PORT}")
         return self.api
 
+    def capture(self, name: str = "capture") -> Capture:
+        """tcpdump on the bridge: DHCP and iSCSI packets with their times."""
+        cap = Capture(self.ns, self.workdir / f"{name}.txt")
+        self.procs.append(cap.proc)
+        return cap
+
     def start_tgt(self) -> Tgt:
-        self.tgt = Tgt(self.ns, self.workdir)
+        self.tgt = Tgt(self.ns, self.workdir, self.seq)
         return self.tgt
 
     # --- PCs -------------------------------------------------------------------------
@@ -404,7 +484,7 @@ class NetbootEnv:
                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]  # fmt: skip
             # uefi-pxe: OVMF's own PXE (empty romfile), which fetches snponly.efi by TFTP.
             cmd += ["-device", nic + (",romfile=" if firmware == "uefi-pxe" else "")]
-        started = time.monotonic()
+        started, wall_started = time.monotonic(), time.time()
         proc = subprocess.Popen(
             in_ns(self.ns, *cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -423,7 +503,7 @@ class NetbootEnv:
             stop(proc)
             run(in_ns(self.ns, "ip", "link", "del", tap), check=False)
         text = serial.read_text(errors="replace") if serial.exists() else ""
-        return Boot(serial, started, marker_at, text)
+        return Boot(serial, started, marker_at, text, wall_started)
 
     # --- teardown --------------------------------------------------------------------
     def close(self) -> None:

@@ -26,7 +26,9 @@ def test_known_client_hooks_system_then_game_and_boots_drive_0x80():
     assert f"set initiator-iqn {CLIENT['initiator_iqn']}" in lines
     assert f"set username {CHAP['user']}" in lines and f"set password {CHAP['secret']}" in lines
     hook_system = lines.index(f"sanhook --drive 0x80 {SYSTEM} || goto failed")
-    hook_game = lines.index(f"sanhook {GAME} || goto game_failed")
+    # An explicit 0x81: a bare sanhook takes the default drive 0x80, which the system
+    # disk holds (EADDRINUSE, iPXE error 0x03232019).
+    hook_game = lines.index(f"sanhook --drive 0x81 {GAME} || goto game_failed")
     boot = lines.index("sanboot --drive 0x80 || goto failed")
     assert hook_system < hook_game < boot
 
@@ -62,7 +64,11 @@ def test_failure_retries_with_a_fresh_script_after_a_message():
 def test_discovery_reports_every_firmware_field_uri_encoded():
     text = ipxe.discovery_script(API + "/")
     for field in ipxe.DISCOVERY_FIELDS:
-        assert f"{field}=${{{field}:uristring}}" in text
+        if field == "uuid":
+            # As uristring an unset UUID is 16 NUL bytes, which cut the URL short.
+            assert "uuid=${uuid}&" in text and "${uuid:uristring}" not in text
+        else:
+            assert f"{field}=${{{field}:uristring}}" in text
     assert f"{API}/boot/${{mac}}/discover?" in text
     assert f"chain --replace --autofree {API}/boot/${{mac}} || goto wait" in text
 
@@ -105,3 +111,34 @@ def test_error_script_cannot_inject_ipxe_syntax():
     text = ipxe.error_script("pool full ${x} # now", API, CLIENT["mac"])
     assert "${x}" not in text and "# now" not in text
     assert "echo ggnet: pool full" in text
+
+
+def test_discover_query_as_debians_ipxe_sends_it():
+    # A raw query seen from Debian's iPXE (BIOS, qemu): '+' and ',' literal.
+    raw = (
+        "manufacturer=QEMU&product=Standard%20PC%20(i440FX%20+%20PIIX,%201996)&serial="
+        "&uuid=00000000-0000-0000-0000-000000000000&platform=pcbios&buildarch=i386"
+    )
+    assert ipxe.parse_discover_query(raw.encode()) == {
+        "manufacturer": "QEMU",
+        "product": "Standard PC (i440FX + PIIX, 1996)",
+        "serial": "",
+        "uuid": "00000000-0000-0000-0000-000000000000",
+        "platform": "pcbios",
+        "buildarch": "i386",
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # iPXE re-sends '&', '=' and '%' (decoded from %25, re-encoded) of a value.
+        ("manufacturer=AT&T=1&product=a%25b&platform=efi",
+         {"manufacturer": "AT&T=1", "product": "a%b", "platform": "efi"}),
+        ("?product=x&buildarch=x86_64", {"product": "x", "buildarch": "x86_64"}),
+        ("foo=1&bar=2", {}),
+        ("", {}),
+    ],
+)  # fmt: skip
+def test_discover_query_splits_only_at_known_fields(query, expected):
+    assert ipxe.parse_discover_query(query) == expected
