@@ -58,6 +58,24 @@ STATE_PROPS = (
     P_DISK,
     P_KEEP,
 )
+# What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
+# cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
+# properties still mean fewer lines to print and parse.
+READ_PROPS = (
+    "origin",
+    "creation",
+    "used",
+    "quota",
+    P_KIND,
+    P_CURRENT,
+    P_COMMENT,
+    P_CREATED,
+    P_APPLIED_FROM,
+    P_KEEP,
+)
+# Taken right after a writeback is cloned: resetting a writeback whose version did not
+# change is one `zfs rollback -r <writeback>@ggnet-base`, not destroy + clone.
+BASE_SNAPSHOT = "ggnet-base"
 IMAGE_KINDS = ("system", "data")
 DEFAULT_KEEP_VERSIONS = 3
 FORCE_HINT = "pass force=true (playbooks: -e force=true) to do it anyway"
@@ -178,12 +196,21 @@ class State:
 
 
 def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State:
-    """One `zfs get -r` over the pool (or only `names`, for the boot path)."""
+    """The pool's images and writebacks in one `zfs get` (or only `names`, for the boot
+    path), plus the pool's space in a second, constant-cost one.
+
+    The whole-pool read is `zfs get -d 2` on `<pool>/images` and `<pool>/writebacks`:
+    images, their versions, client datasets and their disks, but not the writebacks'
+    @ggnet-base snapshots (depth 3), which would add a third to what zfs-fuse walks."""
     pool = layout.pool(cfg)
     if names is None:
-        raw = zfs.get([pool], STATE_PROPS, recursive=True)
-        pool_exists = pool in raw
-        pool_props = raw.get(pool, {})
+        pool_props = zfs.get([pool], ["available", "used"]).get(pool, {})
+        pool_exists = bool(pool_props)
+        raw = (
+            zfs.get([layout.images_root(cfg), layout.writebacks_root(cfg)], READ_PROPS, depth=2)
+            if pool_exists
+            else {}
+        )
     else:
         # Never `-r` on the pool here: the boot path must not enumerate every client.
         raw = zfs.get(names, STATE_PROPS, recursive=True)
@@ -656,7 +683,7 @@ def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
         client, role = layout.split_writeback(cfg, action.target)
         if action.action == "create_writeback":
             snapshot = action.detail.removeprefix("clone of ")
-            zfs.clone(snapshot, action.target, writeback_props(cfg, client, role))
+            _clone_writeback(cfg, client, role, snapshot, zfs)
         elif action.action == "replace_writeback":
             snapshot = action.detail.split(" -> ", 1)[1]
             _recreate(cfg, client, role, snapshot, zfs)
@@ -672,10 +699,26 @@ def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
                 zfs.destroy(parent, recursive=True)
 
 
+def base_snapshot(dataset: str) -> str:
+    return f"{dataset}@{BASE_SNAPSHOT}"
+
+
+def _clone_writeback(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
+    """Clone a version as a client's disk and take its @ggnet-base right away."""
+    dataset = layout.writeback_dataset(cfg, client, role)
+    zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
+    zfs.snapshot(base_snapshot(dataset))
+
+
 def _recreate(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
+    """A new clone of `snapshot` in place of the client's disk (a version change).
+
+    On zfs-fuse this must not run while anything holds the disk file open (a tgtd
+    LUN): the forced unmount succeeds, but the dataset then stays busy until the
+    daemon restarts.  See docs/storage.md, "Reset and open files"."""
     dataset = layout.writeback_dataset(cfg, client, role)
     zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
-    zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
+    _clone_writeback(cfg, client, role, snapshot, zfs)
 
 
 def converge_writebacks(
@@ -777,24 +820,33 @@ def reset(
             f"{client_name} has a live iSCSI session: resetting would pull its disk from under "
             f"the running OS; shut it down first, or {FORCE_HINT}"
         )
-    stale: list[tuple[str, str]] = []
+    # (role, version snapshot, how): how is "create", "rollback" or "recreate".
+    stale: list[tuple[str, str, str]] = []
     for role, image in sorted(wanted.items()):
         snapshot = _desired_snapshot(state, specs, image, f"{client_name} ({role} disk)")
         have = state.writebacks.get((client_name, role))
         dataset = layout.writeback_dataset(cfg, client_name, role)
         if have is None:
-            result.actions.append(
-                Action("create_writeback", dataset, f"clone of {snapshot}", client_name)
-            )
+            how, detail = "create", f"clone of {snapshot}"
+            result.actions.append(Action("create_writeback", dataset, detail, client_name))
         elif keep and not force:
             continue
-        elif have.origin != snapshot or not writeback_is_fresh(cfg, have, zfs):
-            result.actions.append(
-                Action("reset_writeback", dataset, f"clone of {snapshot}", client_name)
-            )
+        elif have.origin != snapshot:
+            # A version change needs a new clone (anything holding the disk file open
+            # must let go first: see _recreate).
+            how, detail = "recreate", f"clone of {snapshot}"
+            result.actions.append(Action("reset_writeback", dataset, detail, client_name))
+        elif not writeback_is_fresh(cfg, have, zfs):
+            # Same version, written to: back to the state right after its clone.  A
+            # writeback from before @ggnet-base existed is re-cloned once instead.
+            if base_snapshot(dataset) in state.raw:
+                how, detail = "rollback", f"rollback to @{BASE_SNAPSHOT} ({snapshot})"
+            else:
+                how, detail = "recreate", f"clone of {snapshot}"
+            result.actions.append(Action("reset_writeback", dataset, detail, client_name))
         else:
             continue
-        stale.append((role, snapshot))
+        stale.append((role, snapshot, how))
     if result.actions:
         check_capacity(state, [client_name])
     result.before = {
@@ -802,17 +854,16 @@ def reset(
         for r in wanted
         for w in [state.writebacks.get((client_name, r))]
     }
-    result.after = {**result.before, **{f"{client_name}/{r}": s for r, s in stale}}
+    result.after = {**result.before, **{f"{client_name}/{r}": s for r, s, _ in stale}}
     if result.actions and not check:
-        for role, snapshot in stale:
-            if (client_name, role) in state.writebacks:
+        for role, snapshot, how in stale:
+            dataset = layout.writeback_dataset(cfg, client_name, role)
+            if how == "rollback":
+                zfs.rollback(base_snapshot(dataset), recursive=True)
+            elif how == "recreate":
                 _recreate(cfg, client_name, role, snapshot, zfs)
             else:
-                zfs.clone(
-                    snapshot,
-                    layout.writeback_dataset(cfg, client_name, role),
-                    writeback_props(cfg, client_name, role),
-                )
+                _clone_writeback(cfg, client_name, role, snapshot, zfs)
     return result
 
 

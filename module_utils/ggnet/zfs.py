@@ -79,15 +79,20 @@ class Zfs:
         props: Iterable[str],
         recursive: bool = False,
         types: str | None = None,
+        depth: int | None = None,
     ) -> dict[str, dict[str, str | None]]:
         """{dataset: {property: value}}; '-' (unset/not applicable) becomes None.
 
+        `depth` limits the recursion (`-d N`; a snapshot is one level below its
+        dataset).  `types` (`-t`) is OpenZFS only: zfs-fuse's `get` has no `-t`.
         Datasets that do not exist are left out rather than failing the whole call."""
         names = list(names)
         if not names:
             return {}
         argv = [ZFS, "get", "-Hp", "-o", "name,property,value"]
-        if recursive:
+        if depth is not None:
+            argv += ["-d", str(depth)]
+        elif recursive:
             argv.append("-r")
         if types:
             argv += ["-t", types]
@@ -143,8 +148,10 @@ class Zfs:
             argv.append("-r")
         self.zfs(*argv, name, busy_retry=True)
 
-    def rollback(self, snapshot: str) -> None:
-        self.zfs("rollback", snapshot, busy_retry=True)
+    def rollback(self, snapshot: str, recursive: bool = False) -> None:
+        # -r: also destroy snapshots newer than `snapshot` (plain rollback refuses).
+        argv = ["rollback", "-r", snapshot] if recursive else ["rollback", snapshot]
+        self.zfs(*argv, busy_retry=True)
 
     def zpool_create(self, pool: str, vdevs: Sequence[str], mountpoint: str | None) -> None:
         argv = [ZPOOL, "create"]

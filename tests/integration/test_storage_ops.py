@@ -113,6 +113,71 @@ def test_reset_discards_writes_and_is_idempotent(ready):
     assert storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}).changed is False
 
 
+def test_reset_of_an_unchanged_version_is_a_rollback_to_the_base_snapshot(ready):
+    cfg = ready
+    dataset = layout.writeback_dataset(cfg, "pc-02", "system")
+    base = f"{dataset}@{storage.BASE_SNAPSHOT}"
+    assert Zfs().exists(base), "every new writeback gets its @ggnet-base"
+    creation = Zfs().get([dataset], ["creation"])[dataset]["creation"]
+    write(disk(cfg, "pc-02"), b"dirty", 8192)
+    zfs = Zfs()
+    result = storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True, zfs=zfs)
+    assert [a.action for a in result.actions] == ["reset_writeback"]
+    assert [c[1] for c in zfs.log if c[1] != "get"] == ["rollback"]
+    assert read(disk(cfg, "pc-02"), 5, 8192) == bytes(5)
+    # the same dataset (no re-clone), its base still there, and untouched again at once
+    assert Zfs().get([dataset], ["creation"])[dataset]["creation"] == creation
+    assert Zfs().exists(base)
+    assert storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True).changed is False
+
+
+def test_reset_after_a_version_change_reclones_with_a_new_base(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"NEWVER", 4096)
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={})
+    write(disk(cfg, "pc-02"), b"dirty")
+    zfs = Zfs()
+    storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}, zfs=zfs)
+    assert [c[1] for c in zfs.log if c[1] not in ("get", "umount")] == [
+        "destroy",
+        "clone",
+        "snapshot",
+    ]
+    dataset = layout.writeback_dataset(cfg, "pc-02", "system")
+    assert Zfs().get([dataset], ["origin"])[dataset]["origin"].endswith("@v2")
+    assert read(disk(cfg, "pc-02"), 6, 4096) == b"NEWVER"
+    # and the next same-version reset is a rollback again
+    time.sleep(1.05)
+    write(disk(cfg, "pc-02"), b"again", 4096)
+    zfs = Zfs()
+    storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True, zfs=zfs)
+    assert [c[1] for c in zfs.log if c[1] != "get"] == ["rollback"]
+    assert read(disk(cfg, "pc-02"), 6, 4096) == b"NEWVER"
+
+
+def test_a_file_held_open_across_a_rollback_sees_the_rolled_back_content(ready):
+    """What a tgtd file-backstore LUN sees across a reset: it opens the disk file once
+    and keeps the descriptor across the client's reboots."""
+    cfg = ready
+    path = disk(cfg, "pc-03")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"\xab" * (1 << 20), 1 << 20)
+        os.fsync(fd)
+        assert os.pread(fd, 4, 1 << 20) == b"\xab" * 4  # now in the page cache too
+        result = storage.reset(cfg, IMAGES, clients(), "pc-03", boot=True)
+        assert [a.detail.split()[0] for a in result.actions] == ["rollback"]
+        # the old descriptor reads the rolled-back content (no stale pages) ...
+        assert os.pread(fd, 4, 1 << 20) == bytes(4)
+        assert os.fstat(fd).st_size == 32 << 20
+        # ... and its writes land in the live writeback, as a new open sees them
+        os.pwrite(fd, b"AFTER", 0)
+        os.fsync(fd)
+        assert read(path, 5) == b"AFTER"
+    finally:
+        os.close(fd)
+
+
 def test_apply_then_rollback_checked_by_content(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"UPDATE-1", 1 << 20)

@@ -91,7 +91,39 @@ def test_zvol_reset_destroys_without_unmount_fake_zfs():
     )
     assert [a.action for a in result.actions] == ["reset_writeback"]
     verbs = [c[1] for c in fake.calls if c[1] != "get"]
-    assert verbs == ["destroy", "clone"]  # no umount: a zvol is not mounted
+    # no umount: a zvol is not mounted; no @ggnet-base yet, so a new clone and its base
+    assert verbs == ["destroy", "clone", "snapshot"]
+    assert fake.calls[-1][-1] == "tank/writebacks/pc-01/system@ggnet-base"
+
+
+def test_zvol_reset_same_version_is_one_rollback_fake_zfs():
+    rows = [
+        *POOL_ROWS,
+        ("tank/writebacks/pc-01", "type", "filesystem"),
+        ("tank/writebacks/pc-01/system", "type", "volume"),
+        ("tank/writebacks/pc-01/system", "origin", "tank/images/win11@v3"),
+        ("tank/writebacks/pc-01/system", "creation", "1700000000"),
+        ("tank/writebacks/pc-01/system", "written", "8192"),
+        ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
+        ("tank/writebacks/pc-01", "available", str(900 << 30)),
+    ]
+    fake = FakeZfs(listing(rows))
+    clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
+    result = storage.reset(
+        CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
+    )
+    assert [a.action for a in result.actions] == ["reset_writeback"]
+    changes = [c for c in fake.calls if c[1] != "get"]
+    assert changes == [["zfs", "rollback", "-r", "tank/writebacks/pc-01/system@ggnet-base"]]
+
+
+def test_whole_pool_read_skips_writeback_base_snapshots_fake_zfs():
+    fake = FakeZfs(listing(POOL_ROWS))
+    storage.read_state(CFG, Zfs(fake))
+    gets = [c for c in fake.calls if c[1] == "get"]
+    assert len(gets) == 2
+    assert gets[1][-2:] == ["tank/images", "tank/writebacks"]
+    assert gets[1][gets[1].index("-d") + 1] == "2" and "-r" not in gets[1]
 
 
 def test_parse_get_maps_dash_to_none():
