@@ -74,6 +74,23 @@ def parse_percent(value: object) -> float:
     return percent
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> int:
+    """'7d' -> 604800 seconds.  A whole number and one unit: s, m, h, d or w (no unit:
+    seconds); a plain non-negative integer is seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(
+            "is not a duration: a whole number with s, m, h, d or w, e.g. 90m, 12h or 7d"
+        )
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 def parse_size_or_percent(value: object) -> tuple[str, float]:
     """('percent', 10.0) or ('bytes', 1073741824.0)."""
     if isinstance(value, str) and value.strip().endswith("%"):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
+from .model import parse_duration as _parse_duration
 from .model import parse_size, parse_size_or_percent
 from .zfs import ZFS, Zfs, ZfsError
 
@@ -80,8 +81,6 @@ IMAGE_KINDS = ("system", "data")
 DEFAULT_KEEP_VERSIONS = 3
 FORCE_HINT = "pass force=true (playbooks: -e force=true) to do it anyway"
 _VERSION_N = re.compile(r"^v(\d+)$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CHUNK = 1 << 20
 
 
@@ -138,12 +137,10 @@ def now_iso() -> str:
 
 
 def parse_duration(value: object, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        raise StorageError(f"{where}: {value!r} is not a duration such as 90m, 12h or 7d")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    try:
+        return _parse_duration(value)
+    except ValueError as exc:
+        raise StorageError(f"{where}: {value!r} {exc}") from None
 
 
 # -- state ---------------------------------------------------------------------------

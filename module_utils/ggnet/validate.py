@@ -93,9 +93,20 @@ EXTENSION_PREFIXES = ("ggnet_lab_",)
 NETWORK_KEYS = frozenset(
     {"interface", "server_ip", "subnet", "dhcp_mode", "dhcp_range", "gateway", "dns_servers"}
 )
-STORAGE_KEYS = frozenset({"pool", "disk_format", "reserve", "writeback_quota"})
+STORAGE_KEYS = frozenset(
+    {
+        "pool",
+        "disk_format",
+        "reserve",
+        "writeback_quota",
+        "mountpoint",
+        "vdevs",
+        "prune_keep_versions",
+        "prune_idle",
+    }
+)
 ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "iqn_prefix"})
-IMAGE_KEYS = frozenset({"size", "kind", "version", "description"})
+IMAGE_KEYS = frozenset({"size", "kind", "version", "description", "source"})
 
 DHCP_MODES = ("full", "proxy")
 DISK_FORMATS = ("zvol", "file")
@@ -450,11 +461,47 @@ def _check_storage(out: _Collector, host: str, storage: dict[str, Any]) -> None:
         except ValueError as exc:
             out.add(host, f"{key}.reserve", reserve, str(exc))
     quota = storage.get("writeback_quota")
-    if quota is not UNRESOLVED:
+    if quota is not UNRESOLVED and quota != "none":
         try:
             model.parse_size(quota)
         except ValueError as exc:
-            out.add(host, f"{key}.writeback_quota", quota, str(exc))
+            out.add(host, f"{key}.writeback_quota", quota, f"{exc} (or none)")
+    mountpoint = storage.get("mountpoint")
+    if mountpoint not in (None, UNRESOLVED) and not _abs_path(mountpoint):
+        out.add(host, f"{key}.mountpoint", mountpoint, "must be an absolute path such as /ggpool")
+    vdevs = storage.get("vdevs")
+    if vdevs not in (None, UNRESOLVED):
+        if not isinstance(vdevs, list) or not vdevs:
+            out.add(
+                host,
+                f"{key}.vdevs",
+                vdevs,
+                "must be a non-empty list of devices or files, e.g. [/dev/vdb]",
+            )
+        else:
+            for i, vdev in enumerate(vdevs):
+                if vdev is not UNRESOLVED and not _abs_path(vdev):
+                    out.add(
+                        host,
+                        f"{key}.vdevs[{i}]",
+                        vdev,
+                        "must be the absolute path of a device or file, e.g. /dev/vdb",
+                    )
+    keep = storage.get("prune_keep_versions")
+    if keep not in (None, UNRESOLVED) and (
+        not isinstance(keep, int) or isinstance(keep, bool) or keep < 1
+    ):
+        out.add(host, f"{key}.prune_keep_versions", keep, "must be a whole number, at least 1")
+    idle = storage.get("prune_idle")
+    if idle not in (None, UNRESOLVED):
+        try:
+            model.parse_duration(idle)
+        except ValueError as exc:
+            out.add(host, f"{key}.prune_idle", idle, str(exc))
+
+
+def _abs_path(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "\n" not in value
 
 
 def _check_iscsi(out: _Collector, host: str, iscsi: dict[str, Any]) -> str | None:
@@ -514,8 +561,17 @@ def _check_images(out: _Collector, host: str, images: dict[str, Any]) -> dict[st
             out.add(host, key, spec, "must be a mapping such as {size: 64G, kind: system}")
             continue
         _unknown_subkeys(out, host, key, spec, IMAGE_KEYS)
+        source = spec.get("source")
+        if source not in (None, UNRESOLVED) and not _abs_path(source):
+            out.add(
+                host,
+                f"{key}.source",
+                source,
+                "must be the absolute path of a raw or qcow2 file on the server",
+            )
         if "size" not in spec:
-            out.add(host, f"{key}.size", None, "is required (e.g. 64G)")
+            if source is None:
+                out.add(host, f"{key}.size", None, "is required (e.g. 64G) unless source is set")
         elif spec["size"] is not UNRESOLVED:
             try:
                 model.parse_size(spec["size"])

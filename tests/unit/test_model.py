@@ -1,5 +1,8 @@
 """The per-client model and the size/percentage parsers (module_utils/ggnet/model.py)."""
 
+import subprocess
+import sys
+
 import pytest
 from ggnet import model
 
@@ -92,3 +95,35 @@ def test_placement_needs_ggnet_server_with_several_servers():
     groups, hostvars = _inventory(servers=("boot1", "boot2"), ggnet_server="boot2")
     assert {c["server"] for c in model.clients(groups, hostvars)} == {"boot2"}
     assert model.clients(groups, hostvars, server="boot1") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90m", 5400), ("12h", 43200), ("7d", 604800), ("2w", 1209600), ("45", 45), (30, 30)],
+)
+def test_parse_duration(text, seconds):
+    assert model.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["1.5h", "7 days", "", "-1d", True, None, -5, "d"])
+def test_parse_duration_refuses(bad):
+    with pytest.raises(ValueError, match="is not a duration"):
+        model.parse_duration(bad)
+
+
+def test_model_and_storage_import_without_netaddr():
+    """A target without python3-netaddr still runs the storage modules (parse_size)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'netaddr':\n"
+        "            raise ImportError('netaddr blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ggnet import model, storage\n"
+        "assert model.parse_size('64G') == 64 << 30\n"
+        "assert 'netaddr' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
