@@ -257,7 +257,7 @@ class Capture:
         self.proc = subprocess.Popen(
             in_ns(ns, "tcpdump", "-i", BRIDGE, "-n", "-tt", "-v", "-l", "-U", "-s", "512",
                   self.FILTER),
-            stdout=self._file, stderr=subprocess.PIPE,
+            stdout=self._file, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         # tcpdump prints "listening on ..." to stderr once the capture is armed.
         line = self.proc.stderr.readline()
