@@ -13,6 +13,8 @@ import logging
 import time
 
 from flask import Blueprint, Response, request
+from ggnet import ipxe
+from ggnet.ipxe import DISCOVERY_FIELDS
 from ggnet.net import normalize_mac
 
 from ggnet_api.blueprints.common import ext
@@ -21,7 +23,6 @@ from ggnet_api.live import BootRefused
 bp = Blueprint("boot", __name__, url_prefix="/boot")
 log = logging.getLogger(__name__)
 
-DISCOVERY_FIELDS = ("manufacturer", "product", "serial", "uuid", "platform", "buildarch")
 MAX_FACT = 128
 # Stages after which the boot is over: the disk was handed to the firmware, or not.
 FINAL = {"sanboot": "ok", "failed": "failed", "os": "ok"}
@@ -148,7 +149,9 @@ def discover(raw_mac: str):
     e = ext()
     if mac in e.live.snapshot.by_mac:
         return _text("known\n")
-    facts = {f: request.args.get(f, "")[:MAX_FACT] for f in DISCOVERY_FIELDS if request.args.get(f)}
+    # Not request.args: iPXE leaves '+', '&' and '=' unescaped inside values.
+    raw = ipxe.parse_discover_query(request.query_string)
+    facts = {f: raw[f][:MAX_FACT] for f in DISCOVERY_FIELDS if raw.get(f)}
     if not _upsert_discovered(e.db, mac, facts, None):
         return _text("too many discovered machines waiting; approve or forget some\n", 503)
     return _text("reported\n")

@@ -307,6 +307,20 @@ def test_unknown_mac_gets_discovery_and_is_listed(client, tokens, app):
     assert "ggnet_discovered_machines 1.0" in client.get("/metrics").get_data(as_text=True)
 
 
+def test_discovery_keeps_plus_and_ampersand_that_ipxe_leaves_unescaped(client, tokens):
+    # What Debian's iPXE really sends for qemu's i440FX board: '+' and '&' raw.
+    client.get(
+        "/boot/52:54:00:bb:00:0a/discover?manufacturer=A&B Corp&product=Standard PC "
+        "(i440FX + PIIX, 1996)&serial=&uuid=00000000-0000-0000-0000-000000000000"
+        "&platform=pcbios&buildarch=i386"
+    )
+    listed = client.get("/api/discovered", headers=h(tokens["viewer"])).json["discovered"]
+    facts = next(d["facts"] for d in listed if d["mac"] == "52:54:00:bb:00:0a")
+    assert facts["manufacturer"] == "A&B Corp"
+    assert facts["product"] == "Standard PC (i440FX + PIIX, 1996)"
+    assert facts["platform"] == "pcbios"
+
+
 def test_stages_give_a_boot_its_result_and_duration(client, tokens, app):
     client.get("/boot/52:54:00:aa:00:01")
     assert client.get("/boot/52:54:00:aa:00:01/stage?name=script-loaded").status_code == 200
