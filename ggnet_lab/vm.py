@@ -102,20 +102,34 @@ def qemu_argv(image: Image, vm: VMFiles, tap: str, public_key: str) -> list[str]
     ]  # fmt: skip
 
 
+def ssh_options(connect_timeout: int = 5) -> dict[str, str]:
+    """How to reach the VM as Ansible does: through the namespace, with the lab's key."""
+    return {
+        "User": "root",
+        "IdentityFile": str(paths.ssh_key()),
+        "ProxyCommand": f"nsenter --net={paths.NETNS_PATH} socat - TCP:%h:%p",
+        "StrictHostKeyChecking": "no",
+        "UserKnownHostsFile": "/dev/null",
+        "LogLevel": "ERROR",
+        "BatchMode": "yes",
+        "ConnectTimeout": str(connect_timeout),
+    }
+
+
 def ssh_argv(*command: str, connect_timeout: int = 5) -> list[str]:
-    """ssh to the VM as Ansible does: through the namespace, with the lab's key."""
-    return [
-        "ssh",
-        "-i", str(paths.ssh_key()),
-        "-o", f"ProxyCommand=nsenter --net={paths.NETNS_PATH} socat - TCP:%h:%p",
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR",
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={connect_timeout}",
-        f"root@{ADDRESS}",
-        *command,
-    ]  # fmt: skip
+    argv = ["ssh"]
+    for key, value in ssh_options(connect_timeout).items():
+        argv += ["-o", f"{key}={value}"]
+    return [*argv, ADDRESS, *command]
+
+
+def write_ssh_config() -> Path:
+    """An ssh_config for tools that read no Ansible inventory templating (testinfra)."""
+    path = paths.ssh_key().parent / "config"
+    lines = [f"Host {NAME} {ADDRESS}", f"    HostName {ADDRESS}"]
+    lines += [f"    {key} {value}" for key, value in ssh_options().items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def ssh(*command: str, timeout: float = 60) -> subprocess.CompletedProcess:

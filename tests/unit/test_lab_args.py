@@ -44,9 +44,19 @@ def test_kernel_command_line_carries_the_key_without_spaces():
 def test_ssh_goes_through_the_namespace_with_the_lab_key(monkeypatch, tmp_path):
     monkeypatch.setenv("GGNET_LAB_DIR", str(tmp_path))
     argv = vm.ssh_argv("true")
-    assert argv[argv.index("-i") + 1] == str(tmp_path / "ssh" / "id_ed25519")
+    assert f"IdentityFile={tmp_path / 'ssh' / 'id_ed25519'}" in argv
+    assert "User=root" in argv
     assert "ProxyCommand=nsenter --net=/var/run/netns/ggnet-lab socat - TCP:%h:%p" in argv
-    assert argv[-2:] == ["root@10.213.0.10", "true"]
+    assert argv[-2:] == ["10.213.0.10", "true"]
+
+
+def test_ssh_config_for_testinfra_says_what_ssh_argv_says(monkeypatch, tmp_path):
+    monkeypatch.setenv("GGNET_LAB_DIR", str(tmp_path))
+    (tmp_path / "ssh").mkdir()
+    text = vm.write_ssh_config().read_text()
+    assert text.startswith("Host boot1 10.213.0.10\n    HostName 10.213.0.10\n")
+    for key, value in vm.ssh_options().items():
+        assert f"    {key} {value}\n" in text
 
 
 def _pc_argv(firmware, tmp_path):

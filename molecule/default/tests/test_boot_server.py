@@ -1,7 +1,25 @@
 """Verify the converged lab boot server from the outside, over the same SSH path Ansible
-uses.  Each role that lands adds what a person would check by hand."""
+uses: what a person would check by hand after `ansible-playbook playbooks/site.yml`.
 
-testinfra_hosts = ["ggnet_servers"]
+Nothing here prints a boot script: it carries the PC's CHAP secret."""
+
+import json
+import time
+
+import pytest
+
+from ggnet_lab import vm
+
+# testinfra reads the inventory without Ansible's templating (the lab's key path is a
+# template), so it reaches the VM with the same options written as an ssh_config.
+testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
+
+CLIENTS = {
+    "pc-bios": "52:54:00:21:30:01",
+    "pc-uefi": "52:54:00:21:30:02",
+    "pc-pxe": "52:54:00:21:30:03",
+}
+API = "http://10.213.0.10:8080"
 
 
 def test_state_and_config_directories(host):
@@ -15,3 +33,100 @@ def test_lio_modules_load_at_boot_and_are_loaded(host):
     assert "iscsi_target_mod" in listed
     assert host.file("/sys/kernel/config/target").is_directory
     assert host.run("grep -qw iscsi_target_mod /proc/modules").rc == 0
+
+
+def test_pool_has_every_image_and_one_writeback_per_client_and_disk(host):
+    out = host.check_output("zfs list -H -o name -r ggpool")
+    names = set(out.split())
+    assert "ggpool/images/lab-os" in names
+    assert "ggpool/images/games" in names
+    for client in CLIENTS:
+        assert f"ggpool/writebacks/{client}/system" in names
+        assert f"ggpool/writebacks/{client}/game" in names
+
+
+def test_every_client_has_a_lio_target_with_its_acl_and_two_luns(host):
+    root = "/sys/kernel/config/target/iscsi"
+    for client in CLIENTS:
+        iqn = f"iqn.2025-01.lan.ggnet:target.{client}"
+        tpg = f"{root}/{iqn}/tpgt_1"
+        assert host.file(tpg).is_directory, iqn
+        acls = host.check_output(f"ls {tpg}/acls").split()
+        assert acls == [f"iqn.2025-01.lan.ggnet:initiator.{client}"]
+        assert sorted(host.check_output(f"ls {tpg}/lun").split()) == ["lun_0", "lun_1"]
+
+
+def test_lio_configuration_is_saved_privately_and_restored_at_boot(host):
+    saved = host.file("/etc/rtslib-fb-target/saveconfig.json")
+    assert saved.exists
+    assert saved.mode == 0o600
+    assert host.service("rtslib-fb-targetctl").is_enabled
+
+
+def test_dnsmasq_runs_with_a_config_it_accepts_and_serves_ipxe(host):
+    assert host.service("ggnet-dnsmasq").is_running
+    assert host.service("ggnet-dnsmasq").is_enabled
+    assert host.run("dnsmasq --test -C /etc/ggnet/dnsmasq.conf").rc == 0
+    for binary in ("undionly.kpxe", "snponly.efi", "ipxe.efi"):
+        assert host.file(f"/srv/ggnet/tftp/{binary}").size > 0
+    fixed = host.file("/etc/ggnet/dnsmasq-hosts.conf").content_string
+    for mac in CLIENTS.values():
+        assert mac in fixed
+
+
+def _get(host, path):
+    """(status, body) of a GET on the API, from the boot server itself."""
+    cmd = host.run(f"curl -s -o /tmp/ggnet-verify.body -w '%{{http_code}}' {API}{path}")
+    body = host.file("/tmp/ggnet-verify.body").content_string
+    host.run("rm -f /tmp/ggnet-verify.body")
+    return int(cmd.stdout or 0), body
+
+
+def test_api_is_healthy(host):
+    assert host.service("ggnet-api").is_running
+    status, body = _get(host, "/health")
+    assert status == 200, body
+    assert json.loads(body)["status"] == "ok"
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_boot_path_answers_each_known_pc_with_its_sanboot_script(host, client):
+    # The real boot path in the VM: the writeback reset on zfs-fuse, the SAN URI of LIO.
+    status, body = _get(host, f"/boot/{CLIENTS[client]}")
+    ok = (
+        status == 200
+        and body.startswith("#!ipxe")
+        and f"target.{client}" in body
+        and "sanboot" in body
+    )
+    assert ok, f"GET /boot/{CLIENTS[client]} answered {status}; script not shown (secret)"
+
+
+def test_boot_path_gives_an_unknown_pc_the_discovery_script(host):
+    status, body = _get(host, "/boot/52:54:00:99:99:99")
+    assert status == 200
+    assert "/discover?" in body
+
+
+def test_prometheus_scrapes_the_api_and_node_exporter(host):
+    assert host.service("prometheus").is_running
+    assert host.service("prometheus-node-exporter").is_running
+    deadline = time.monotonic() + 90
+    health = {}
+    while time.monotonic() < deadline:
+        raw = host.check_output("curl -s http://127.0.0.1:9090/api/v1/targets")
+        targets = json.loads(raw)["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health and all(h == "up" for h in health.values()):
+            break
+        time.sleep(5)
+    assert health.get("ggnet_api") == "up", health
+    assert health.get("node") == "up", health
+
+
+def test_console_serves_novnc(host):
+    assert host.service("ggnet-console").is_running
+    status = host.check_output(
+        "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:6080/vnc.html"
+    )
+    assert status == "200"
