@@ -33,31 +33,34 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
         "description": "check that the boot servers can be converged",
         "extravars": {},
     },
+    # The extra-vars are the playbooks' own (see the usage comment atop each playbook).
     "image": {
         "playbook": "image.yml",
-        "description": "image operations: apply a writeback as a new version, roll back",
+        "description": "image operations: roll back to a version, prune, delete a version",
         "extravars": {
-            "ggnet_image_op": {
-                "type": "str",
-                "enum": ["apply", "rollback", "set_version", "destroy_version"],
-                "required": True,
-            },
-            "ggnet_image_name": {"type": "str", "pattern": _NAME, "required": True},
-            "ggnet_image_from": {"type": "str", "pattern": _NAME},
-            "ggnet_image_version": {"type": "str", "pattern": _NAME},
-            "ggnet_image_comment": {"type": "str", "pattern": _COMMENT},
+            "op": {"type": "str", "enum": ["rollback", "prune", "delete"], "required": True},
+            "image": {"type": "str", "pattern": _NAME},
+            "version": {"type": "str", "pattern": _NAME},
+            "keep_versions": {"type": "int"},
+            "idle": {"type": "str", "pattern": r"[0-9]{1,6}[smhdw]?"},
+            "force": {"type": "bool"},
         },
     },
     "machine": {
         "playbook": "machine.yml",
-        "description": "machine operations: maintenance on/off, reset a writeback",
+        "description": "machine operations: reset, maintenance on (keep) / off (release), "
+        "apply a writeback as a new image version",
         "extravars": {
-            "ggnet_machine_op": {
+            "op": {
                 "type": "str",
-                "enum": ["maintenance_on", "maintenance_off", "reset"],
+                "enum": ["reset", "keep", "release", "apply"],
                 "required": True,
             },
-            "ggnet_machine_name": {"type": "str", "pattern": _NAME, "required": True},
+            "client": {"type": "str", "pattern": _NAME, "required": True},
+            "comment": {"type": "str", "pattern": _COMMENT},
+            "version": {"type": "str", "pattern": _NAME},
+            "disk": {"type": "str", "enum": ["system", "game"]},
+            "force": {"type": "bool"},
         },
     },
 }

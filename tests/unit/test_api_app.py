@@ -146,16 +146,16 @@ def test_revoked_token_is_refused(client, tokens, app):
         ({"kind": "reboot-everything"}, 400, "body.kind: 'reboot-everything' is not a job kind"),
         ({"kind": "converge", "extravars": {"x": 1}}, 400, "extravars.x: not accepted"),
         (
-            {"kind": "image", "extravars": {"ggnet_image_op": "apply"}},
+            {"kind": "machine", "extravars": {"op": "apply"}},
             400,
-            "needs ggnet_image_name",
+            "needs client",
         ),
         (
             {
-                "kind": "image",
+                "kind": "machine",
                 "extravars": {
-                    "ggnet_image_op": "apply",
-                    "ggnet_image_name": "{{ lookup('pipe','id') }}",
+                    "op": "apply",
+                    "client": "{{ lookup('pipe','id') }}",
                 },
             },
             400,
@@ -164,7 +164,7 @@ def test_revoked_token_is_refused(client, tokens, app):
         (
             {
                 "kind": "machine",
-                "extravars": {"ggnet_machine_op": "explode", "ggnet_machine_name": "pc-01"},
+                "extravars": {"op": "explode", "client": "pc-01"},
             },
             400,
             "not one of",
