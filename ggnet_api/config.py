@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     # The project the playbooks are run from (a checkout of this repository).
     "project_dir": str(REPO_ROOT),
     "inventory": str(REPO_ROOT / "inventory" / "lab"),
+    # Inventory hosts that are the machine the API runs on: jobs reach them locally.
+    "local_hosts": [],
     "playbooks": PLAYBOOKS,
     "max_concurrent_jobs": 2,
     "max_queued_jobs": 50,

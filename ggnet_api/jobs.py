@@ -20,6 +20,7 @@ what is left of them) and queues again the ones that had not started.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -302,11 +303,30 @@ class JobRunner:
         }
         if (project / "ansible.cfg").is_file():
             envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
+        inventory: str | list[str] = str(self.config["inventory"])
+        if self.config.get("local_hosts"):
+            # The inventory says how the operator's machine reaches each server (SSH);
+            # the server the API runs on reaches itself without SSH.  A second source's
+            # host vars outrank the first's group_vars.
+            local = pdd / "local-hosts.json"
+            local.write_text(
+                json.dumps(
+                    {
+                        "all": {
+                            "hosts": {
+                                name: {"ansible_connection": "local"}
+                                for name in self.config["local_hosts"]
+                            }
+                        }
+                    }
+                )
+            )
+            inventory = [inventory, str(local)]
         runner = ansible_runner.run(
             private_data_dir=str(pdd),
             project_dir=str(project),
             playbook=str(project / "playbooks" / job["playbook"]),
-            inventory=str(self.config["inventory"]),
+            inventory=inventory,
             extravars=job["extravars"] or None,
             envvars=envvars,
             ident="run",

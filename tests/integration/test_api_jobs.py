@@ -255,3 +255,32 @@ def test_discovery_approval_commits_and_converges(api):
     assert shown and "pc-07" in shown[0] and "pc-01" in shown[0]
     again = client.post(f"/api/discovered/{mac}/approve", json={"name": "pc-08", "image": "win11"})
     assert again.status_code == 409
+
+
+def test_jobs_reach_the_apis_own_server_locally_whatever_the_inventory_says(tmp_path):
+    # The inventory says how the operator reaches boot1 (SSH; here a loopback port where
+    # nothing listens); the API running on boot1 must not go through it.
+    project, inv = make_project(tmp_path)
+    hosts = inv / "hosts.yml"
+    hosts.write_text(
+        hosts.read_text().replace(
+            "ansible_connection: local", "ansible_connection: ssh, ansible_port: 1"
+        )
+    )
+    results = {}
+    for local_hosts in ([], ["boot1"]):
+        state = tmp_path / f"state-{len(local_hosts)}"
+        app = create_app(
+            settings(tmp_path, project, inv, state_dir=str(state), local_hosts=local_hosts)
+        )
+        ext = app.extensions["ggnet"]
+        token = new_token()
+        ext.db.add_token("alice", "operator", token)
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        try:
+            job = client.post("/api/jobs", json={"kind": "converge"}).json
+            results[bool(local_hosts)] = finished(client, job["id"])["state"]
+        finally:
+            ext.close()
+    assert results == {False: "failed", True: "successful"}
