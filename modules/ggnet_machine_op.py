@@ -57,6 +57,18 @@ options:
   iscsi_backend:
     description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
     type: str
+  iscsi_options:
+    description:
+      - How to reach the backend when reading sessions; tgt only, for a tgtd that is not
+        the default one (C(tgtd -C N), or one in a network namespace).
+    type: dict
+    suboptions:
+      control_port:
+        description: tgtd's control port (C(tgtadm -C)).
+        type: int
+      netns:
+        description: Network namespace to run C(tgtadm) in (network only, mounts stay shared).
+        type: str
   force:
     description: Reset even a client in maintenance or with a live session.
     type: bool
@@ -122,6 +134,10 @@ def main():
             "disk": {"type": "str", "default": "system", "choices": ["system", "game"]},
             "sessions": {"type": "dict"},
             "iscsi_backend": {"type": "str"},
+            "iscsi_options": {
+                "type": "dict",
+                "options": {"control_port": {"type": "int"}, "netns": {"type": "str"}},
+            },
             "force": {"type": "bool", "default": False},
         },
         required_if=[("op", "apply", ("comment",))],
@@ -131,7 +147,8 @@ def main():
     check = module.check_mode
     sessions = p["sessions"]
     if sessions is None:
-        sessions = sessions_from_backend(p["iscsi_backend"])
+        options = {k: v for k, v in (p["iscsi_options"] or {}).items() if v is not None}
+        sessions = sessions_from_backend(p["iscsi_backend"], options)
     common = {"check": check}
     try:
         if p["op"] == "reset":

@@ -937,9 +937,10 @@ def apply_writeback(
             "information); give iscsi_backend or sessions"
         )
     if running:
+        who = ", ".join(sessions.get(client.get("target_iqn") or "") or [])
         raise StorageError(
             f"apply {client_name}: the client is running (live iSCSI session on "
-            f"{client.get('target_iqn')}): shut it down first, then apply"
+            f"{client.get('target_iqn')} from {who}): shut it down first, then apply"
         )
     state = read_state(cfg, zfs)
     image = state.images.get(image_name)
@@ -1187,14 +1188,18 @@ def prune(
     return result
 
 
-def sessions_from_backend(backend: str | None) -> dict[str, list[str]] | None:
-    """Live sessions from the iSCSI side, or None when they cannot be read."""
+def sessions_from_backend(
+    backend: str | None, options: Mapping[str, Any] | None = None
+) -> dict[str, list[str]] | None:
+    """Live sessions from the iSCSI side, or None when they cannot be read.
+
+    `options` go to iscsi.active_sessions (tgt: control_port, netns)."""
     if not backend:
         return None
     try:
         from .iscsi import active_sessions
 
-        return active_sessions(backend)
+        return active_sessions(backend, **dict(options or {}))
     except Exception:  # a missing target daemon means "unknown", never "nobody runs"
         return None
 

@@ -76,14 +76,33 @@ def make_pool(base: Path, size: str = "1G") -> dict:
     }
 
 
-def destroy_pool(cfg: dict) -> None:
-    for _ in range(20):
+def destroy_pool(cfg: dict, timeout: float = 60.0) -> None:
+    """Destroy the pool, retrying while zfs-fuse says "busy"; then remove its file.
+
+    zfs-fuse can stay busy for several seconds after a test's last write or unmount
+    (20 tries over 4 s were seen to give up), so the retries back off up to `timeout`.
+    A pool that still cannot be destroyed is an error, and its file is kept: deleting
+    the vdev under a live pool would leave a faulted pool in the shared daemon.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
         proc = subprocess.run(
-            ["zpool", "destroy", "-f", cfg["pool"]], capture_output=True, text=True
+            ["zpool", "destroy", "-f", cfg["pool"]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LC_ALL": "C"},
         )
         if proc.returncode == 0 or "no such pool" in proc.stderr:
             break
-        time.sleep(0.2)
+        if time.monotonic() + delay > deadline:
+            raise RuntimeError(
+                f"zpool destroy {cfg['pool']} still fails after {timeout:.0f} s: "
+                f"{proc.stderr.strip()} (vdev {cfg['_vdev']} kept; is a file on it "
+                "still open, e.g. by a tgtd LUN?)"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(cfg["_vdev"])
 
