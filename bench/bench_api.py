@@ -14,6 +14,7 @@ exclude HTTP parsing and the socket (gunicorn adds ~1 ms on loopback).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import tempfile
@@ -68,9 +69,12 @@ def _timed(call) -> float:
     return elapsed
 
 
-def run() -> dict:
+@contextlib.contextmanager
+def room():
+    """An app with the 1,000-PC inventory, 10,000 boots and a full collector sample:
+    yields (app, ext, names, new_sample) where new_sample() stands for one collector
+    run (fresh writeback sizes and traffic)."""
     from ggnet_api.app import create_app
-    from ggnet_api.auth import new_token
     from ggnet_api.live import Sample
 
     with tempfile.TemporaryDirectory(prefix="ggnet-bench-api-") as tmp:
@@ -87,43 +91,66 @@ def run() -> dict:
             }
         )
         e = app.extensions["ggnet"]
-        t = time.perf_counter()
-        assert e.live.reload(), e.live.load_error
-        load_s = time.perf_counter() - t
+        try:
+            t = time.perf_counter()
+            assert e.live.reload(), e.live.load_error
+            e.load_s = time.perf_counter() - t
+            snap = e.live.snapshot
+            assert len(snap.clients) == CLIENTS, (len(snap.clients), snap.problems[:3])
+            names = sorted(snap.clients)
+            rng = random.Random(7)
+            now = time.time()
+            rows = []
+            for name in names:
+                mac = snap.clients[name]["mac"]
+                for b in range(BOOTS_PER_CLIENT):
+                    result = rng.choice(["ok"] * 8 + ["failed", "timeout"])
+                    started = now - 86400 + b * 600
+                    rows.append((mac, name, "normal", started, started + 9, result,
+                                 rng.uniform(5, 40) if result == "ok" else None, "win11"))  # fmt: skip
+            with e.db.tx() as c:
+                c.executemany(
+                    "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+            def new_sample() -> None:
+                e.live.sample = Sample(
+                    at=time.time(),
+                    writeback_bytes={n: rng.randrange(1 << 30) for n in names},
+                    pools={"ggbench": (4 << 40, 2 << 40)},
+                    sessions={snap.clients[n]["target_iqn"]: ["x"] for n in names[:800]},
+                    traffic={n: (rng.randrange(1 << 34), rng.randrange(1 << 32)) for n in names},
+                )
+
+            new_sample()
+            yield app, e, names, new_sample
+        finally:
+            e.close()
+
+
+def run() -> dict:
+    from ggnet_api.auth import new_token
+
+    with room() as (app, e, names, new_sample):
         snap = e.live.snapshot
-        assert len(snap.clients) == CLIENTS, (len(snap.clients), snap.problems[:3])
-        names = sorted(snap.clients)
-        rng = random.Random(7)
-        now = time.time()
-        rows = []
-        for name in names:
-            mac = snap.clients[name]["mac"]
-            for b in range(BOOTS_PER_CLIENT):
-                result = rng.choice(["ok"] * 8 + ["failed", "timeout"])
-                started = now - 86400 + b * 600
-                rows.append((mac, name, "normal", started, started + 9, result,
-                             rng.uniform(5, 40) if result == "ok" else None, "win11"))  # fmt: skip
-        with e.db.tx() as c:
-            c.executemany(
-                "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-        e.live.sample = Sample(
-            at=now,
-            writeback_bytes={n: rng.randrange(1 << 30) for n in names},
-            pools={"ggbench": (4 << 40, 2 << 40)},
-            sessions={snap.clients[n]["target_iqn"]: ["x"] for n in names[:800]},
-            traffic={n: (rng.randrange(1 << 34), rng.randrange(1 << 32)) for n in names},
-        )
         client = app.test_client()
         operator = new_token()
         e.db.add_token("bench", "operator", operator)
         auth = {"Authorization": f"Bearer {operator}"}
 
         client.get("/metrics")  # warm-up (imports, statement cache)
-        metrics = [_timed(lambda: client.get("/metrics")) for _ in range(METRICS_RUNS)]
-        size = len(client.get("/metrics").get_data())
+        # The collector runs every collect_interval (15 s), as often as Prometheus
+        # scrapes (15 s): the common scrape sees a sample it has not rendered yet.
+        cold = []
+        for _ in range(METRICS_RUNS):
+            new_sample()
+            cold.append(_timed(lambda: client.get("/metrics")))
+        # Same sample again (a second Prometheus, a manual curl): the per-client
+        # block of the sample is already rendered; SQLite and live counters are read.
+        warm = [_timed(lambda: client.get("/metrics")) for _ in range(METRICS_RUNS)]
+        body = client.get("/metrics").get_data()
 
         macs = [snap.clients[n]["mac"] for n in names]
         boots = [_timed(lambda m=macs[i % CLIENTS]: client.get(f"/boot/{m}")) for i in range(BOOT_RUNS)]  # fmt: skip
@@ -132,13 +159,21 @@ def run() -> dict:
             _timed(lambda: client.post("/api/jobs", json={"kind": "converge"}, headers=auth))
             for _ in range(JOB_RUNS)
         ]
-        e.close()
+        load_s = e.load_s
 
-    m, b, j = _stats(metrics), _stats(boots), _stats(jobs)
+    m, w, b, j = _stats(cold), _stats(warm), _stats(boots), _stats(jobs)
     return {
         "clients": CLIENTS,
         "inventory_load_s": round(load_s, 2),
-        "metrics": {**m, "bytes": size, "goal": "p50 <= 50 ms", "met": m["p50_ms"] <= 50},
+        "metrics": {
+            **m,
+            "bytes": len(body),
+            "lines": body.count(b"\n"),
+            "goal": "p50 <= 50 ms",
+            "met": m["p50_ms"] <= 50,
+            "note": "a new collector sample before every scrape (the 15 s/15 s case)",
+        },
+        "metrics_same_sample": w,
         "boot_script": {**b, "goal": "p99 <= 20 ms (no reset)", "met": b["p99_ms"] <= 20},
         "job_accept": {**j, "goal": "p99 <= 50 ms", "met": j["p99_ms"] <= 50},
     }

@@ -107,6 +107,15 @@ class Database:
         if "image" not in have:
             self.execute("ALTER TABLE boots ADD COLUMN image TEXT")
         self.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
+        # Covering indexes for /metrics' aggregates (the rowid is the id): per-machine
+        # counts and latest durations, the boot-duration histogram, the latest result
+        # of every MAC are each a walk of one index, never of the table.
+        for name, cols in (
+            ("boots_client_result", "client, result, duration"),
+            ("boots_result_image", "result, image, duration"),
+            ("boots_mac_result", "mac, id, result"),
+        ):
+            self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON boots({cols})")
 
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -216,6 +225,16 @@ class Database:
             "ON b.id = l.id"
         )
         return {r["mac"]: r for r in rows}
+
+    def last_results(self) -> dict[str, str]:
+        """The result of the latest boot of every MAC (what client states need)."""
+        # SQLite takes the bare column from the row that gives max() its value.
+        return {
+            mac: result
+            for mac, _id, result in self.conn().execute(
+                "SELECT mac, MAX(id), result FROM boots GROUP BY mac"
+            )
+        }
 
     # -- tokens -------------------------------------------------------------------------
 

@@ -287,9 +287,10 @@ class Live:
 
     def client_states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        last = self.db.last_boots()
-        for _name, c in self.snapshot.clients.items():
-            state = client_state(c, last.get(c["mac"]))
+        last = self.db.last_results()
+        for c in self.snapshot.clients.values():
+            result = last.get(c["mac"])
+            state = client_state(c, None if result is None else {"result": result})
             counts[state] = counts.get(state, 0) + 1
         return counts
 

@@ -1,0 +1,348 @@
+"""/metrics' own text writer against prometheus_client: what its parser reads back from
+our exposition must be what prometheus_client's generate_latest would have said about
+the same data (names, types, HELP, labels, values), and the collector's per-client
+block must follow every new Sample while SQLite-backed families stay live."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
+
+from ggnet_api import metrics as m
+from ggnet_api.app import create_app
+from ggnet_api.live import Sample
+
+pytestmark = pytest.mark.unit
+
+HOSTS = """\
+all:
+  children:
+    ggnet_servers:
+      hosts:
+        boot1: {}
+    ggnet_clients:
+      hosts:
+        pc-01: {ggnet_mac: "52:54:00:bb:00:01"}
+        pc-02: {ggnet_mac: "52:54:00:bb:00:02"}
+        pc-03: {ggnet_mac: "52:54:00:bb:00:03", ggnet_keep_writeback: true}
+"""
+ALL = """\
+ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24, dhcp_mode: proxy}
+ggnet_storage: {pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}
+ggnet_iscsi: {backend: lio, chap: false}
+ggnet_images: {win11: {size: 64M, kind: system}, lin: {size: 64M, kind: system}}
+ggnet_image: win11
+"""
+WEIRD = 'we"ird\\name\nwith {braces}, = and é'
+# (mac, client, result, duration, image): ids ascend in this order.
+BOOTS = [
+    ("52:54:00:bb:00:01", "pc-01", "ok", 5.0, "win11"),
+    ("52:54:00:bb:00:01", "pc-01", "ok", 10.0, "win11"),  # on a bucket bound
+    ("52:54:00:bb:00:01", "pc-01", "ok", None, "win11"),  # ok without a duration
+    ("52:54:00:bb:00:01", "pc-01", "failed", 0.0, "win11"),
+    ("52:54:00:bb:00:02", "pc-02", "timeout", None, "lin"),
+    ("52:54:00:bb:00:02", "pc-02", "ok", 400.0, "lin"),  # beyond the last bucket
+    ("52:54:00:bb:00:99", None, "ok", 0.0, None),  # discovery of an unknown PC
+]
+# (id, playbook, state, started, finished)
+JOBS = [
+    ("j1", "site.yml", "successful", 100.0, 130.0),
+    ("j2", "site.yml", "failed", 100.0, 101.0),
+    ("j3", WEIRD, "successful", 100.0, 5000.0),
+    ("j4", "site.yml", "running", 100.0, None),
+    ("j5", "site.yml", "queued", None, None),
+]
+
+
+def parse(text: str) -> dict:
+    """{family: (type, help, {(sample name, sorted labels): value})}"""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        assert fam.name not in out, f"{fam.name} twice"
+        samples = {}
+        for s in fam.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in samples, f"{key} twice"
+            samples[key] = s.value
+        out[fam.name] = (fam.type, fam.documentation, samples)
+    return out
+
+
+def assert_same(ours: dict, reference: dict) -> None:
+    assert sorted(ours) == sorted(reference)
+    for name, (kind, doc, samples) in reference.items():
+        assert ours[name][:2] == (kind, doc), name
+        assert sorted(ours[name][2]) == sorted(samples), name
+        for key, value in samples.items():
+            assert math.isclose(ours[name][2][key], value, rel_tol=1e-12), (key, value)
+
+
+def test_writer_round_trips_through_the_parser():
+    t = m._Text()
+    name = t.family("x_events", "counter", "Help with a \\ backslash\nand a newline")
+    t.samples(name, ("kind", "result"), [(WEIRD, "ok", 3), ("plain", "", 2**40)])
+    name = t.family("x_level", "gauge", "Unlabelled")
+    t.samples(name, (), [(0.1 + 0.2,)])
+    name = t.family("x_per_client", "gauge", "One label")
+    t.one_label(name, "client", [("a", 1.5), (WEIRD, -2), ("big", 123456789012.0)])
+    name = t.family("x_odd", "gauge", "Non-finite values")
+    t.samples(name, ("v",), [("nan", math.nan), ("inf", math.inf), ("ninf", -math.inf)])
+    name = t.family("x_seconds", "histogram", "A histogram")
+    t.histogram(name, "image", (0.5, 10), [(WEIRD, ([1, 2], 3, 20.5))])
+    name = t.family("x_empty", "counter", "No samples yet")
+    text = t.text()
+
+    got = parse(text)
+    nan = got["x_odd"][2].pop(("x_odd", (("v", "nan"),)))
+    assert math.isnan(nan)
+    assert got == {
+        "x_events": (
+            "counter",
+            "Help with a \\ backslash\nand a newline",
+            {
+                ("x_events_total", (("kind", WEIRD), ("result", "ok"))): 3.0,
+                ("x_events_total", (("kind", "plain"), ("result", ""))): float(2**40),
+            },
+        ),
+        "x_level": ("gauge", "Unlabelled", {("x_level", ()): 0.1 + 0.2}),
+        "x_per_client": (
+            "gauge",
+            "One label",
+            {
+                ("x_per_client", (("client", "a"),)): 1.5,
+                ("x_per_client", (("client", WEIRD),)): -2.0,
+                ("x_per_client", (("client", "big"),)): 123456789012.0,
+            },
+        ),
+        "x_odd": (
+            "gauge",
+            "Non-finite values",
+            {
+                ("x_odd", (("v", "inf"),)): math.inf,
+                ("x_odd", (("v", "ninf"),)): -math.inf,
+            },
+        ),
+        "x_seconds": (
+            "histogram",
+            "A histogram",
+            {
+                ("x_seconds_bucket", (("image", WEIRD), ("le", "0.5"))): 1.0,
+                ("x_seconds_bucket", (("image", WEIRD), ("le", "10.0"))): 2.0,
+                ("x_seconds_bucket", (("image", WEIRD), ("le", "+Inf"))): 3.0,
+                ("x_seconds_count", (("image", WEIRD),)): 3.0,
+                ("x_seconds_sum", (("image", WEIRD),)): 20.5,
+            },
+        ),
+        "x_empty": ("counter", "No samples yet", {}),
+    }
+    # HELP and TYPE once per family, counters' series end in _total.
+    assert text.count("# TYPE x_events_total counter\n") == 1
+    assert text.count("# HELP ") == text.count("# TYPE ") == 6
+
+
+@pytest.fixture
+def ext(tmp_path):
+    inv = tmp_path / "inventory"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(HOSTS)
+    (inv / "group_vars" / "all.yml").write_text(ALL)
+    app = create_app(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "inventory": str(inv),
+            "background": False,
+            "reset_on_boot": False,
+            "public_url": "http://10.213.0.10:8080",
+        }
+    )
+    e = app.extensions["ggnet"]
+    assert e.live.reload(), e.live.load_error
+    with e.db.tx() as c:
+        for i, (mac, client, result, duration, image) in enumerate(BOOTS):
+            c.execute(
+                "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
+                "VALUES (?, ?, 'normal', ?, ?, ?, ?, ?)",
+                (mac, client, 1000.0 + i, 1000.0 + i, result, duration, image),
+            )
+        for job_id, playbook, state, started, finished in JOBS:
+            c.execute(
+                "INSERT INTO jobs (id, kind, playbook, state, created, started, finished) "
+                "VALUES (?, 'converge', ?, ?, 1.0, ?, ?)",
+                (job_id, playbook, state, started, finished),
+            )
+    e.live.sample = Sample(
+        at=1234.5,
+        writeback_bytes={"pc-02": 2**33 + 1, "pc-01": 4096},
+        pools={"ggtest": (2**40, 2**39)},
+        sessions={"iqn.a": ["i1", "i2"], "iqn.b": []},
+        traffic={"pc-01": (1700, 450), "pc-02": (0, 0)},
+        errors={"iscsi": "tgtadm: boom"},
+    )
+    yield e
+    e.close()
+
+
+def reference(e) -> bytes:
+    """The fixture's families as prometheus_client renders them, written out by hand
+    from BOOTS, JOBS and the sample (not from SQL)."""
+
+    class Fixture:
+        def collect(self):
+            jobs = CounterMetricFamily(
+                "ggnet_jobs", "Finished jobs by playbook and result", labels=["playbook", "result"]
+            )
+            jobs.add_metric(["site.yml", "successful"], 1)
+            jobs.add_metric(["site.yml", "failed"], 1)
+            jobs.add_metric([WEIRD, "successful"], 1)
+            yield jobs
+            active = GaugeMetricFamily(
+                "ggnet_jobs_active", "Jobs queued or running", labels=["state"]
+            )
+            active.add_metric(["queued"], 1)
+            active.add_metric(["running"], 1)
+            yield active
+            jd = HistogramMetricFamily(
+                "ggnet_job_duration_seconds", "Duration of finished jobs", labels=["playbook"]
+            )
+            # site.yml: 30 s and 1 s; WEIRD: 4900 s (beyond the last bucket).
+            cum = [1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+            jd.add_metric(["site.yml"], _b(m.JOB_BUCKETS, cum, 2), 31.0)
+            jd.add_metric([WEIRD], _b(m.JOB_BUCKETS, [0] * 10, 1), 4900.0)
+            yield jd
+            boots = CounterMetricFamily("ggnet_boots", "Boot requests by result", labels=["result"])
+            boots.add_metric(["ok"], 5)
+            boots.add_metric(["failed"], 1)
+            boots.add_metric(["timeout"], 1)
+            yield boots
+            bd = HistogramMetricFamily(
+                "ggnet_boot_duration_seconds",
+                "From the boot request to the last stage reported (finished boots), by image",
+                labels=["image"],
+            )
+            bd.add_metric([""], _b(m.BOOT_BUCKETS, [1] * 10, 1), 0.0)
+            bd.add_metric(["lin"], _b(m.BOOT_BUCKETS, [0] * 10, 1), 400.0)
+            bd.add_metric(["win11"], _b(m.BOOT_BUCKETS, [0, 0, 0, 1, 2, 2, 2, 2, 2, 2], 2), 15.0)
+            yield bd
+            mb = CounterMetricFamily(
+                "ggnet_machine_boots",
+                "Boot requests of each inventory machine by result",
+                labels=["client", "result"],
+            )
+            for client, result, n in [
+                ("pc-01", "ok", 3),
+                ("pc-01", "failed", 1),
+                ("pc-02", "timeout", 1),
+                ("pc-02", "ok", 1),
+            ]:
+                mb.add_metric([client, result], n)
+            yield mb
+            last = GaugeMetricFamily(
+                "ggnet_machine_last_boot_duration_seconds",
+                "Duration of each machine's latest finished boot",
+                labels=["client"],
+            )
+            last.add_metric(["pc-01"], 10.0)  # the later ok boot has no duration
+            last.add_metric(["pc-02"], 400.0)
+            yield last
+            clients = GaugeMetricFamily(
+                "ggnet_clients", "Clients of the inventory by state", labels=["state"]
+            )
+            clients.add_metric(["booted"], 1)  # pc-02
+            clients.add_metric(["failed"], 1)  # pc-01's last boot
+            clients.add_metric(["maintenance"], 1)  # pc-03
+            yield clients
+            disc = GaugeMetricFamily(
+                "ggnet_discovered_machines", "Unknown machines waiting for approval"
+            )
+            disc.add_metric([], 0)
+            yield disc
+            inv = GaugeMetricFamily(
+                "ggnet_inventory_loaded_timestamp_seconds", "When the inventory was last loaded"
+            )
+            inv.add_metric([], e.live.snapshot.loaded_at)
+            yield inv
+            wb = GaugeMetricFamily(
+                "ggnet_writeback_bytes", "Bytes written to a client's writeback", labels=["client"]
+            )
+            wb.add_metric(["pc-01"], 4096)
+            wb.add_metric(["pc-02"], 2**33 + 1)
+            yield wb
+            size = GaugeMetricFamily("ggnet_pool_size_bytes", "Pool size", labels=["pool"])
+            size.add_metric(["ggtest"], 2**40)
+            yield size
+            free = GaugeMetricFamily("ggnet_pool_free_bytes", "Pool free space", labels=["pool"])
+            free.add_metric(["ggtest"], 2**39)
+            yield free
+            for what, verb, values in (
+                ("read", "read from", (1700, 0)),
+                ("write", "wrote to", (450, 0)),
+            ):
+                fam = CounterMetricFamily(
+                    f"ggnet_iscsi_{what}_bytes",
+                    f"Bytes a client {verb} its iSCSI target (LIO), since the API started",
+                    labels=["client"],
+                )
+                fam.add_metric(["pc-01"], values[0])
+                fam.add_metric(["pc-02"], values[1])
+                yield fam
+            sess = GaugeMetricFamily("ggnet_iscsi_sessions", "Logged-in iSCSI initiators")
+            sess.add_metric([], 2)
+            yield sess
+            errors = GaugeMetricFamily(
+                "ggnet_collector_errors",
+                "1 when the last collection of a source failed",
+                labels=["source"],
+            )
+            errors.add_metric(["storage"], 0)
+            errors.add_metric(["iscsi"], 1)
+            yield errors
+            at = GaugeMetricFamily(
+                "ggnet_collector_last_run_timestamp_seconds", "When the collector last ran"
+            )
+            at.add_metric([], 1234.5)
+            yield at
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixture())
+    return generate_latest(e.metrics.registry) + generate_latest(registry)
+
+
+def _b(bounds, cum, n):
+    return [(str(float(b)), c) for b, c in zip(bounds, cum, strict=True)] + [("+Inf", n)]
+
+
+def test_exposition_reads_back_as_prometheus_client_would_render_it(ext):
+    ext.metrics.requests.labels(endpoint="/metrics", method="GET", status="200").inc()
+    ours = ext.metrics.exposition().decode()
+    assert_same(parse(ours), parse(reference(ext).decode()))
+    assert "tgtadm: boom" not in ours
+
+
+def test_sample_block_follows_each_collector_run_and_sql_stays_live(ext):
+    first = ext.metrics.exposition().decode()
+    assert ext.metrics.sample_block(ext.live.sample) is ext.metrics.sample_block(ext.live.sample)
+    # A boot between two scrapes of the same sample is counted at once.
+    ext.db.add_boot("52:54:00:bb:00:02", "pc-02", "normal", result="failed", image="lin")
+    second = parse(ext.metrics.exposition().decode())
+    assert (
+        second["ggnet_machine_boots"][2][
+            ("ggnet_machine_boots_total", (("client", "pc-02"), ("result", "failed")))
+        ]
+        == 1.0
+    )
+    assert second["ggnet_clients"][2][("ggnet_clients", (("state", "failed"),))] == 2.0
+    # The collector ran: the new sizes and traffic are served, the old ones gone.
+    ext.live.sample = Sample(at=2000.0, writeback_bytes={"pc-01": 1}, traffic={"pc-01": (9, 8)})
+    third = parse(ext.metrics.exposition().decode())
+    assert third["ggnet_writeback_bytes"][2] == {
+        ("ggnet_writeback_bytes", (("client", "pc-01"),)): 1.0
+    }
+    assert third["ggnet_iscsi_read_bytes"][2] == {
+        ("ggnet_iscsi_read_bytes_total", (("client", "pc-01"),)): 9.0
+    }
+    assert "ggnet_pool_size_bytes" not in third and "ggnet_iscsi_sessions" not in third
+    assert 'ggnet_writeback_bytes{client="pc-02"}' in first
