@@ -1,7 +1,9 @@
 """The ggnet_monitoring role rendered for a one-server inventory on 127.0.0.1, checked
 by promtool and amtool, then run for real: Prometheus scrapes node_exporter (whose
 textfile collector carries `ggnet preflight --textfile`) and a small /metrics endpoint
-standing in for the API; induced faults make the matching alerts fire."""
+standing in for the API; a stopped dnsmasq fails preflight and fires its alert.  The
+helpers here are shared with test_monitoring_pool_fault.py (a real pool filled past its
+reserve)."""
 
 from __future__ import annotations
 
@@ -75,8 +77,8 @@ class Procs:
                     proc.wait()
 
 
-@pytest.fixture
-def procs():
+@pytest.fixture(name="procs")
+def procs_fixture():
     p = Procs()
     try:
         yield p
@@ -86,7 +88,9 @@ def procs():
 
 @pytest.fixture
 def fake_api():
-    """A real /metrics endpoint with the API's storage metric names, settable."""
+    """A real /metrics endpoint with the API's pool gauges at fixed, healthy values: the
+    `ggnet_api` target of this test (the real API on a real pool is in
+    test_monitoring_pool_fault.py)."""
     registry = CollectorRegistry()
     size = Gauge("ggnet_pool_size_bytes", "Pool size", ["pool"], registry=registry)
     free = Gauge("ggnet_pool_free_bytes", "Pool free space", ["pool"], registry=registry)
@@ -101,14 +105,20 @@ def fake_api():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"port": server.server_port, "free": free.labels("ggpool")}
+        yield {"port": server.server_port}
     finally:
         server.shutdown()
         server.server_close()
 
 
-def render_role(tmp: Path, ports: dict) -> Path:
-    """Run the role (config only) against localhost; returns the config dir."""
+DEFAULT_STORAGE = "{pool: ggpool, reserve: 10%, writeback_quota: 40G}"
+
+
+def render_role(tmp: Path, ports: dict, storage: str = DEFAULT_STORAGE) -> Path:
+    """Run the role (config only) against localhost; returns the config dir.
+
+    `storage` is the server's ggnet_storage (YAML flow mapping): the inventory rules
+    derive the pool's reserve from it."""
     inv = tmp / "inventory"
     (inv / "group_vars").mkdir(parents=True)
     (inv / "hosts.yml").write_text(
@@ -118,7 +128,7 @@ def render_role(tmp: Path, ports: dict) -> Path:
         f"          ggnet_api_port: {ports['api']}\n"
     )
     (inv / "group_vars" / "all.yml").write_text(
-        "ggnet_storage: {pool: ggpool, reserve: 10%, writeback_quota: 40G}\n"
+        f"ggnet_storage: {storage}\n"
         f"ggnet_monitoring_config_dir: {tmp / 'etc'}\n"
         f"ggnet_monitoring_textfile_dir: {tmp / 'textfile'}\n"
         f"ggnet_monitoring_prometheus_port: {ports['prometheus']}\n"
@@ -149,6 +159,12 @@ def render_role(tmp: Path, ports: dict) -> Path:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return tmp / "etc"
+
+
+def shorten_for(etc: Path) -> None:
+    """The rules as shipped, but with `for:` shortened so a fault is seen in seconds."""
+    rules = etc / "rules" / "ggnet.rules.yml"
+    rules.write_text(re.sub(r"(\n\s+for: )\S+", r"\g<1>2s", rules.read_text()))
 
 
 def preflight_textfile(tmp: Path, pidfile: Path) -> subprocess.CompletedProcess:
@@ -210,9 +226,7 @@ def test_targets_up_and_faults_fire_alerts(tmp_path, procs, fake_api):
     ports = {k: free_port() for k in ("prometheus", "alertmanager", "node")}
     ports["api"] = fake_api["port"]
     etc = render_role(tmp_path, ports)
-    # The rules as shipped, but with `for:` shortened so a fault is seen in seconds.
-    rules = etc / "rules" / "ggnet.rules.yml"
-    rules.write_text(re.sub(r"(\n\s+for: )\S+", r"\g<1>2s", rules.read_text()))
+    shorten_for(etc)
 
     pidfile = tmp_path / "dnsmasq.pid"
     dnsmasq = procs.start(
@@ -283,10 +297,5 @@ def test_targets_up_and_faults_fire_alerts(tmp_path, procs, fake_api):
     assert "dnsmasq is not running" in second.stdout
     assert second.stdout.splitlines()[-1] == "preflight: 0 passed, 1 failed (dnsmasq_running)"
     wait_for("GgnetDnsmasqDown firing", lambda: alerts(prom).get("GgnetDnsmasqDown") == "firing")
-
-    # Fault 2: the pool fills past its reserve (10% of 100 GiB).
-    fake_api["free"].set(5 * GiB)
-    wait_for(
-        "GgnetPoolBelowReserve firing",
-        lambda: alerts(prom).get("GgnetPoolBelowReserve") == "firing",
-    )
+    # The pool fault is induced for real (a zfs-fuse pool, the real API) in
+    # test_monitoring_pool_fault.py.
