@@ -5,6 +5,7 @@ approval -> git commit -> converge."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -94,22 +95,29 @@ def settings(tmp_path, project, inv, **more):
     return base
 
 
-@pytest.fixture
-def api(tmp_path):
-    project, inv = make_project(tmp_path)
-    app = create_app(settings(tmp_path, project, inv))
+@contextlib.contextmanager
+def running_api(config):
+    """The app with an operator's client; on exit, no job process is left behind."""
+    app = create_app(config)
     ext = app.extensions["ggnet"]
     token = new_token()
     ext.db.add_token("alice", "operator", token)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     try:
-        yield app, client, inv
+        yield app, client
     finally:
         ext.close()
         for job in ext.db.jobs(limit=1000):
             for proc in processes_of(job["id"]):
                 proc.kill()
+
+
+@pytest.fixture
+def api(tmp_path):
+    project, inv = make_project(tmp_path)
+    with running_api(settings(tmp_path, project, inv)) as (app, client):
+        yield app, client, inv
 
 
 def wait_for(predicate, timeout=120.0, what="condition"):
@@ -270,17 +278,8 @@ def test_jobs_reach_the_apis_own_server_locally_whatever_the_inventory_says(tmp_
     results = {}
     for local_hosts in ([], ["boot1"]):
         state = tmp_path / f"state-{len(local_hosts)}"
-        app = create_app(
-            settings(tmp_path, project, inv, state_dir=str(state), local_hosts=local_hosts)
-        )
-        ext = app.extensions["ggnet"]
-        token = new_token()
-        ext.db.add_token("alice", "operator", token)
-        client = app.test_client()
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        try:
+        config = settings(tmp_path, project, inv, state_dir=str(state), local_hosts=local_hosts)
+        with running_api(config) as (_app, client):
             job = client.post("/api/jobs", json={"kind": "converge"}).json
             results[bool(local_hosts)] = finished(client, job["id"])["state"]
-        finally:
-            ext.close()
     assert results == {False: "failed", True: "successful"}
