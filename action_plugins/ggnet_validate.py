@@ -41,9 +41,15 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 try:
-    from ansible.module_utils.ggnet.validate import UNRESOLVED, Problem, role_knobs, validate
+    from ansible.module_utils.ggnet.validate import (
+        UNRESOLVED,
+        Problem,
+        plain,
+        role_knobs,
+        validate,
+    )
 except ImportError:
-    from ggnet.validate import UNRESOLVED, Problem, role_knobs, validate
+    from ggnet.validate import UNRESOLVED, Problem, plain, role_knobs, validate
 
 try:
     from ggnet_api.inventory import collect_origins, is_secret_key
@@ -121,7 +127,7 @@ class ActionModule(ActionBase):
             reason = str(getattr(exc, "message", exc)).strip().splitlines()[0]
             problems.append(Problem(host, key, shown, f"cannot be resolved: {reason}"))
             return UNRESOLVED
-        return _plain(value)
+        return plain(value)
 
 
 def _inventory_root(sources):
@@ -131,19 +137,3 @@ def _inventory_root(sources):
         if path.exists():
             return path if path.is_dir() else path.parent
     return None
-
-
-def _plain(value):
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ggnet.validate import UNRESOLVED, Problem
+from ggnet.validate import UNRESOLVED, Problem, plain
 
 from ggnet_api import REPO_ROOT
 
@@ -160,23 +160,6 @@ def check_yaml(root: Path) -> None:
             raise InventoryError(f"{path}: YAML does not parse: {exc}") from exc
 
 
-def _plain(value: Any) -> Any:
-    """Strip Ansible's tagged types (2.19 data tagging) down to builtin ones."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def origin_of(value: Any, root: Path | None = None) -> str | None:
     """'file:line' where a value was declared, if Ansible tagged it (ansible-core >= 2.19)."""
     try:
@@ -222,7 +205,7 @@ def template_leaves(templar: Any, value: Any, key: str, host: str, problems: lis
             template_leaves(templar, v, f"{key}[{i}]", host, problems) for i, v in enumerate(value)
         ]
     try:
-        return _plain(templar.template(value))
+        return plain(templar.template(value))
     except AnsibleError as exc:
         shown = "(hidden)" if is_secret_key(key) else _short(value)
         reason = _first_line(getattr(exc, "message", None) or str(exc))

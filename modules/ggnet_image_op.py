@@ -83,15 +83,13 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.layout import LayoutError
 from ansible.module_utils.ggnet.storage import (
-    StorageError,
     delete_version,
     prune,
     rollback,
+    run_module,
     sessions_from_backend,
 )
-from ansible.module_utils.ggnet.zfs import ZfsError
 
 
 def main():
@@ -117,29 +115,24 @@ def main():
     )
     p = module.params
     check = module.check_mode
-    try:
+
+    def operation():
         if p["op"] == "rollback":
-            result = rollback(p["storage"], p["images"], p["image"], p["version"], check=check)
+            return rollback(p["storage"], p["images"], p["image"], p["version"], check=check)
         elif p["op"] == "delete":
-            result = delete_version(
+            return delete_version(
                 p["storage"], p["images"], p["image"], p["version"], check=check, force=p["force"]
             )
         else:
             sessions = p["sessions"]
             if sessions is None:
                 sessions = sessions_from_backend(p["iscsi_backend"])
-            result = prune(
+            return prune(
                 p["storage"], p["images"], p["clients"], keep_versions=p["keep_versions"],
                 idle=p["idle"], check=check, sessions=sessions,
             )  # fmt: skip
-    except (StorageError, LayoutError, ZfsError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    out = result.as_dict()
-    if not module._diff:
-        out.pop("diff")
-    for warning in out.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**out)
+
+    run_module(module, operation)
 
 
 if __name__ == "__main__":

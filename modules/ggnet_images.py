@@ -52,9 +52,7 @@ images:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.layout import LayoutError
-from ansible.module_utils.ggnet.storage import StorageError, converge_images
-from ansible.module_utils.ggnet.zfs import ZfsError
+from ansible.module_utils.ggnet.storage import converge_images, run_module
 
 
 def main():
@@ -65,18 +63,11 @@ def main():
         },
         supports_check_mode=True,
     )
-    try:
-        result = converge_images(
-            module.params["storage"], module.params["images"], module.check_mode
-        )
-    except (StorageError, LayoutError, ZfsError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    out = result.as_dict()
-    if not module._diff:
-        out.pop("diff")
-    for warning in out.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**out)
+
+    def operation():
+        return converge_images(module.params["storage"], module.params["images"], module.check_mode)
+
+    run_module(module, operation)
 
 
 if __name__ == "__main__":

@@ -106,15 +106,13 @@ version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.layout import LayoutError
 from ansible.module_utils.ggnet.storage import (
-    StorageError,
     apply_writeback,
     reset,
+    run_module,
     sessions_from_backend,
     set_keep,
 )
-from ansible.module_utils.ggnet.zfs import ZfsError
 
 
 def main():
@@ -150,27 +148,22 @@ def main():
         options = {k: v for k, v in (p["iscsi_options"] or {}).items() if v is not None}
         sessions = sessions_from_backend(p["iscsi_backend"], options)
     common = {"check": check}
-    try:
+
+    def operation():
         if p["op"] == "reset":
-            result = reset(
+            return reset(
                 p["storage"], p["images"], p["clients"], p["client"],
                 force=p["force"], sessions=sessions, **common,
             )  # fmt: skip
         elif p["op"] in ("keep", "release"):
-            result = set_keep(p["storage"], p["clients"], p["client"], p["op"] == "keep", **common)
+            return set_keep(p["storage"], p["clients"], p["client"], p["op"] == "keep", **common)
         else:
-            result = apply_writeback(
+            return apply_writeback(
                 p["storage"], p["images"], p["clients"], p["client"], p["comment"],
                 version=p["version"], disk=p["disk"], sessions=sessions, **common,
             )  # fmt: skip
-    except (StorageError, LayoutError, ZfsError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    out = result.as_dict()
-    if not module._diff:
-        out.pop("diff")
-    for warning in out.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**out)
+
+    run_module(module, operation)
 
 
 if __name__ == "__main__":

@@ -72,13 +72,11 @@ pending:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.layout import LayoutError
 from ansible.module_utils.ggnet.storage import (
-    StorageError,
     converge_writebacks,
+    run_module,
     sessions_from_backend,
 )
-from ansible.module_utils.ggnet.zfs import ZfsError
 
 
 def main():
@@ -97,18 +95,13 @@ def main():
     sessions = p["sessions"]
     if sessions is None:
         sessions = sessions_from_backend(p["iscsi_backend"])
-    try:
-        result = converge_writebacks(
+
+    def operation():
+        return converge_writebacks(
             p["storage"], p["images"], p["clients"], module.check_mode, sessions, p["force"]
         )
-    except (StorageError, LayoutError, ZfsError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    out = result.as_dict()
-    if not module._diff:
-        out.pop("diff")
-    for warning in out.pop("warnings"):
-        module.warn(warning)
-    module.exit_json(**out)
+
+    run_module(module, operation)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1219,3 +1219,18 @@ __all__ = [
     "rollback",
     "set_keep",
 ]
+
+
+def run_module(module: Any, operation: Callable[[], Result]) -> None:
+    """Run one storage operation for an AnsibleModule and exit with its result: the
+    one way every storage module reports actions, diff (only with --diff) and warnings."""
+    try:
+        result = operation()
+    except (StorageError, layout.LayoutError, ZfsError) as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if not module._diff:
+        out.pop("diff")
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    module.exit_json(**out)

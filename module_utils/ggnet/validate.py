@@ -745,3 +745,20 @@ def _check_client_ip(
             ip,
             f"is inside the dynamic range {rng[0]} - {rng[1]}: a fixed address must be outside it",
         )
+
+
+def plain(value: Any) -> Any:
+    """Strip Ansible's tagged types (2.19 data tagging) down to builtin ones."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
