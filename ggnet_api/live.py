@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggnet import ipxe, iscsi, model, storage
+from ggnet import ipxe, iscsi, lun_release, model, storage
 from ggnet.zfs import Zfs
 
 from ggnet_api.db import Database
@@ -205,8 +205,11 @@ class Live:
         kind = "maintenance" if client["keep_writeback"] else "normal"
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
-                storage.reset(snap.storage, snap.images, [client], name, boot=True)
-            except storage.StorageError as exc:
+                closer = lun_release.closer(
+                    snap.iscsi.get("backend"), [client], self.config.get("iscsi_options")
+                )
+                storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
+            except (storage.StorageError, iscsi.IscsiError) as exc:
                 raise BootRefused(str(exc)) from exc
         backend = snap.iscsi.get("backend", "lio")
         server_ip = snap.network.get("server_ip")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .pcap import Packet
 
-MARKER = "GGNET-MARKER"
+MARKER = "GGNET-BOOT"
 
 DHCP_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 5: "ACK", 6: "NAK"}
 _DHCP_MAGIC = b"\x63\x82\x53\x63"

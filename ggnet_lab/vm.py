@@ -12,6 +12,7 @@ import base64
 import contextlib
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ ADDRESS = "10.213.0.10"
 MAC = "52:54:00:21:30:10"
 MEMORY_MIB = 2048
 POOL_DISK_SIZE = "4G"
+# The install medium of the lab: bootprog's hybrid BIOS/UEFI disk, attached read-only.
+# inventory/lab imports it as the lab-os image (source: MEDIA_DEVICE), so every lab PC
+# boots that image's code and its own writeback holds what the program writes.
+MEDIA_IDENTITY = "lab-os"
+MEDIA_SIZE = "64M"
+MEDIA_SERIAL = "ggnet-media"
+MEDIA_DEVICE = f"/dev/disk/by-id/virtio-{MEDIA_SERIAL}"
 SSH_TIMEOUT = 300.0
 
 
@@ -43,6 +51,10 @@ class VMFiles:
     @property
     def pool_disk(self) -> Path:
         return self.directory / "pool.img"
+
+    @property
+    def media(self) -> Path:
+        return self.directory / "media.img"
 
     @property
     def serial(self) -> Path:
@@ -92,6 +104,8 @@ def qemu_argv(image: Image, vm: VMFiles, tap: str, public_key: str) -> list[str]
         "-append", kernel_cmdline(public_key),
         "-drive", f"file={vm.overlay},if=virtio,format=qcow2,cache=unsafe",
         "-drive", f"file={vm.pool_disk},if=virtio,format=raw,cache=unsafe",
+        "-drive", f"file={vm.media},if=none,id=media,format=raw,readonly=on",
+        "-device", f"virtio-blk-pci,drive=media,serial={MEDIA_SERIAL}",
         "-netdev", f"tap,id=lab,ifname={tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=lab,mac={MAC}",
         "-device", "virtio-rng-pci",
@@ -158,8 +172,9 @@ def start(image: Image, progress: Callable[[str], None] = print) -> int:
     vm = files()
     vm.directory.mkdir(parents=True, exist_ok=True)
     key = ensure_ssh_key()
-    for stale in (vm.overlay, vm.pool_disk, vm.serial, vm.monitor):
+    for stale in (vm.overlay, vm.pool_disk, vm.media, vm.serial, vm.monitor):
         stale.unlink(missing_ok=True)
+    build_media(vm.media)
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root),
          str(vm.overlay)],
@@ -181,6 +196,22 @@ def start(image: Image, progress: Callable[[str], None] = print) -> int:
         raise VMError(f"qemu started but left no live PID in {vm.pidfile}; see {vm.serial}")
     progress(f"vm: {NAME} booting under TCG (pid {started}), console in {vm.serial}")
     return started
+
+
+def build_media(out: Path) -> Path:
+    """bootprog's disk for the lab-os image (its objects are cached, so this is quick)."""
+    script = paths.repo_root() / "bootprog" / "build.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out), "--id", MEDIA_IDENTITY, "--size", MEDIA_SIZE],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise VMError(
+            f"building the lab's boot disk failed: {proc.stderr.strip()}\n"
+            "Install the build tools with `make deps`, then `ggnet lab up` again"
+        )
+    return out
 
 
 def _size_bytes(size: str) -> int:

@@ -83,6 +83,7 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
     delete_version,
     prune,
@@ -124,12 +125,13 @@ def main():
                 p["storage"], p["images"], p["image"], p["version"], check=check, force=p["force"]
             )
         else:
-            sessions = p["sessions"]
+            sessions, closer = p["sessions"], None
             if sessions is None:
                 sessions = sessions_from_backend(p["iscsi_backend"])
+                closer = lun_release.closer(p["iscsi_backend"], p["clients"])
             return prune(
                 p["storage"], p["images"], p["clients"], keep_versions=p["keep_versions"],
-                idle=p["idle"], check=check, sessions=sessions,
+                idle=p["idle"], check=check, sessions=sessions, closer=closer,
             )  # fmt: skip
 
     run_module(module, operation)

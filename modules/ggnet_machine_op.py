@@ -106,6 +106,7 @@ version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
     apply_writeback,
     reset,
@@ -143,24 +144,25 @@ def main():
     )
     p = module.params
     check = module.check_mode
-    sessions = p["sessions"]
+    sessions, closer = p["sessions"], None
     if sessions is None:
         options = {k: v for k, v in (p["iscsi_options"] or {}).items() if v is not None}
         sessions = sessions_from_backend(p["iscsi_backend"], options)
+        closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
     common = {"check": check}
 
     def operation():
         if p["op"] == "reset":
             return reset(
                 p["storage"], p["images"], p["clients"], p["client"],
-                force=p["force"], sessions=sessions, **common,
+                force=p["force"], sessions=sessions, closer=closer, **common,
             )  # fmt: skip
         elif p["op"] in ("keep", "release"):
             return set_keep(p["storage"], p["clients"], p["client"], p["op"] == "keep", **common)
         else:
             return apply_writeback(
                 p["storage"], p["images"], p["clients"], p["client"], p["comment"],
-                version=p["version"], disk=p["disk"], sessions=sessions, **common,
+                version=p["version"], disk=p["disk"], sessions=sessions, closer=closer, **common,
             )  # fmt: skip
 
     run_module(module, operation)

@@ -72,6 +72,7 @@ pending:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
     converge_writebacks,
     run_module,
@@ -92,14 +93,16 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    sessions = p["sessions"]
+    sessions, closer = p["sessions"], None
     if sessions is None:
         sessions = sessions_from_backend(p["iscsi_backend"])
+        closer = lun_release.closer(p["iscsi_backend"], p["clients"])
 
     def operation():
         return converge_writebacks(
-            p["storage"], p["images"], p["clients"], module.check_mode, sessions, p["force"]
-        )
+            p["storage"], p["images"], p["clients"], module.check_mode, sessions, p["force"],
+            closer=closer,
+        )  # fmt: skip
 
     run_module(module, operation)
 

@@ -16,6 +16,7 @@ Semantics an operator can rely on:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -28,6 +29,10 @@ from . import layout
 from .model import parse_duration as _parse_duration
 from .model import parse_size, parse_size_or_percent
 from .zfs import ZFS, Zfs, ZfsError
+
+# client name -> a context inside which nothing holds that client's disk files open
+# (ggnet.lun_release.closer builds one from the iSCSI backend).
+Closer = Callable[[str], contextlib.AbstractContextManager[None]]
 
 P_MANAGED = "ggnet:managed"
 P_KIND = "ggnet:kind"
@@ -674,7 +679,9 @@ def plan_writebacks(
     return result
 
 
-def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
+def apply_writebacks(
+    state: State, actions: list[Action], zfs: Zfs, closer: Closer | None = None
+) -> None:
     cfg = state.cfg
     for action in actions:
         client, role = layout.split_writeback(cfg, action.target)
@@ -683,12 +690,13 @@ def apply_writebacks(state: State, actions: list[Action], zfs: Zfs) -> None:
             _clone_writeback(cfg, client, role, snapshot, zfs)
         elif action.action == "replace_writeback":
             snapshot = action.detail.split(" -> ", 1)[1]
-            _recreate(cfg, client, role, snapshot, zfs)
+            _recreate(cfg, client, role, snapshot, zfs, closer)
         elif action.action == "set_quota":
             quota = quota_bytes(cfg)
             zfs.set(action.target, {"quota": str(quota) if quota else "none"})
         elif action.action == "destroy_writeback":
-            zfs.destroy(action.target, recursive=True)
+            with _closed(closer, client):
+                zfs.destroy(action.target, recursive=True)
             parent = layout.client_dataset(cfg, client)
             if not any(
                 w.client == client and w.dataset != action.target for w in state.writebacks.values()
@@ -707,15 +715,23 @@ def _clone_writeback(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs)
     zfs.snapshot(base_snapshot(dataset))
 
 
-def _recreate(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
+def _closed(closer: Closer | None, client: str) -> contextlib.AbstractContextManager[None]:
+    return closer(client) if closer else contextlib.nullcontext()
+
+
+def _recreate(
+    cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs, closer: Closer | None = None
+) -> None:
     """A new clone of `snapshot` in place of the client's disk (a version change).
 
-    On zfs-fuse this must not run while anything holds the disk file open (a tgtd
-    LUN): the forced unmount succeeds, but the dataset then stays busy until the
-    daemon restarts.  See docs/storage.md, "Reset and open files"."""
+    On zfs-fuse this must not run while anything holds the disk file open (a LUN): the
+    forced unmount succeeds, but the dataset then stays busy until the daemon restarts.
+    `closer` closes the client's LUNs around it.  See docs/storage.md, "Reset and open
+    files"."""
     dataset = layout.writeback_dataset(cfg, client, role)
-    zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
-    _clone_writeback(cfg, client, role, snapshot, zfs)
+    with _closed(closer, client):
+        zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
+        _clone_writeback(cfg, client, role, snapshot, zfs)
 
 
 def converge_writebacks(
@@ -726,6 +742,7 @@ def converge_writebacks(
     sessions: Mapping[str, list] | None = None,
     force: bool = False,
     zfs: Zfs | None = None,
+    closer: Closer | None = None,
 ) -> Result:
     zfs = zfs or Zfs()
     specs = image_specs(images)
@@ -742,7 +759,7 @@ def converge_writebacks(
             after[key] = action.detail.split(" ")[-1]
     result.after = after
     if result.actions and not check:
-        apply_writebacks(state, result.actions, zfs)
+        apply_writebacks(state, result.actions, zfs, closer)
     result.info["writebacks"] = len(after)
     return result
 
@@ -788,6 +805,7 @@ def reset(
     sessions: Mapping[str, list] | None = None,
     boot: bool = False,
     zfs: Zfs | None = None,
+    closer: Closer | None = None,
 ) -> Result:
     """Give a client fresh writebacks of its image's booted version.
 
@@ -858,7 +876,7 @@ def reset(
             if how == "rollback":
                 zfs.rollback(base_snapshot(dataset), recursive=True)
             elif how == "recreate":
-                _recreate(cfg, client_name, role, snapshot, zfs)
+                _recreate(cfg, client_name, role, snapshot, zfs, closer)
             else:
                 _clone_writeback(cfg, client_name, role, snapshot, zfs)
     return result
@@ -913,6 +931,7 @@ def apply_writeback(
     check: bool = False,
     sessions: Mapping[str, list] | None = None,
     zfs: Zfs | None = None,
+    closer: Closer | None = None,
 ) -> Result:
     """Make a client's writeback the new version of its image.
 
@@ -987,7 +1006,7 @@ def apply_writeback(
     zfs.set(image.dataset, {P_CURRENT: name})
     # Its content is now that version: re-cloning loses nothing, frees its space, and
     # makes a repeated apply a no-op.
-    _recreate(cfg, client_name, disk, snapshot, zfs)
+    _recreate(cfg, client_name, disk, snapshot, zfs, closer)
     return result
 
 
@@ -1117,6 +1136,7 @@ def prune(
     sessions: Mapping[str, list] | None = None,
     now: float | None = None,
     zfs: Zfs | None = None,
+    closer: Closer | None = None,
 ) -> Result:
     """Re-clone writebacks idle longer than `idle`, then destroy versions older than the
     newest `keep_versions` that nothing depends on (never the booted one)."""
@@ -1182,7 +1202,7 @@ def prune(
     result.after = {"versions": sorted(set(result.before["versions"]) - set(doomed))}
     if not check:
         for (client, role), snapshot in replaced.items():
-            _recreate(cfg, client, role, snapshot, zfs)
+            _recreate(cfg, client, role, snapshot, zfs, closer)
         for snapshot in doomed:
             zfs.destroy(snapshot)
     return result

@@ -9,8 +9,9 @@ tgtd); nothing passes `sessions` by hand.
 Order matters on zfs-fuse: a LUN that is still configured holds the writeback file
 open, and a destroy of that clone then leaves the dataset "busy" until the daemon
 restarts.  So the refusal is first proven in check mode (the same code path up to the
-refusal, which never destroys anything), the target is deleted and tgtd's descriptors
-are checked before the apply that re-clones, and teardown removes the target (and
+refusal, which never destroys anything); the apply that re-clones closes the LUN around
+the re-clone and puts it back (ggnet.lun_release), which the test checks through
+tgtd's descriptors and a read through iSCSI; and teardown removes the target (and
 stops tgtd) before the pool is destroyed.
 """
 
@@ -205,12 +206,11 @@ def test_apply_is_refused_while_a_real_initiator_is_logged_in_then_succeeds(runn
         assert (pool_state(cfg["pool"]), file_state(path)) == before
         assert "@v2" not in before[0]
 
-    # The PC is off: no session, but the LUN still holds the file.  Close it before the
-    # apply re-clones the writeback (see docs/storage.md, "Reset and open files").
+    # The PC is off: no session, but the LUN still holds the file.  The apply re-clones
+    # the writeback, so it closes the LUN around the re-clone itself (ggnet.lun_release;
+    # without that, zfs-fuse would keep the dataset busy until its daemon restarts).
     assert f"Initiator: {INITIATOR} " not in tgt.show()
-    tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", str(LUN))
-    tgt.tgtadm("--op", "delete", "--mode", "target", "--tid", "1")
-    assert not open_by(tgt.proc.pid, path), "tgtd still holds the writeback open"
+    assert open_by(tgt.proc.pid, path), "the configured LUN holds the writeback open"
 
     result, out = machine_op(inventory, tgt, *apply)
     assert not result.get("failed") and result["changed"] is True, out
@@ -229,10 +229,11 @@ def test_apply_is_refused_while_a_real_initiator_is_logged_in_then_succeeds(runn
         fh.seek(1 << 20)
         assert fh.read(16) == bytes(16)
 
-    # Re-exported, the PC reads the new version through iSCSI.
-    tgt.tgtadm("--op", "new", "--mode", "target", "--tid", "1", "-T", TARGET)
-    tgt.tgtadm("--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", str(LUN), "-b", path)
-    tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "--initiator-name", INITIATOR)
+    # The same LUN is back on the new clone (a new file at the same path), open again,
+    # and the PC reads the new version through iSCSI with nothing re-exported by hand.
+    shown = tgt.show()
+    assert f"LUN: {LUN}" in shown and f"Backing store path: {path}" in shown, shown
+    assert open_by(tgt.proc.pid, path), "the LUN was not put back on the new clone"
     read = tgt.qemu_io(["read -P 0xab 1M 1M"], INITIATOR, TARGET, LUN)
     assert read.returncode == 0 and "read 1048576/1048576" in read.stdout, read.stdout
 

@@ -244,7 +244,9 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        storage, "reset", lambda cfg, images, clients, name, boot: calls.append((name, boot))
+        storage,
+        "reset",
+        lambda cfg, images, clients, name, boot, closer: calls.append((name, boot, callable(closer))),
     )
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
@@ -252,7 +254,8 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     c = app.test_client()
     assert c.get("/boot/52:54:00:aa:00:01").status_code == 200
     assert c.get("/boot/52:54:00:aa:00:02").status_code == 200
-    assert calls == [("pc-01", True)]
+    # The closer lets a version change re-clone the disk its LUN holds open.
+    assert calls == [("pc-01", True, True)]
 
 
 def test_boot_refused_below_reserve(tmp_path, monkeypatch):

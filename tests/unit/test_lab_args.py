@@ -28,8 +28,12 @@ def test_vm_runs_under_tcg_only(tmp_path):
     drives = _option(argv, "-drive")
     assert drives[0].startswith(f"file={tmp_path / 'vm' / 'root.qcow2'},")
     assert drives[1].startswith(f"file={tmp_path / 'vm' / 'pool.img'},")
+    # The boot program's disk is the VM's read-only medium, found by its serial.
+    assert drives[2].startswith(f"file={tmp_path / 'vm' / 'media.img'},")
+    assert "readonly=on" in drives[2]
+    assert f"serial={vm.MEDIA_SERIAL}" in " ".join(_option(argv, "-device"))
     assert _option(argv, "-netdev") == ["tap,id=lab,ifname=gt-boot1,script=no,downscript=no"]
-    assert "mac=52:54:00:21:30:10" in _option(argv, "-device")[0]
+    assert any("mac=52:54:00:21:30:10" in d for d in _option(argv, "-device"))
 
 
 def test_kernel_command_line_carries_the_key_without_spaces():

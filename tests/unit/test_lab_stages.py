@@ -107,7 +107,7 @@ def test_every_stage_from_a_whole_boot():
     clock = StageClock(PC.upper(), started=100.0)
     for packet in pcap.packets(_boot_frames()):
         clock.observe(packet)
-    clock.observe(SerialLine(108.25, "boot sector says GGNET-MARKER ok"))
+    clock.observe(SerialLine(108.25, "GGNET-BOOT fw=bios id=lab-os count=0"))
     seen = {name: (t, detail) for name, t, detail in clock.summary()}
     assert seen["bridge"] == (2.0, "DHCPDISCOVER")  # the first one, not the retry
     assert seen["dhcp-offer"] == (3.5, "DHCPOFFER")
