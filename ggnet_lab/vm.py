@@ -105,7 +105,9 @@ def qemu_argv(image: Image, vm: VMFiles, tap: str, public_key: str) -> list[str]
         "-drive", f"file={vm.overlay},if=virtio,format=qcow2,cache=unsafe",
         "-drive", f"file={vm.pool_disk},if=virtio,format=raw,cache=unsafe",
         "-drive", f"file={vm.media},if=none,id=media,format=raw,readonly=on",
-        "-device", f"virtio-blk-pci,drive=media,serial={MEDIA_SERIAL}",
+        # The last PCI slot: the kernel names disks in slot order, and root=/dev/vda
+        # and the pool's /dev/vdb must keep their names.
+        "-device", f"virtio-blk-pci,drive=media,serial={MEDIA_SERIAL},addr=0x1f",
         "-netdev", f"tap,id=lab,ifname={tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=lab,mac={MAC}",
         "-device", "virtio-rng-pci",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -418,9 +419,11 @@ def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
         image = state.images.get(name)
         dataset = layout.image_dataset(cfg, name)
         if image is None:
-            if spec.source and not os.path.isfile(spec.source):
+            # A block device (an install medium, a disk to copy) imports like a file.
+            if spec.source and not (os.path.isfile(spec.source) or _is_block(spec.source)):
                 raise StorageError(
-                    f"ggnet_images.{name}.source: {spec.source!r} is not a file on this server"
+                    f"ggnet_images.{name}.source: {spec.source!r} is not a file or block "
+                    "device on this server"
                 )
             how = f"import {spec.source}" if spec.source else f"empty {spec.size} bytes"
             first = spec.version or "v1"
@@ -453,6 +456,13 @@ def apply_images(
         elif action.action == "snapshot_version":
             name, version = layout.split_image(cfg, action.target)
             _snapshot_version(cfg, name, version, "first version", zfs)
+
+
+def _is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _source_size(source: str) -> int:

@@ -369,5 +369,5 @@ def test_import_from_source_file(pool, tmp_path, fmt):
     assert read(head, 15, 512) == b"BOOTSECTOR-MARK"
     assert os.path.getsize(head) == 8 << 20
     assert [v.name for v in storage.read_state(cfg, Zfs()).images["imp"].versions] == ["base"]
-    with pytest.raises(storage.StorageError, match="is not a file on this server"):
+    with pytest.raises(storage.StorageError, match="is not a file or block device on this server"):
         storage.converge_images(cfg, {"other": {"source": str(tmp_path / "missing.raw")}}, False)
