@@ -1,15 +1,26 @@
 """API latency with a room of 1,000 PCs, in-process (Flask test client, no network).
 
 1. GET /metrics with 1,000 inventory clients, 10 boots of history each (10,000 rows),
-   per-client writeback sizes and iSCSI traffic in the collector's sample.
-   Goal: p50 <= 50 ms.
+   per-client writeback sizes and iSCSI traffic in the collector's sample, three ways:
+   - `metrics`: the worst case, a morning boot storm scraped every 15 s: a new
+     collector sample AND a boot (request + `sanboot` stage, through the real
+     endpoints) before every scrape, so nothing rendered before can be reused.
+     Goal: p99 <= 50 ms.
+   - `metrics_new_sample`: a new collector sample before every scrape, no boot.
+   - `metrics_same_sample`: nothing changed since the last scrape.
+   Then the worst case again with 100 boots per PC (100,000 rows, a few months of
+   history): the scrape must not grow with the boots table.
 2. GET /boot/<mac> of a known PC without the writeback reset (reset_on_boot off; the
    reset's own cost is bench_storage's): the script, the boot row.  Goal: p99 <= 20 ms.
 3. POST /api/jobs accepted into the queue (token check, allow-list, insert).
    Goal: p99 <= 50 ms.
 
-The figures include Flask's request handling and SQLite in WAL mode on this disk; they
-exclude HTTP parsing and the socket (gunicorn adds ~1 ms on loopback).
+Each figure is the wall time of one request in this process (time.perf_counter around
+the test client's call), the garbage collector on, over METRICS_RUNS (BOOT_RUNS,
+JOB_RUNS) requests; p99 is the nearest-rank 99th percentile.  The figures include
+Flask's request handling and SQLite in WAL mode on this disk; they exclude HTTP
+parsing and the socket (gunicorn adds ~1 ms on loopback).  The machine is shared (2
+cores, other work running): single runs vary, percentiles over many requests do less.
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from pathlib import Path
 
 CLIENTS = 1000
 BOOTS_PER_CLIENT = 10
-METRICS_RUNS = 40
+METRICS_RUNS = 400
+LONG_HISTORY = 100  # boots per PC for the long-history run
 BOOT_RUNS = 1000
 JOB_RUNS = 300
 
@@ -69,6 +81,26 @@ def _timed(call) -> float:
     return elapsed
 
 
+def _history(e, names: list[str], per_client: int, rng: random.Random) -> None:
+    """per_client finished boots of every PC (8 in 10 ok), a day or more ago."""
+    snap = e.live.snapshot
+    now = time.time()
+    rows = []
+    for name in names:
+        mac = snap.clients[name]["mac"]
+        for b in range(per_client):
+            result = rng.choice(["ok"] * 8 + ["failed", "timeout"])
+            started = now - 86400 * (1 + b // 100) + (b % 100) * 600
+            rows.append((mac, name, "normal", started, started + 9, result,
+                         rng.uniform(5, 40) if result == "ok" else None, "win11"))  # fmt: skip
+    with e.db.tx() as c:
+        c.executemany(
+            "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
 @contextlib.contextmanager
 def room():
     """An app with the 1,000-PC inventory, 10,000 boots and a full collector sample:
@@ -99,21 +131,7 @@ def room():
             assert len(snap.clients) == CLIENTS, (len(snap.clients), snap.problems[:3])
             names = sorted(snap.clients)
             rng = random.Random(7)
-            now = time.time()
-            rows = []
-            for name in names:
-                mac = snap.clients[name]["mac"]
-                for b in range(BOOTS_PER_CLIENT):
-                    result = rng.choice(["ok"] * 8 + ["failed", "timeout"])
-                    started = now - 86400 + b * 600
-                    rows.append((mac, name, "normal", started, started + 9, result,
-                                 rng.uniform(5, 40) if result == "ok" else None, "win11"))  # fmt: skip
-            with e.db.tx() as c:
-                c.executemany(
-                    "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            _history(e, names, BOOTS_PER_CLIENT, rng)
 
             def new_sample() -> None:
                 e.live.sample = Sample(
@@ -130,6 +148,15 @@ def room():
             e.close()
 
 
+def _scrapes(client, before) -> list[float]:
+    """METRICS_RUNS timed scrapes, before() run untimed before each."""
+    out = []
+    for _ in range(METRICS_RUNS):
+        before()
+        out.append(_timed(lambda: client.get("/metrics")))
+    return out
+
+
 def run() -> dict:
     from ggnet_api.auth import new_token
 
@@ -139,20 +166,29 @@ def run() -> dict:
         operator = new_token()
         e.db.add_token("bench", "operator", operator)
         auth = {"Authorization": f"Bearer {operator}"}
+        macs = [snap.clients[n]["mac"] for n in names]
+        booted = iter(range(10**9))
+
+        def storm() -> None:
+            # The collector ran (every collect_interval, 15 s, as often as Prometheus
+            # scrapes) and one more PC booted, through the real endpoints.
+            new_sample()
+            mac = macs[next(booted) % CLIENTS]
+            for url in (f"/boot/{mac}", f"/boot/{mac}/stage?name=sanboot"):
+                assert client.get(url).status_code == 200
 
         client.get("/metrics")  # warm-up (imports, statement cache)
-        # The collector runs every collect_interval (15 s), as often as Prometheus
-        # scrapes (15 s): the common scrape sees a sample it has not rendered yet.
-        cold = []
-        for _ in range(METRICS_RUNS):
-            new_sample()
-            cold.append(_timed(lambda: client.get("/metrics")))
-        # Same sample again (a second Prometheus, a manual curl): the per-client
-        # block of the sample is already rendered; SQLite and live counters are read.
-        warm = [_timed(lambda: client.get("/metrics")) for _ in range(METRICS_RUNS)]
+        cold = _scrapes(client, storm)
+        fresh = _scrapes(client, new_sample)
+        # A second Prometheus, a manual curl: nothing changed since the last scrape.
+        warm = _scrapes(client, lambda: None)
         body = client.get("/metrics").get_data()
 
-        macs = [snap.clients[n]["mac"] for n in names]
+        _history(e, names, LONG_HISTORY - BOOTS_PER_CLIENT, random.Random(8))
+        rows = e.db.one("SELECT COUNT(*) AS n FROM boots")["n"]
+        client.get("/metrics")
+        long_history = _scrapes(client, storm)
+
         boots = [_timed(lambda m=macs[i % CLIENTS]: client.get(f"/boot/{m}")) for i in range(BOOT_RUNS)]  # fmt: skip
 
         jobs = [
@@ -161,19 +197,34 @@ def run() -> dict:
         ]
         load_s = e.load_s
 
-    m, w, b, j = _stats(cold), _stats(warm), _stats(boots), _stats(jobs)
+    m, b, j = _stats(cold), _stats(boots), _stats(jobs)
+    lh = _stats(long_history)
     return {
         "clients": CLIENTS,
         "inventory_load_s": round(load_s, 2),
+        "measured": (
+            "wall time of each request around Flask's test client in one process, GC on; "
+            "p50 = median, p99 = nearest-rank 99th percentile, max = slowest; "
+            "see bench/bench_api.py's docstring for what changes before each scrape"
+        ),
         "metrics": {
             **m,
             "bytes": len(body),
             "lines": body.count(b"\n"),
-            "goal": "p50 <= 50 ms",
-            "met": m["p50_ms"] <= 50,
-            "note": "a new collector sample before every scrape (the 15 s/15 s case)",
+            "goal": "p99 <= 50 ms",
+            "met": m["p99_ms"] <= 50,
+            "note": "a new collector sample and one more boot before every scrape "
+            f"({BOOTS_PER_CLIENT} boots per PC of history)",
         },
-        "metrics_same_sample": w,
+        "metrics_new_sample": _stats(fresh),
+        "metrics_same_sample": _stats(warm),
+        "metrics_long_history": {
+            **lh,
+            "boots_rows": rows,
+            "goal": "p99 <= 50 ms",
+            "met": lh["p99_ms"] <= 50,
+            "note": "as `metrics`, with the boots table grown to boots_rows",
+        },
         "boot_script": {**b, "goal": "p99 <= 20 ms (no reset)", "met": b["p99_ms"] <= 20},
         "job_accept": {**j, "goal": "p99 <= 50 ms", "met": j["p99_ms"] <= 50},
     }

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 SCHEMA = """
@@ -107,15 +109,15 @@ class Database:
         if "image" not in have:
             self.execute("ALTER TABLE boots ADD COLUMN image TEXT")
         self.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
-        # Covering indexes for /metrics' aggregates (the rowid is the id): per-machine
-        # counts and latest durations, the boot-duration histogram, the latest result
-        # of every MAC are each a walk of one index, never of the table.
-        for name, cols in (
-            ("boots_client_result", "client, result, duration"),
-            ("boots_result_image", "result, image, duration"),
-            ("boots_mac_result", "mac, id, result"),
-        ):
-            self.execute(f"CREATE INDEX IF NOT EXISTS {name} ON boots({cols})")
+        # The scans /metrics once made at every scrape; the stats tables replace them.
+        for name in ("boots_client_result", "boots_result_image", "boots_mac_result"):
+            self.execute(f"DROP INDEX IF EXISTS {name}")
+        # A machine's latest ok boot, found from the top of its (client, 'ok') range.
+        self.execute(
+            "CREATE INDEX IF NOT EXISTS boots_client_result_id ON boots(client, result, id)"
+        )
+        with self.tx() as c:
+            install_stats(c)
 
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -228,13 +230,9 @@ class Database:
 
     def last_results(self) -> dict[str, str]:
         """The result of the latest boot of every MAC (what client states need)."""
-        # SQLite takes the bare column from the row that gives max() its value.
-        return {
-            mac: result
-            for mac, _id, result in self.conn().execute(
-                "SELECT mac, MAX(id), result FROM boots GROUP BY mac"
-            )
-        }
+        cur = self.conn().cursor()
+        cur.row_factory = None  # plain pairs, each freed as dict() takes it
+        return dict(cur.execute("SELECT mac, result FROM stats_boot_last"))
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -250,6 +248,200 @@ class Database:
             "SELECT id, name, role FROM tokens WHERE hash = ? AND revoked IS NULL",
             (hash_token(token),),
         )
+
+
+# -- stats: aggregates kept by triggers ------------------------------------------------
+#
+# /metrics reports per-machine boot counts, latest durations and histograms of boots and
+# jobs.  Computed from the boots table at every scrape they cost a walk of its whole
+# history (never pruned: 1,000 PCs make ~700,000 boots a year).  Kept by triggers
+# instead, they are right whoever writes (this process, another, the CLI), survive
+# restarts, and a scrape reads a table the size of the room.  stats_state.generation
+# moves with every change to them, so a reader can tell whether what it rendered from
+# them is still current.
+
+JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+BOOT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+def _bucket(value: str, bounds: tuple[float, ...]) -> str:
+    """The index of the first bucket whose bound holds the value (len(bounds): +Inf)."""
+    whens = " ".join(f"WHEN {value} <= {b!r} THEN {i}" for i, b in enumerate(bounds))
+    return f"(CASE {whens} ELSE {len(bounds)} END)"
+
+
+@dataclass(frozen=True)
+class _Sum:
+    """stats_<name>: (keys..., n, total) of the source rows where `where` holds, grouped
+    by the key expressions; `r` in an expression is the source row (NEW, OLD, or the
+    row of the table when the stats are rebuilt)."""
+
+    name: str
+    source: str
+    keys: tuple[tuple[str, str], ...]
+    where: str
+    value: str = "0"
+
+    def table(self) -> str:
+        cols = ", ".join(k for k, _ in self.keys)
+        return (
+            f"CREATE TABLE stats_{self.name} ({cols}, n INTEGER NOT NULL, total REAL NOT NULL, "
+            f"PRIMARY KEY ({cols})) WITHOUT ROWID"
+        )
+
+    def _sub(self, sql: str, row: str) -> str:
+        return re.sub(r"\br\.", f"{row}.", sql)
+
+    def add(self, row: str) -> str:
+        cols = ", ".join(k for k, _ in self.keys)
+        exprs = ", ".join(self._sub(e, row) for _, e in self.keys)
+        return (
+            f"INSERT INTO stats_{self.name} ({cols}, n, total) "
+            f"SELECT {exprs}, 1, {self._sub(self.value, row)} WHERE {self._sub(self.where, row)} "
+            f"ON CONFLICT ({cols}) DO UPDATE SET n = n + 1, total = total + excluded.total;"
+        )
+
+    def remove(self, row: str) -> str:
+        match = " AND ".join(f"{k} = {self._sub(e, row)}" for k, e in self.keys)
+        return (
+            f"UPDATE stats_{self.name} SET n = n - 1, total = total - {self._sub(self.value, row)} "
+            f"WHERE {match} AND {self._sub(self.where, row)};"
+        )
+
+    def rebuild(self) -> str:
+        cols = ", ".join(k for k, _ in self.keys)
+        exprs = ", ".join(e for _, e in self.keys)
+        return (
+            f"INSERT INTO stats_{self.name} ({cols}, n, total) "
+            f"SELECT {exprs}, COUNT(*), TOTAL({self.value}) FROM {self.source} AS r "
+            f"WHERE {self.where} GROUP BY {', '.join(str(i + 1) for i in range(len(self.keys)))};"
+        )
+
+
+_SUMS = (
+    # Every boot by result; `known` rows are inventory machines' (client set).
+    _Sum(
+        "boot_counts",
+        "boots",
+        (
+            ("known", "(r.client IS NOT NULL)"),
+            ("client", "COALESCE(r.client, '')"),
+            ("result", "r.result"),
+        ),
+        "1",
+    ),
+    _Sum(
+        "boot_durations",
+        "boots",
+        (("image", "COALESCE(r.image, '')"), ("bucket", _bucket("r.duration", BOOT_BUCKETS))),
+        "r.result = 'ok' AND r.duration IS NOT NULL",
+        "r.duration",
+    ),
+    _Sum(
+        "job_counts",
+        "jobs",
+        (("playbook", "r.playbook"), ("state", "r.state")),
+        "r.finished IS NOT NULL",
+    ),
+    _Sum(
+        "job_durations",
+        "jobs",
+        (("playbook", "r.playbook"), ("bucket", _bucket("(r.finished - r.started)", JOB_BUCKETS))),
+        "r.finished IS NOT NULL AND r.started IS NOT NULL",
+        "(r.finished - r.started)",
+    ),
+)
+# The columns the stats read: an UPDATE that changes none of them changes no stats (a
+# boot's stage_at, moved every few seconds by a PC waiting for approval).
+_WATCHED = {
+    "boots": ("mac", "client", "result", "duration", "image"),
+    "jobs": ("playbook", "state", "started", "finished"),
+}
+
+
+def _latest(row: str) -> str:
+    """Recompute the latest boot of the row's MAC and the latest ok boot (with a
+    duration) of its machine: each is one step down an index."""
+    return (
+        f"DELETE FROM stats_boot_last WHERE mac = {row}.mac;"
+        " INSERT INTO stats_boot_last (mac, id, result) SELECT mac, id, result FROM boots"
+        f" WHERE mac = {row}.mac ORDER BY id DESC LIMIT 1;"
+        f" DELETE FROM stats_boot_last_ok WHERE client = {row}.client;"
+        " INSERT INTO stats_boot_last_ok (client, id, duration) SELECT client, id, duration"
+        f" FROM boots WHERE client = {row}.client AND result = 'ok' AND duration IS NOT NULL"
+        " ORDER BY id DESC LIMIT 1;"
+    )
+
+
+def _stats_ddl() -> list[str]:
+    ddl = [
+        "CREATE TABLE stats_state (version TEXT NOT NULL, generation INTEGER NOT NULL)",
+        "CREATE TABLE stats_boot_last (mac TEXT PRIMARY KEY, id INTEGER NOT NULL, "
+        "result TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE stats_boot_last_ok (client TEXT PRIMARY KEY, id INTEGER NOT NULL, "
+        "duration REAL NOT NULL) WITHOUT ROWID",
+    ]
+    ddl += [s.table() for s in _SUMS]
+    bump = "UPDATE stats_state SET generation = generation + 1;"
+    for source, watched in _WATCHED.items():
+        sums = [s for s in _SUMS if s.source == source]
+        latest = source == "boots"
+        on_insert = [s.add("NEW") for s in sums] + ([_latest("NEW")] if latest else [])
+        on_delete = [s.remove("OLD") for s in sums] + ([_latest("OLD")] if latest else [])
+        on_update = [s.remove("OLD") for s in sums] + [s.add("NEW") for s in sums]
+        if latest:
+            on_update += [_latest("OLD"), _latest("NEW")]
+        changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in watched)
+        for event, when, body in (
+            ("INSERT", "", on_insert),
+            ("DELETE", "", on_delete),
+            (f"UPDATE OF {', '.join(watched)}", f" WHEN {changed}", on_update),
+        ):
+            ddl.append(
+                f"CREATE TRIGGER stats_{source}_{event.split()[0].lower()} AFTER {event} "
+                f"ON {source}{when} BEGIN {' '.join(body)} {bump} END"
+            )
+    return ddl
+
+
+def _stats_rebuild() -> list[str]:
+    return [s.rebuild() for s in _SUMS] + [
+        # SQLite takes a bare column from the row that gives the query's max() its value.
+        "INSERT INTO stats_boot_last (mac, id, result) SELECT mac, MAX(id), result FROM boots "
+        "GROUP BY mac",
+        "INSERT INTO stats_boot_last_ok (client, id, duration) SELECT client, MAX(id), duration "
+        "FROM boots WHERE client IS NOT NULL AND result = 'ok' AND duration IS NOT NULL "
+        "GROUP BY client",
+    ]
+
+
+STATS_VERSION = hashlib.sha256("\n".join(_stats_ddl() + _stats_rebuild()).encode()).hexdigest()[:16]
+
+
+def install_stats(c: sqlite3.Connection) -> None:
+    """Create the stats tables and triggers and fill them from the data, unless this
+    version of them is there already (call within a write transaction)."""
+    have = c.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stats_state'"
+    ).fetchone()
+    generation = 0
+    if have:
+        row = c.execute("SELECT version, generation FROM stats_state").fetchone()
+        if row is not None and row[0] == STATS_VERSION:
+            return
+        # Past anything a running reader may have cached under the old stats.
+        generation = row[1] + 1 if row is not None else 0
+    old = c.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') "
+        "AND name LIKE 'stats\\_%' ESCAPE '\\' ORDER BY type = 'table'"
+    ).fetchall()
+    for kind, name in old:
+        c.execute(f"DROP {kind.upper()} {name}")
+    for sql in _stats_ddl() + _stats_rebuild():
+        c.execute(sql)
+    c.execute(
+        "INSERT INTO stats_state (version, generation) VALUES (?, ?)", (STATS_VERSION, generation)
+    )
 
 
 class _Tx:

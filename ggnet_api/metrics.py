@@ -1,21 +1,21 @@
 """/metrics: Prometheus exposition of real values only.
 
-Counts and histograms of jobs and boots are read from SQLite at scrape time (a few
-aggregate queries), so they survive restarts and never disagree with the API's own
-answers.  What needs a subprocess (zfs, tgtadm) is read by Live's collector thread on
-an interval and only copied here: a scrape never forks.  Request and authentication
-counters live in this process (one gunicorn worker, see serve_cmd).
+Counts and histograms of jobs and boots come from SQLite, so they survive restarts and
+never disagree with the API's own answers: from the stats tables that db.py's triggers
+keep (a table the size of the room, never the boot history).  What needs a subprocess
+(zfs, tgtadm) is read by Live's collector thread on an interval and only copied here:
+a scrape never forks.  Request and authentication counters live in this process (one
+gunicorn worker, see serve_cmd).
 
 With a room of 1,000 PCs the exposition is ~6,000 lines, most of them per-client
 series.  prometheus_client's generic formatting (a Sample object, label-name
 validation and escaping for every line) cost two thirds of a scrape, so the families
 read from SQLite and the collector's sample are written here as text by _Text, a small
 writer of the text format (version 0.0.4): HELP and TYPE once per family, `_total` on
-counters, label values escaped.  The per-client block of the collector's sample
-(writeback bytes, iSCSI traffic) only changes when the collector thread runs: it is
-rendered once per Sample object (Live swaps the Sample whole, never mutates it) and
-reused until the next one.  Everything read from SQLite is read at every scrape.
-prometheus_client keeps the in-process counters (requests, authentication failures).
+counters, label values escaped.  Both big blocks are rendered only when their source
+changed: the collector's once per Sample object (Live swaps the Sample whole, never
+mutates it), the stats once per stats generation (every change to them moves it) and
+inventory snapshot.  prometheus_client keeps the in-process counters.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
-BOOT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+from ggnet_api.db import BOOT_BUCKETS, JOB_BUCKETS
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The *_created series double every counter and no dashboard of ours reads them.
 # prometheus-client < 0.17 (Debian bookworm has 0.16) cannot turn them off: harmless.
@@ -107,18 +107,21 @@ class _Text:
 # -- what is read from SQLite ---------------------------------------------------------------
 
 
-def _histogram(db, table: str, value: str, where: str, buckets, group: str):
-    """[(group value, (cumulative bucket counts, count, sum))] in one query, sorted.
+def _rows(db, sql: str, args=()):
+    """The rows as plain tuples, one at a time: each is gone before the next comes, so
+    a scrape of thousands of rows leaves the garbage collector's counts where they
+    were (fetchall() would hold them all and trigger collections, a full one now and
+    then: tens of milliseconds with the inventory in memory)."""
+    cur = db.conn().cursor()
+    cur.row_factory = None
+    return cur.execute(sql, args)
 
-    Each row is counted in its first bucket only (one CASE, one COUNT per group and
-    bucket); the cumulative counts are summed up here."""
-    first = " ".join(f"WHEN {value} <= {b} THEN {i}" for i, b in enumerate(buckets))
-    sql = (
-        f"SELECT {group} AS g, CASE {first} ELSE {len(buckets)} END AS b, COUNT(*), "
-        f"TOTAL({value}) FROM {table} WHERE {where} GROUP BY g, b"
-    )
+
+def _histogram(db, table: str, buckets) -> list[tuple[Any, tuple[list[int], int, float]]]:
+    """[(group, (cumulative bucket counts, count, sum))] from a stats table of
+    (group, first bucket, n, total) rows, sorted by group."""
     acc: dict[Any, tuple[list[int], list[float]]] = {}
-    for g, b, n, s in db.conn().execute(sql):
+    for g, b, n, s in _rows(db, f"SELECT * FROM {table} WHERE n > 0"):
         counts, total = acc.setdefault(g, ([0] * (len(buckets) + 1), [0.0]))
         counts[b] += n
         total[0] += s
@@ -132,62 +135,38 @@ def _histogram(db, table: str, value: str, where: str, buckets, group: str):
     return out
 
 
-# One pass over the boots of inventory machines: the count of each (client, result)
-# and, for the `ok` group, the duration of the latest boot that has one.  SQLite takes
-# a bare column (duration) from the row that gives the query's only max() its value.
-MACHINE_BOOTS_SQL = (
-    "SELECT client, result, COUNT(*), "
-    "MAX(CASE WHEN result = 'ok' AND duration IS NOT NULL THEN id END), duration "
-    "FROM boots WHERE client IS NOT NULL GROUP BY client, result ORDER BY client, result"
-)
-
-
-def machine_boots(db) -> tuple[list[tuple[str, str, int]], list[tuple[str, float]]]:
-    """([(client, result, count)], [(client, latest ok duration)]), sorted by client."""
-    counts: list[tuple[str, str, int]] = []
-    last: list[tuple[str, float]] = []
-    for client, result, n, last_ok, duration in db.conn().execute(MACHINE_BOOTS_SQL):
-        counts.append((client, result, n))
-        if last_ok is not None:
-            last.append((client, duration))
-    return counts, last
-
-
-def _api_families(t: _Text, db, live) -> None:
+def render_stats(db, live, snap) -> str:
+    """The families read from the stats tables (db.py's triggers keep them) and from
+    the jobs' states: nothing here changes unless stats_state.generation does."""
+    t = _Text()
     name = t.family("ggnet_jobs", "counter", "Finished jobs by playbook and result")
     t.samples(
         name,
         ("playbook", "result"),
-        db.conn().execute(
-            "SELECT playbook, state, COUNT(*) FROM jobs WHERE finished IS NOT NULL "
-            "GROUP BY playbook, state ORDER BY playbook, state"
-        ),
+        _rows(db, "SELECT playbook, state, n FROM stats_job_counts WHERE n > 0 ORDER BY 1, 2"),
     )
 
     name = t.family("ggnet_jobs_active", "gauge", "Jobs queued or running")
     counts = dict(
-        db.conn().execute(
-            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state"
+        _rows(
+            db,
+            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state",
         )
     )
     t.samples(name, ("state",), [(s, counts.get(s, 0)) for s in ("queued", "running")])
 
     name = t.family("ggnet_job_duration_seconds", "histogram", "Duration of finished jobs")
-    jobs = _histogram(
-        db,
-        "jobs",
-        "(finished - started)",
-        "finished IS NOT NULL AND started IS NOT NULL",
-        JOB_BUCKETS,
-        "playbook",
-    )
-    t.histogram(name, "playbook", JOB_BUCKETS, jobs)
+    t.histogram(name, "playbook", JOB_BUCKETS, _histogram(db, "stats_job_durations", JOB_BUCKETS))
 
     name = t.family("ggnet_boots", "counter", "Boot requests by result")
     t.samples(
         name,
         ("result",),
-        db.conn().execute("SELECT result, COUNT(*) FROM boots GROUP BY result ORDER BY result"),
+        _rows(
+            db,
+            "SELECT result, SUM(n) FROM stats_boot_counts GROUP BY result "
+            "HAVING SUM(n) > 0 ORDER BY result",
+        ),
     )
 
     name = t.family(
@@ -195,46 +174,49 @@ def _api_families(t: _Text, db, live) -> None:
         "histogram",
         "From the boot request to the last stage reported (finished boots), by image",
     )
-    boots = _histogram(
-        db,
-        "boots",
-        "duration",
-        "duration IS NOT NULL AND result = 'ok'",
-        BOOT_BUCKETS,
-        "COALESCE(image, '')",
-    )
-    t.histogram(name, "image", BOOT_BUCKETS, boots)
+    t.histogram(name, "image", BOOT_BUCKETS, _histogram(db, "stats_boot_durations", BOOT_BUCKETS))
 
-    counts_by_client, last = machine_boots(db)
     name = t.family(
         "ggnet_machine_boots", "counter", "Boot requests of each inventory machine by result"
     )
-    t.samples(name, ("client", "result"), counts_by_client)
+    esc = escape_label
+    t.parts.extend(
+        f'{name}{{client="{esc(c)}",result="{esc(r)}"}} {float(n)!r}\n'
+        for c, r, n in _rows(
+            db,
+            "SELECT client, result, n FROM stats_boot_counts WHERE known AND n > 0 ORDER BY 1, 2",
+        )
+    )
     name = t.family(
         "ggnet_machine_last_boot_duration_seconds",
         "gauge",
         "Duration of each machine's latest finished boot",
     )
-    t.one_label(name, "client", last)
+    t.one_label(
+        name,
+        "client",
+        _rows(db, "SELECT client, duration FROM stats_boot_last_ok ORDER BY client"),
+    )
 
     name = t.family("ggnet_clients", "gauge", "Clients of the inventory by state")
+    # Of live.snapshot, which may already be newer than `snap`: the block is then
+    # cached under the older one and rendered again at the next scrape, never stale.
     t.samples(name, ("state",), sorted(live.client_states().items()))
-
-    name = t.family("ggnet_discovered_machines", "gauge", "Unknown machines waiting for approval")
-    t.samples(
-        name,
-        (),
-        [
-            db.conn()
-            .execute("SELECT COUNT(*) FROM discovered WHERE state = 'discovered'")
-            .fetchone()
-        ],
-    )
 
     name = t.family(
         "ggnet_inventory_loaded_timestamp_seconds", "gauge", "When the inventory was last loaded"
     )
-    t.samples(name, (), [(live.snapshot.loaded_at,)])
+    t.samples(name, (), [(snap.loaded_at,)])
+    return t.text()
+
+
+def render_discovered(db) -> str:
+    """Read at every scrape: discovered rows change without moving the stats
+    generation, and the table is bounded (max_discovered)."""
+    t = _Text()
+    name = t.family("ggnet_discovered_machines", "gauge", "Unknown machines waiting for approval")
+    t.samples(name, (), _rows(db, "SELECT COUNT(*) FROM discovered WHERE state = 'discovered'"))
+    return t.text()
 
 
 def render_sample(sample) -> str:
@@ -242,7 +224,8 @@ def render_sample(sample) -> str:
     t = _Text()
     if sample.writeback_bytes is not None:
         name = t.family("ggnet_writeback_bytes", "gauge", "Bytes written to a client's writeback")
-        t.one_label(name, "client", sorted(sample.writeback_bytes.items()))
+        wb = sample.writeback_bytes
+        t.one_label(name, "client", ((c, wb[c]) for c in sorted(wb)))
     if sample.pools:
         pools = sorted(sample.pools.items())
         name = t.family("ggnet_pool_size_bytes", "gauge", "Pool size")
@@ -250,19 +233,19 @@ def render_sample(sample) -> str:
         name = t.family("ggnet_pool_free_bytes", "gauge", "Pool free space")
         t.one_label(name, "pool", [(p, free) for p, (_size, free) in pools])
     if sample.traffic is not None:
-        traffic = sorted(sample.traffic.items())
+        traffic, clients = sample.traffic, sorted(sample.traffic)
         name = t.family(
             "ggnet_iscsi_read_bytes",
             "counter",
             "Bytes a client read from its iSCSI target (LIO), since the API started",
         )
-        t.one_label(name, "client", [(c, r) for c, (r, _w) in traffic])
+        t.one_label(name, "client", ((c, traffic[c][0]) for c in clients))
         name = t.family(
             "ggnet_iscsi_write_bytes",
             "counter",
             "Bytes a client wrote to its iSCSI target (LIO), since the API started",
         )
-        t.one_label(name, "client", [(c, w) for c, (_r, w) in traffic])
+        t.one_label(name, "client", ((c, traffic[c][1]) for c in clients))
     if sample.sessions is not None:
         name = t.family("ggnet_iscsi_sessions", "gauge", "Logged-in iSCSI initiators")
         t.samples(name, (), [(sum(len(v) for v in sample.sessions.values()),)])
@@ -301,6 +284,8 @@ class Metrics:
         # (the Sample object, its rendered block): the object itself is the key, so a
         # new collector run always misses even if Python reuses an id().
         self._sample_block: tuple[Any, bytes] | None = None
+        # ((stats generation, inventory Snapshot), the rendered stats families).
+        self._stats_block: tuple[tuple[int, Any], bytes] | None = None
         self._lock = threading.Lock()
 
     def sample_block(self, sample) -> bytes:
@@ -314,11 +299,48 @@ class Metrics:
                 self._sample_block = cached
         return cached[1]
 
+    def stats_block(self, snap) -> bytes:
+        """The stats families, rendered again only when the generation or the inventory
+        snapshot moved since the last scrape."""
+        db = self.ext.db
+        cached = self._stats_block
+        if cached is not None and _same(cached[0], _generation(db), snap):
+            return cached[1]
+        with self._lock:
+            cached = self._stats_block
+            if cached is not None and _same(cached[0], _generation(db), snap):
+                return cached[1]
+            conn = db.conn()
+            # One read transaction: the generation is the one of the rows read, so a
+            # write committed meanwhile moves it past what is cached here.
+            own = not conn.in_transaction
+            if own:
+                conn.execute("BEGIN")
+            try:
+                key = (_generation(db), snap)
+                cached = (key, render_stats(db, self.ext.live, snap).encode())
+            finally:
+                if own:
+                    conn.execute("COMMIT")
+            self._stats_block = cached
+        return cached[1]
+
     def exposition(self) -> bytes:
         live = self.ext.live
-        sample = live.sample
-        t = _Text()
-        _api_families(t, self.ext.db, live)
+        snap, sample = live.snapshot, live.sample
         return b"".join(
-            (generate_latest(self.registry), t.text().encode(), self.sample_block(sample))
+            (
+                generate_latest(self.registry),
+                self.stats_block(snap),
+                render_discovered(self.ext.db).encode(),
+                self.sample_block(sample),
+            )
         )
+
+
+def _generation(db) -> int:
+    return db.conn().execute("SELECT generation FROM stats_state").fetchone()[0]
+
+
+def _same(key: tuple[int, Any], generation: int, snap) -> bool:
+    return key[0] == generation and key[1] is snap

@@ -346,3 +346,232 @@ def test_sample_block_follows_each_collector_run_and_sql_stays_live(ext):
     }
     assert "ggnet_pool_size_bytes" not in third and "ggnet_iscsi_sessions" not in third
     assert 'ggnet_writeback_bytes{client="pc-02"}' in first
+
+
+# -- the stats tables (db.py's triggers) against the rows they summarise -----------------
+
+
+def _expected_stats(db) -> dict:
+    """What each stats table must hold, worked out in Python from boots and jobs."""
+    boots = db.query("SELECT * FROM boots ORDER BY id")
+    jobs = db.query("SELECT * FROM jobs")
+
+    def bucket(value, bounds):
+        return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
+
+    def add(acc, key, value=0.0):
+        n, total = acc.get(key, (0, 0.0))
+        acc[key] = (n + 1, total + value)
+
+    counts, durations, last, last_ok, job_counts, job_durations = {}, {}, {}, {}, {}, {}
+    for b in boots:
+        add(counts, (int(b["client"] is not None), b["client"] or "", b["result"]))
+        if b["result"] == "ok" and b["duration"] is not None:
+            add(durations, (b["image"] or "", bucket(b["duration"], m.BOOT_BUCKETS)), b["duration"])
+            if b["client"] is not None:
+                last_ok[b["client"]] = (b["id"], b["duration"])
+        last[b["mac"]] = (b["id"], b["result"])
+    for j in jobs:
+        if j["finished"] is not None:
+            add(job_counts, (j["playbook"], j["state"]))
+            if j["started"] is not None:
+                d = j["finished"] - j["started"]
+                add(job_durations, (j["playbook"], bucket(d, m.JOB_BUCKETS)), d)
+    return {
+        "stats_boot_counts": counts,
+        "stats_boot_durations": durations,
+        "stats_job_counts": job_counts,
+        "stats_job_durations": job_durations,
+        "stats_boot_last": last,
+        "stats_boot_last_ok": last_ok,
+    }
+
+
+def _stats(db) -> dict:
+    out = {}
+    for table in ("stats_boot_counts", "stats_boot_durations", "stats_job_counts",
+                  "stats_job_durations"):  # fmt: skip
+        out[table] = {
+            tuple(r[:-2]): (r[-2], r[-1])
+            for r in db.conn().execute(f"SELECT * FROM {table} WHERE n > 0")
+        }
+    out["stats_boot_last"] = {
+        mac: (i, result) for mac, i, result in db.conn().execute("SELECT * FROM stats_boot_last")
+    }
+    out["stats_boot_last_ok"] = {
+        c: (i, d) for c, i, d in db.conn().execute("SELECT * FROM stats_boot_last_ok")
+    }
+    return out
+
+
+def assert_stats_match(db) -> None:
+    got, want = _stats(db), _expected_stats(db)
+    assert sorted(got) == sorted(want)
+    for table, rows in want.items():
+        assert sorted(got[table]) == sorted(rows), table
+        for key, (a, b) in rows.items():
+            ga, gb = got[table][key]
+            assert ga == a, (table, key)
+            if isinstance(b, float):
+                assert math.isclose(gb, b, rel_tol=1e-9, abs_tol=1e-9), (table, key)
+            else:
+                assert gb == b, (table, key)
+
+
+def _generation(db) -> int:
+    return db.one("SELECT generation FROM stats_state")["generation"]
+
+
+def test_stats_follow_every_insert_update_and_delete(tmp_path):
+    import random
+
+    from ggnet_api.db import Database
+
+    db = Database(str(tmp_path / "api.db"))
+    rng = random.Random(3)
+    macs = [f"52:54:00:00:00:{i:02x}" for i in range(6)]
+    clients = ["pc-a", "pc-b", WEIRD, None]
+    results = ["pending", "ok", "failed", "timeout", "refused"]
+    durations = [None, 0.0, 0.5, 10.0, 59.9, 301.0, 12.25]
+    for _ in range(400):
+        ids = [r["id"] for r in db.query("SELECT id FROM boots ORDER BY id")]
+        action = rng.random()
+        if action < 0.4 or not ids:
+            db.execute(
+                "INSERT INTO boots (mac, client, kind, started, stage_at, result, duration, image) "
+                "VALUES (?, ?, 'normal', 0, 0, ?, ?, ?)",
+                (
+                    rng.choice(macs),
+                    rng.choice(clients),
+                    rng.choice(results),
+                    rng.choice(durations),
+                    rng.choice(["win11", "lin", None]),
+                ),
+            )
+        elif action < 0.85:
+            column, values = rng.choice(
+                [
+                    ("result", results),
+                    ("duration", durations),
+                    ("client", clients),
+                    ("mac", macs),
+                    ("image", ["win11", "lin", None]),
+                ]
+            )
+            # The newest rows most often: they are the latest boot of a MAC or machine.
+            target = rng.choice([*ids[-3:], *ids[-3:], *ids])
+            db.execute(f"UPDATE boots SET {column} = ? WHERE id = ?", (rng.choice(values), target))
+        else:
+            # Deleting the newest row too: the latest boot of a MAC goes back one.
+            db.execute("DELETE FROM boots WHERE id = ?", (rng.choice([max(ids), *ids]),))
+        job = f"j{rng.randrange(20)}"
+        started = rng.choice([None, 100.0])
+        finished = rng.choice([None, 100.5, 160.0, 9000.0])
+        db.execute(
+            "INSERT INTO jobs (id, kind, playbook, state, created, started, finished) "
+            "VALUES (?, 'converge', ?, ?, 1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "playbook = excluded.playbook, state = excluded.state, started = excluded.started, "
+            "finished = excluded.finished",
+            (
+                job,
+                rng.choice(["site.yml", WEIRD]),
+                rng.choice(["running", "successful"]),
+                started,
+                finished,
+            ),
+        )
+        if rng.random() < 0.05:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job,))
+        assert_stats_match(db)
+    assert db.one("SELECT COUNT(*) AS n FROM boots")["n"] > 50
+
+
+def test_stats_are_built_for_an_existing_database_and_the_generation_moves_on(tmp_path):
+    from ggnet_api import db as dbmod
+
+    path = str(tmp_path / "api.db")
+    db = dbmod.Database(path)
+    db.add_boot("52:54:00:bb:00:01", "pc-01", "normal", result="ok", image="win11")
+    db.execute("UPDATE boots SET duration = 7.5")
+    before = _generation(db)
+    # A database from before the stats: its rows are counted when it is opened.
+    for name, kind in (
+        db.conn()
+        .execute(
+            "SELECT name, type FROM sqlite_master WHERE name LIKE 'stats\\_%' ESCAPE '\\' "
+            "ORDER BY type = 'table'"
+        )
+        .fetchall()
+    ):
+        db.execute(f"DROP {kind} {name}")
+    db.execute(
+        "INSERT INTO boots (mac, client, kind, started, result, duration) "
+        "VALUES ('52:54:00:bb:00:02', 'pc-02', 'normal', 0, 'failed', NULL)"
+    )
+    again = dbmod.Database(path)
+    assert_stats_match(again)
+    assert again.last_results() == {"52:54:00:bb:00:01": "ok", "52:54:00:bb:00:02": "failed"}
+    # Other stats (another version of ggnet) are replaced, and the generation never
+    # comes back to a value a running API may have cached.
+    again.execute("UPDATE stats_state SET version = 'older', generation = ?", (before + 5,))
+    third = dbmod.Database(path)
+    assert third.one("SELECT version FROM stats_state")["version"] == dbmod.STATS_VERSION
+    assert _generation(third) > before + 5
+    assert_stats_match(third)
+
+
+def test_a_stage_report_moves_the_generation_a_waiting_pc_does_not(ext):
+    db = ext.db
+    boot = db.add_boot("52:54:00:bb:00:01", "pc-01", "normal", image="win11")
+    g = _generation(db)
+    db.execute("UPDATE boots SET stage_at = 5000 WHERE id = ?", (boot,))
+    db.execute("UPDATE boots SET result = result WHERE id = ?", (boot,))
+    assert _generation(db) == g
+    db.execute("UPDATE boots SET result = 'ok', duration = 3 WHERE id = ?", (boot,))
+    assert _generation(db) > g
+
+
+def test_stats_block_is_reused_until_the_data_or_the_inventory_change(ext, tmp_path):
+    import threading
+
+    from ggnet_api.db import Database
+
+    snap = ext.live.snapshot
+    first = ext.metrics.stats_block(snap)
+    assert ext.metrics.stats_block(snap) is first
+    # A write through another connection (another thread, the CLI) is seen at once.
+    other = Database(ext.db.path)
+    worker = threading.Thread(
+        target=other.add_boot,
+        args=("52:54:00:bb:00:02", "pc-02", "normal"),
+        kwargs={"result": "refused", "image": "lin"},
+    )
+    worker.start()
+    worker.join()
+    second = parse(ext.metrics.exposition().decode())
+    assert (
+        second["ggnet_machine_boots"][2][
+            ("ggnet_machine_boots_total", (("client", "pc-02"), ("result", "refused")))
+        ]
+        == 1.0
+    )
+    assert second["ggnet_boots"][2][("ggnet_boots_total", (("result", "refused"),))] == 1.0
+    # A job that starts moves the active jobs.
+    ext.db.update_job("j5", state="running", started=200.0)
+    third = parse(ext.metrics.exposition().decode())
+    assert third["ggnet_jobs_active"][2][("ggnet_jobs_active", (("state", "running"),))] == 2.0
+    # A new inventory with the same rows: its clients and load time are served.
+    data = {k: getattr(snap, k) for k in snap.__dataclass_fields__}
+    clients = {k: v for k, v in snap.clients.items() if k != "pc-03"}
+    ext.live.set_snapshot(type(snap)(**{**data, "clients": clients, "loaded_at": 99.0}))
+    fourth = parse(ext.metrics.exposition().decode())
+    assert ("ggnet_clients", (("state", "maintenance"),)) not in fourth["ggnet_clients"][2]
+    assert fourth["ggnet_inventory_loaded_timestamp_seconds"][2] == {
+        ("ggnet_inventory_loaded_timestamp_seconds", ()): 99.0
+    }
+    # Discovered machines are read at every scrape (no generation moves for them).
+    ext.db.execute(
+        "INSERT INTO discovered (mac, first_seen, last_seen) VALUES ('52:54:00:cc:00:01', 1, 1)"
+    )
+    fifth = parse(ext.metrics.exposition().decode())
+    assert fifth["ggnet_discovered_machines"][2] == {("ggnet_discovered_machines", ()): 1.0}
