@@ -24,6 +24,19 @@ MASK = "********"
 # The Windows initiator (and so a Windows client booted through iBFT) accepts 12 to
 # 16 characters; tgt and LIO accept longer ones, but the client would not log in.
 CHAP_MIN, CHAP_MAX = 12, 16
+# iSCSI login keys every ggnet target offers (RFC 7143 names, the same in tgt and
+# LIO).  tgt's defaults send Data-In in 8 KiB PDUs and LIO's accept 8 KiB Data-Out
+# PDUs: a 1 MiB read then takes 128 PDUs.  Each value is an upper bound the login
+# negotiates down to the initiator's own (iPXE, Windows), so larger ones are safe.
+# InitialR2T=No with ImmediateData lets a write carry its first burst unasked.
+SESSION_PARAMS = {
+    "MaxRecvDataSegmentLength": "262144",
+    "MaxXmitDataSegmentLength": "262144",
+    "MaxBurstLength": "1048576",
+    "FirstBurstLength": "262144",
+    "ImmediateData": "Yes",
+    "InitialR2T": "No",
+}
 
 
 class IscsiError(Exception):
@@ -56,10 +69,48 @@ class Target:
     name: str = ""
     # Initiators admitted besides `initiator` (only ever found, never wanted).
     extra_initiators: list[str] = field(default_factory=list)
+    # Login keys (SESSION_PARAMS when wanted; as the backend reports them when found).
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_live(
+        cls,
+        iqn: str,
+        *,
+        luns: Mapping[int, Lun],
+        first_lun: int,
+        initiators: Sequence[str] = (),
+        chap_user: str | None = None,
+        chap_secret: str | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Target:
+        """A found target, from what a backend lists: LUNs by number, admitted initiators.
+
+        Disks are kept in LUN order from first_lun; a gap would shift every disk
+        after it, so such a target gets LUNs no wanted one equals and plan() rewrites
+        them, which is what a gap needs anyway.
+        """
+        numbers = sorted(luns)
+        ordered = [luns[n] for n in numbers]
+        if numbers != list(range(first_lun, first_lun + len(numbers))):
+            ordered = [Lun("\x00gap")] * len(numbers)
+        return cls(
+            iqn=iqn,
+            initiator=initiators[0] if initiators else None,
+            extra_initiators=list(initiators[1:]),
+            luns=ordered,
+            chap_user=chap_user,
+            chap_secret=chap_secret,
+            params={k: str(v) for k, v in (params or {}).items()},
+        )
 
     @property
     def chap(self) -> bool:
         return self.chap_user is not None
+
+    def params_differ(self, have: Target) -> bool:
+        """Whether `have` lacks one of this target's login keys; keys not wanted are the backend's."""
+        return any(have.params.get(k) != v for k, v in self.params.items())
 
     def summary(self) -> dict[str, Any]:
         """What diffs and results show: everything but the secret."""
@@ -71,6 +122,8 @@ class Target:
         }
         if self.extra_initiators:
             out["extra_initiators"] = list(self.extra_initiators)
+        if self.params:
+            out["params"] = dict(self.params)
         if self.name:
             out["name"] = self.name
         return out
@@ -110,7 +163,12 @@ OPS = (
     "remove_acl",
     "set_chap",
     "clear_chap",
+    "set_params",
 )
+# Login keys apply to the next login only: changing them never touches a live
+# session, so a live session does not hold them back (an upgrade of ggnet on a busy
+# server must not fail on every running client).
+NON_DISRUPTIVE = frozenset({"set_params"})
 
 
 def check_backend(backend: str) -> str:
@@ -197,6 +255,7 @@ def target_from_spec(spec: Mapping[str, Any], where: str | None = None) -> Targe
         chap_user=user or None,
         chap_secret=secret if user else None,
         name=str(spec.get("name") or ""),
+        params=dict(SESSION_PARAMS),
     )
 
 
@@ -271,6 +330,8 @@ def plan_target(backend: str, want: Target | None, have: Target | None) -> list[
         acts.append(Action("add_acl", iqn, initiator=want.initiator))
         if want.chap:
             acts.append(Action("set_chap", iqn, initiator=want.initiator))
+        if want.params:
+            acts.append(Action("set_params", iqn))
         return acts
     acts: list[Action] = []
     have_luns = dict(enumerate(have.luns))
@@ -292,6 +353,8 @@ def plan_target(backend: str, want: Target | None, have: Target | None) -> list[
         acts.append(Action("set_chap", iqn, initiator=want.initiator))
     elif not want.chap and have.chap:
         acts.append(Action("clear_chap", iqn, initiator=have.initiator))
+    if want.params_differ(have):
+        acts.append(Action("set_params", iqn))
     return acts
 
 
@@ -307,7 +370,8 @@ def plan(
 
     Only found targets whose IQN starts with managed_prefix are removed when no client
     wants them, so targets someone else made on the same server are left alone.  A
-    target with a live session is neither removed nor changed unless `force`.
+    target with a live session is neither removed nor changed unless `force`, except
+    for its login keys (NON_DISRUPTIVE), which only the next login sees.
     """
     check_backend(backend)
     actions: list[Action] = []
@@ -320,7 +384,7 @@ def plan(
         if not acts:
             continue
         live = list(sessions.get(iqn) or [])
-        if live and not force:
+        if live and not force and not {a.op for a in acts} <= NON_DISRUPTIVE:
             what = (
                 "removed"
                 if want is None

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .iscsi import Action, IscsiError, Lun, Target
+from .iscsi import LUN_BASE, SESSION_PARAMS, Action, IscsiError, Lun, Target
 
 # Debian patches rtslib-fb's default save file to this path (upstream:
 # /etc/target/saveconfig.json); `targetctl restore` at boot reads it.
@@ -75,18 +75,18 @@ def _kind(so) -> str:
 
 def read_state(root) -> dict[str, Target]:
     out: dict[str, Target] = {}
+    base = LUN_BASE["lio"]
     for target in _iscsi_targets(root):
         tpg = _tpg(target)
         if tpg is None:
-            out[target.wwn] = Target(iqn=target.wwn, initiator=None, luns=[Lun("\x00no-tpg")])
+            out[target.wwn] = Target.from_live(
+                target.wwn, luns={base: Lun("\x00no-tpg")}, first_lun=base
+            )
             continue
-        by_number = {lun.lun: lun for lun in tpg.luns}
-        luns = [
-            Lun(by_number[n].storage_object.udev_path, _kind(by_number[n].storage_object))
-            for n in sorted(by_number)
-        ]
-        if sorted(by_number) != list(range(len(luns))):
-            luns = [Lun("\x00gap")] * len(luns)
+        luns = {
+            lun.lun: Lun(lun.storage_object.udev_path, _kind(lun.storage_object))
+            for lun in tpg.luns
+        }
         acls = sorted(tpg.node_acls, key=lambda a: a.node_wwn)
         initiators = [a.node_wwn for a in acls]
         user = secret = None
@@ -94,13 +94,14 @@ def read_state(root) -> dict[str, Target]:
             user, secret = acls[0].chap_userid, acls[0].chap_password
         if tpg.get_attribute("generate_node_acls") == "1":
             initiators.append("ALL")
-        out[target.wwn] = Target(
-            iqn=target.wwn,
-            initiator=initiators[0] if initiators else None,
-            extra_initiators=initiators[1:],
+        out[target.wwn] = Target.from_live(
+            target.wwn,
             luns=luns,
+            first_lun=base,
+            initiators=initiators,
             chap_user=user,
             chap_secret=secret,
+            params={key: tpg.get_parameter(key) for key in SESSION_PARAMS},
         )
     return out
 
@@ -121,6 +122,7 @@ def _essence(config: Any) -> list:
                 (a.get("node_wwn"), a.get("chap_userid"), a.get("chap_password"))
                 for a in tpg.get("node_acls", [])
             )
+            params = tpg.get("parameters", {})
             out.append(
                 (
                     t.get("wwn"),
@@ -128,6 +130,8 @@ def _essence(config: Any) -> list:
                     luns,
                     acls,
                     tpg.get("attributes", {}).get("authentication"),
+                    # Only the keys ggnet sets: the rest are the kernel's defaults.
+                    sorted((key, params.get(key)) for key in SESSION_PARAMS),
                 )
             )
     return sorted(out, key=repr)
@@ -228,6 +232,10 @@ class Driver:
             for acl in tpg.node_acls:
                 acl.chap_userid = ""
                 acl.chap_password = ""
+        elif a.op == "set_params":
+            for key, value in wanted[a.iqn].params.items():
+                if tpg.get_parameter(key) != value:
+                    tpg.set_parameter(key, value)
         else:
             raise IscsiError(f"LIO driver: unknown action {a.op}")
 

@@ -5,19 +5,23 @@ tgtadm talks to tgtd over an abstract socket, which exists per network namespace
 per control port (tgtd -C N), so both are part of every call.  tgtadm never shows a
 CHAP password: the secrets of the previous converge are read back from the persisted
 configuration (mode 0600, root only) so an unchanged secret is not reset each run.
+A target's login keys (iscsi.SESSION_PARAMS) show only per target (`--tid N`), so
+they are read with one shell running tgtadm for every target rather than one
+subprocess each from Python.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .iscsi import MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
+from .iscsi import LUN_BASE, MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
 
 TGTADM = "tgtadm"
 DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
@@ -51,17 +55,32 @@ class Tgtadm:
         return cmd
 
     def run(self, *args: str, secret: str | None = None) -> str:
+        return self._call(self.argv(*args), secret=secret)
+
+    def show_params(self, tids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """{tid: {key: value}}: every target's login keys, in one process."""
+        if not tids:
+            return {}
+        # The base command without nsenter: the loop runs inside the netns as a whole.
+        show = shlex.join(Tgtadm(self.control_port, None, self.binary).argv("--op", "show"))
+        script = (
+            f'for tid do echo "Target $tid:"; {show} --mode target --tid "$tid" || exit $?; done'
+        )
+        argv = ["sh", "-c", script, "sh", *(str(t) for t in tids)]
+        if self.netns:
+            argv = ["nsenter", f"--net=/var/run/netns/{self.netns}", *argv]
+        return parse_params(self._call(argv))
+
+    def _call(self, argv: list[str], secret: str | None = None) -> str:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         try:
-            proc = subprocess.run(
-                self.argv(*args), capture_output=True, text=True, env=env, check=False
-            )
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         except FileNotFoundError as exc:
             raise IscsiError(
                 f"{exc.filename} is not installed: install the tgt package (apt-get install tgt)"
             ) from None
         if proc.returncode != 0:
-            shown = " ".join(MASK if secret and a == secret else a for a in self.argv(*args))
+            shown = " ".join(MASK if secret and a == secret else a for a in argv)
             err = (proc.stderr or proc.stdout).strip()
             if secret:
                 err = err.replace(secret, MASK)
@@ -85,9 +104,25 @@ class TgtTarget:
     luns: dict[int, str] = field(default_factory=dict)  # disks only, not the controller
     accounts: list[str] = field(default_factory=list)
     acls: list[str] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 _TARGET_RE = re.compile(r"^Target (\d+): (\S+)$")
+_PARAMS_RE = re.compile(r"^Target (\d+):$")
+
+
+def parse_params(text: str) -> dict[int, dict[str, str]]:
+    """Parse `Target N:` lines, each followed by `tgtadm --op show --mode target --tid N`."""
+    out: dict[int, dict[str, str]] = {}
+    cur: dict[str, str] | None = None
+    for line in text.splitlines():
+        m = _PARAMS_RE.match(line)
+        if m:
+            cur = out.setdefault(int(m.group(1)), {})
+        elif cur is not None and "=" in line:
+            key, value = line.split("=", 1)
+            cur[key.strip()] = value.strip()
+    return out
 
 
 def parse_show(text: str) -> list[TgtTarget]:
@@ -172,29 +207,24 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
     secrets = read_conf_secrets(conf_path) if conf_path else {}
     out: dict[str, Target] = {}
     for t in found:
-        # Disks are kept in LUN order from 1; a gap would shift every disk after it,
-        # so such a target gets its LUNs rewritten, which is what a gap needs anyway.
-        luns = [Lun(t.luns[n], _kind(t.luns[n])) for n in sorted(t.luns)]
-        if sorted(t.luns) != list(range(1, len(luns) + 1)):
-            luns = [Lun("\x00gap", "file")] * len(luns)
         # tgt's ACL section mixes initiator names and address rules, and admits an
         # initiator that either one matches: an address rule (tgt-admin's default
         # "ALL") would open the target to everyone, so any but ours is removed.
         names = [a for a in t.acls if a.startswith(("iqn.", "eui.", "naa."))]
         addresses = [a for a in t.acls if a not in names and a != NO_ADDRESS]
-        acls = names + addresses
         user = t.accounts[0] if t.accounts else None
         secret = None
         if user:
             known = secrets.get(t.iqn)
             secret = known[1] if known and known[0] == user else UNKNOWN_SECRET
-        out[t.iqn] = Target(
-            iqn=t.iqn,
-            initiator=acls[0] if acls else None,
-            extra_initiators=acls[1:],
-            luns=luns,
+        out[t.iqn] = Target.from_live(
+            t.iqn,
+            luns={n: Lun(path, _kind(path)) for n, path in t.luns.items()},
+            first_lun=LUN_BASE["tgt"],
+            initiators=names + addresses,
             chap_user=user,
             chap_secret=secret,
+            params=t.params,
         )
     return out
 
@@ -214,6 +244,9 @@ class Driver:
 
     def read(self) -> tuple[dict[str, Target], dict[str, list[str]]]:
         self._raw = show(self.tgtadm)
+        params = self.tgtadm.show_params([t.tid for t in self._raw])
+        for t in self._raw:
+            t.params = params.get(t.tid, {})
         return to_model(self._raw, self.conf_path), {
             t.iqn: list(t.sessions) for t in self._raw if t.sessions
         }
@@ -312,6 +345,22 @@ class Driver:
                 have = found.get(a.iqn)
                 if have and have.chap_user:
                     self._drop_account(have.chap_user)
+            elif a.op == "set_params":
+                have = found.get(a.iqn)
+                for key, value in wanted[a.iqn].params.items():
+                    if have is None or have.params.get(key) != value:
+                        run(
+                            "--op",
+                            "update",
+                            "--mode",
+                            "target",
+                            "--tid",
+                            tid,
+                            "--name",
+                            key,
+                            "--value",
+                            value,
+                        )
             else:
                 raise IscsiError(f"tgt driver: unknown action {a.op}")
 
@@ -340,6 +389,8 @@ def render_conf(wanted: Mapping[str, Target]) -> str:
                 f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n    </backing-store>\n"
             )
         parts.append(f"    initiator-address {NO_ADDRESS}\n    initiator-name {t.initiator}\n")
+        # tgt-admin passes these to `tgtadm --op update --mode target` at start.
+        parts.extend(f"    {key} {value}\n" for key, value in t.params.items())
         if t.chap:
             parts.append(f"    incominguser {t.chap_user} {t.chap_secret}\n")
         parts.append("</target>\n")

@@ -11,7 +11,7 @@ import stat
 import subprocess
 
 import pytest
-from ggnet.iscsi import lun_number, san_uri
+from ggnet.iscsi import SESSION_PARAMS, lun_number, san_uri
 from ggnet.net import initiator_iqn, target_iqn
 from tgt_netns import PREFIX, run_module, tgt_in_netns
 
@@ -264,6 +264,39 @@ def _same_targets(a: str, b: str) -> bool:
         )
 
     return key(a) == key(b)
+
+
+def _keys(tgt, tid):
+    from ggnet.iscsi_tgt import parse_params
+
+    return parse_params(
+        f"Target {tid}:\n"
+        + tgt.tgtadm("--op", "show", "--mode", "target", "--tid", str(tid)).stdout
+    )[tid]
+
+
+def test_login_keys_are_set_and_drift_is_undone_under_a_live_session(tgt, tmp_path):
+    pc = client(tmp_path, "pc-01")
+    run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    keys = _keys(tgt, 1)
+    assert {k: keys.get(k) for k in SESSION_PARAMS} == SESSION_PARAMS
+    with tgt.session(pc["initiator_iqn"], pc["target_iqn"], LUN, **creds(pc)) as sess:
+        # Someone puts tgt's default back by hand while the client runs.
+        tgt.tgtadm(
+            "--op", "update", "--mode", "target", "--tid", "1",
+            "--name", "MaxXmitDataSegmentLength", "--value", "8192",
+        )  # fmt: skip
+        result, _ = run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+        assert not result.get("failed"), result.get("msg")
+        assert result["actions"] == [{"op": "set_params", "target": pc["target_iqn"]}]
+        assert _keys(tgt, 1)["MaxXmitDataSegmentLength"] == "262144"
+        assert sess.alive()
+        sess.proc.stdin.write("write -P 0x6b 0 64k\nread -P 0x6b 0 64k\n")
+        sess.proc.stdin.flush()
+    with open(pc["luns"][0]["path"], "rb") as fh:
+        assert fh.read(65536) == b"\x6b" * 65536
+    again, _ = run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    assert not again["changed"], again
 
 
 def test_live_sessions_are_reported(tgt, tmp_path):

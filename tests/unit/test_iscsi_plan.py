@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from ggnet.iscsi import (
     MASK,
+    SESSION_PARAMS,
     UNKNOWN_SECRET,
     IscsiError,
     Lun,
@@ -36,10 +37,18 @@ def spec(name, luns=("/wb/{n}/system",), secret=None, **kw):
     return out
 
 
-def found_of(wanted):
-    """What a backend reports after applying `wanted` exactly."""
+def found_of(wanted, first_lun=1, **tgt_defaults):
+    """What a backend reports after applying `wanted` exactly (plus keys of its own)."""
     return {
-        iqn: Target(t.iqn, t.initiator, list(t.luns), t.chap_user, t.chap_secret)
+        iqn: Target.from_live(
+            iqn,
+            luns={first_lun + i: lun for i, lun in enumerate(t.luns)},
+            first_lun=first_lun,
+            initiators=[t.initiator],
+            chap_user=t.chap_user,
+            chap_secret=t.chap_secret,
+            params={"MaxQueueCmd": "128", **t.params, **tgt_defaults},
+        )
         for iqn, t in wanted.items()
     }
 
@@ -69,7 +78,9 @@ def test_create_everything_for_a_new_client():
         ("add_lun", "pc-01", 2),
         ("add_acl", "pc-01", None),
         ("set_chap", "pc-01", None),
+        ("set_params", "pc-01", None),
     ]
+    assert wanted[f"{P}:target.pc-01"].params == SESSION_PARAMS
     lio, _ = plan("lio", wanted, {}, {})
     assert [a.lun for a in lio if a.op == "add_lun"] == [0, 1]
 
@@ -78,14 +89,18 @@ def test_no_change_when_found_equals_wanted():
     wanted = desired_targets(
         [spec(f"pc-{i:02}", secret=SECRET if i % 2 else None) for i in range(20)]
     )
-    assert plan("lio", wanted, found_of(wanted), {}) == ([], [])
+    assert plan("lio", wanted, found_of(wanted, first_lun=0), {}) == ([], [])
+    assert plan("tgt", wanted, found_of(wanted), {}) == ([], [])
 
 
 def test_changed_lun_is_replaced_and_extra_one_removed():
     wanted = desired_targets([spec("pc-01", luns=("/new",))])
     found = {
         f"{P}:target.pc-01": Target(
-            f"{P}:target.pc-01", f"{P}:initiator.pc-01", [Lun("/old"), Lun("/game")]
+            f"{P}:target.pc-01",
+            f"{P}:initiator.pc-01",
+            [Lun("/old"), Lun("/game")],
+            params=dict(SESSION_PARAMS),
         )
     }
     actions, _ = plan("tgt", wanted, found, {})
@@ -101,7 +116,11 @@ def test_foreign_initiators_are_removed_and_ours_added():
     iqn = f"{P}:target.pc-01"
     found = {
         iqn: Target(
-            iqn, f"{P}:initiator.pc-99", [Lun("/wb/pc-01/system")], extra_initiators=["ALL"]
+            iqn,
+            f"{P}:initiator.pc-99",
+            [Lun("/wb/pc-01/system")],
+            extra_initiators=["ALL"],
+            params=dict(SESSION_PARAMS),
         )
     }
     actions, _ = plan("tgt", wanted, found, {})
@@ -202,3 +221,68 @@ def test_duplicates_are_refused():
 def test_chap_user_defaults_to_the_initiator_iqn():
     t = target_from_spec(spec("pc-01", secret=SECRET))
     assert t.chap_user == f"{P}:initiator.pc-01" and t.chap
+
+
+def test_from_live_orders_luns_splits_initiators_and_marks_gaps():
+    t = Target.from_live(
+        "iqn.x:t",
+        luns={2: Lun("/game"), 1: Lun("/system", "block")},
+        first_lun=1,
+        initiators=[f"{P}:initiator.pc-01", "ALL"],
+        params={"MaxBurstLength": 1048576},
+    )
+    assert t.luns == [Lun("/system", "block"), Lun("/game")]
+    assert (t.initiator, t.extra_initiators) == (f"{P}:initiator.pc-01", ["ALL"])
+    assert t.params == {"MaxBurstLength": "1048576"}
+    gap = Target.from_live("iqn.x:t", luns={0: Lun("/a"), 2: Lun("/b")}, first_lun=0)
+    assert gap.initiator is None and len(gap.luns) == 2
+    assert Lun("/a") not in gap.luns and Lun("/b") not in gap.luns
+
+
+@pytest.mark.parametrize("backend", ["tgt", "lio"])
+def test_backend_default_login_keys_are_raised_and_nothing_else(backend):
+    # tgt's and LIO's own defaults: 8 KiB data segments, InitialR2T on.
+    wanted = desired_targets([spec("pc-01", secret=SECRET)])
+    base = 1 if backend == "tgt" else 0
+    found = found_of(
+        wanted,
+        first_lun=base,
+        MaxRecvDataSegmentLength="8192",
+        MaxXmitDataSegmentLength="8192",
+        InitialR2T="Yes",
+    )
+    assert ops(plan(backend, wanted, found, {})[0]) == [("set_params", "pc-01", None)]
+    # Keys ggnet does not set (MaxQueueCmd here) are the backend's business.
+    assert plan(backend, wanted, found_of(wanted, first_lun=base), {}) == ([], [])
+
+
+def test_login_keys_change_under_a_live_session_but_nothing_else_does():
+    wanted = desired_targets([spec("pc-01")])
+    found = found_of(wanted, MaxXmitDataSegmentLength="8192")
+    live = {f"{P}:target.pc-01": [f"{P}:initiator.pc-01"]}
+    actions, refused = plan("tgt", wanted, found, live)
+    assert not refused and ops(actions) == [("set_params", "pc-01", None)]
+    moved = desired_targets([spec("pc-01", luns=("/elsewhere",))])
+    actions, refused = plan("tgt", moved, found, live)
+    assert actions == [] and "add_lun, remove_lun, set_params" in refused[0]
+
+
+def test_diff_shows_login_keys():
+    wanted = desired_targets([spec("pc-01")])
+    found = found_of(wanted, InitialR2T="Yes")
+    actions, _ = plan("tgt", wanted, found, {})
+    d = diff(wanted, found, actions)
+    assert d["before"][f"{P}:target.pc-01"]["params"]["InitialR2T"] == "Yes"
+    assert d["after"][f"{P}:target.pc-01"]["params"]["InitialR2T"] == "No"
+
+
+def test_lio_saved_configuration_differs_when_login_keys_do():
+    from ggnet.iscsi_lio import _essence
+
+    def saved(**params):
+        tpg = {"tag": 1, "luns": [], "node_acls": [], "attributes": {}, "parameters": params}
+        return {"targets": [{"wwn": f"{P}:target.pc-01", "tpgs": [tpg]}]}
+
+    tuned = saved(**SESSION_PARAMS, MaxOutstandingR2T="1")
+    assert _essence(tuned) == _essence(saved(**SESSION_PARAMS, MaxOutstandingR2T="4"))
+    assert _essence(tuned) != _essence(saved(**{**SESSION_PARAMS, "InitialR2T": "Yes"}))

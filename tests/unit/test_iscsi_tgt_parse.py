@@ -91,6 +91,45 @@ def test_model_ignores_our_closed_address_rule_but_not_all(tmp_path):
     assert pc2.extra_initiators == ["ALL"] and pc2.chap_user is None
 
 
+def test_login_keys_are_parsed_per_target_and_reach_the_model(tmp_path):
+    params = iscsi_tgt.parse_params(
+        "Target 1:\nnop_interval=0\nMaxRecvDataSegmentLength=8192\nInitialR2T=Yes\n"
+        "Target 2:\nMaxRecvDataSegmentLength=262144\n"
+    )
+    assert params == {
+        1: {"nop_interval": "0", "MaxRecvDataSegmentLength": "8192", "InitialR2T": "Yes"},
+        2: {"MaxRecvDataSegmentLength": "262144"},
+    }
+    found = iscsi_tgt.parse_show(SHOW)
+    for t in found:
+        t.params = params[t.tid]
+    model = iscsi_tgt.to_model(found, str(tmp_path / "none.conf"))
+    assert model[f"{P}:target.pc-01"].params["InitialR2T"] == "Yes"
+
+
+def test_login_keys_of_every_target_come_from_one_shell(tmp_path):
+    # A stand-in for tgtadm that prints the keys of the tid it is asked about.
+    fake = tmp_path / "tgtadm"
+    fake.write_text(
+        '#!/bin/sh\nfor a; do last=$a; done\necho "seen $*" >> "$0.log"\n'
+        'echo "MaxBurstLength=$((last * 1000))"\n'
+    )
+    fake.chmod(0o755)
+    tgtadm = iscsi_tgt.Tgtadm(control_port=21000, binary=str(fake))
+    assert tgtadm.show_params([3, 7]) == {
+        3: {"MaxBurstLength": "3000"},
+        7: {"MaxBurstLength": "7000"},
+    }
+    calls = (tmp_path / "tgtadm.log").read_text().splitlines()
+    assert calls == [
+        f"seen -C 21000 --lld iscsi --op show --mode target --tid {tid}" for tid in (3, 7)
+    ]
+    assert tgtadm.show_params([]) == {}
+    fake.write_text("#!/bin/sh\necho 'tgtadm: can not find the target' >&2\nexit 22\n")
+    with pytest.raises(iscsi_tgt.IscsiError, match="can not find the target"):
+        tgtadm.show_params([1])
+
+
 def test_conf_round_trip_is_private_and_carries_the_secret(tmp_path):
     wanted = desired_targets(
         [
@@ -111,6 +150,8 @@ def test_conf_round_trip_is_private_and_carries_the_secret(tmp_path):
     assert not iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
     text = path.read_text()
     assert "lun 1" in text and "lun 2" in text and "initiator-address 255.255.255.255/32" in text
+    # Restored by tgt-admin at start, so a restarted tgtd offers the same login keys.
+    assert "    MaxXmitDataSegmentLength 262144\n" in text and "    InitialR2T No\n" in text
     assert iscsi_tgt.read_conf_secrets(str(path)) == {
         f"{P}:target.pc-01": (f"{P}:initiator.pc-01", "Abcdefgh-1234")
     }
