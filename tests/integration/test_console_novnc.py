@@ -20,7 +20,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -32,6 +31,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from daemons import Daemons, daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
 from ggnet import console
 
 pytestmark = pytest.mark.integration
@@ -59,39 +59,6 @@ for tool in ("qemu-system-x86_64", "chromium", "websockify"):
 # ---------------------------------------------------------------- helpers
 
 
-def free_port(start: int = 0) -> int:
-    """A free TCP port on 127.0.0.1 (the first from `start` on, or any)."""
-    for port in range(start, start + 100) if start else [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError(f"no free port from {start}")
-
-
-def wait_for(what, probe, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def rfb_banner(endpoint: str) -> bytes:
     """The first bytes a VNC server says (b'RFB 003.008\\n'), or b'' if none."""
     target = console.vnc_target(endpoint)
@@ -114,6 +81,7 @@ class QemuPC:
 
     def __init__(self, directory: Path, kind: str):
         self.directory = directory
+        self.daemons: Daemons | None = None
         if kind == "unix":
             self.endpoint = f"unix:{directory / 'vnc.sock'}"
             display = f"vnc=unix:{directory / 'vnc.sock'}"
@@ -128,14 +96,14 @@ class QemuPC:
         ]  # fmt: skip
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        log = (self.directory / "qemu.log").open("w")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+    def start(self, daemons: Daemons) -> None:
+        self.daemons = daemons
+        self.proc = daemons.start(self.argv, self.directory / "qemu.log")
         wait_for("the PC's VNC display", lambda: rfb_banner(self.endpoint).startswith(b"RFB"))
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop(self.proc)
+            self.daemons.stop(self.proc)
 
 
 # ------------------------------------------------------------ role rendering
@@ -224,12 +192,11 @@ def unit_commands(unit: Path) -> dict[str, list[str]]:
     return found
 
 
-def start_console(rendered: dict, directory: Path) -> subprocess.Popen:
+def start_console(rendered: dict, directory: Path, daemons: Daemons) -> subprocess.Popen:
     cmds = unit_commands(rendered["unit"])
     check = subprocess.run(cmds["ExecStartPre"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stderr
-    log = (directory / "websockify.log").open("w")
-    proc = subprocess.Popen(cmds["ExecStart"], stdout=log, stderr=subprocess.STDOUT)
+    proc = daemons.start(cmds["ExecStart"], directory / "websockify.log")
 
     def listening():
         assert proc.poll() is None, (directory / "websockify.log").read_text()
@@ -414,22 +381,23 @@ class Chromium:
         " width: (document.querySelector('#noVNC_container canvas') || {}).width || 0})"
     )
 
-    def __init__(self, directory: Path):
-        self.profile = Path(tempfile.mkdtemp(prefix="ggc-chromium-"))
+    def __init__(self, directory: Path, daemons: Daemons):
+        profile = Path(tempfile.mkdtemp(prefix="ggc-chromium-"))
+        # Registered first, so it runs after chromium is stopped (last in, first out).
+        daemons.callback(shutil.rmtree, profile, True)
         port = free_port()
-        log = (directory / "chromium.log").open("w")
-        self.proc = subprocess.Popen(
+        # Chromium's helpers are in its session: it is stopped as a group, by its id.
+        self.proc = daemons.start(
             [
                 "chromium",
                 *CHROMIUM_FLAGS,
-                f"--user-data-dir={self.profile}",
+                f"--user-data-dir={profile}",
                 "--remote-debugging-address=127.0.0.1",
                 f"--remote-debugging-port={port}",
                 "about:blank",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            directory / "chromium.log",
+            group=True,
         )
         self.ids = iter(range(1, 1_000_000))
 
@@ -442,14 +410,10 @@ class Chromium:
                 return None
             return pages[0]["webSocketDebuggerUrl"] if pages else None
 
-        self.ws = None
-        try:
-            url = wait_for("chromium's DevTools endpoint", page)
-            self.ws = WebSocket(port, "/" + url.split("/", 3)[3])
-            assert self.ws.accepted, self.ws.status
-        except BaseException:
-            self.close()
-            raise
+        url = wait_for("chromium's DevTools endpoint", page)
+        self.ws = WebSocket(port, "/" + url.split("/", 3)[3])
+        daemons.callback(self.ws.close)
+        assert self.ws.accepted, self.ws.status
 
     def call(self, method: str, **params):
         ident = next(self.ids)
@@ -473,21 +437,6 @@ class Chromium:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         out.write_bytes(base64.b64decode(data))
         return console_evidence(out)
-
-    def close(self) -> None:
-        try:
-            if self.ws is not None:
-                self.ws.close()
-        finally:
-            # Chromium's helpers are in its session: stop the group by its leader's id.
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
-            shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def console_shot(browser: Chromium, url: str, out: Path) -> dict[str, int]:
@@ -576,58 +525,44 @@ def test_the_check_refuses_a_line_websockify_would_skip(workdir):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_browser_shows_the_pcs_console_and_not_with_a_wrong_token(workdir, shots, kind):
+def test_browser_shows_the_pcs_console_and_not_with_a_wrong_token(workdir, shots, daemons, kind):
     pc = QemuPC(workdir, kind)
     rendered = render_role(workdir, {"pc-01": pc.endpoint})
-    pc.start()
-    ws = browser = None
-    try:
-        ws = start_console(rendered, workdir)
-        browser = Chromium(workdir)
-        # The URL the API's machine view links to.
-        url = console.console_url("127.0.0.1", rendered["port"], "pc-01")
-        good = console_shot(browser, url, shots / f"console-{kind}.png")
-        assert shows_console(good), (good, shots / f"console-{kind}.png")
+    pc.start(daemons)
+    start_console(rendered, workdir, daemons)
+    browser = Chromium(workdir, daemons)
+    # The URL the API's machine view links to.
+    url = console.console_url("127.0.0.1", rendered["port"], "pc-01")
+    good = console_shot(browser, url, shots / f"console-{kind}.png")
+    assert shows_console(good), (good, shots / f"console-{kind}.png")
 
-        bogus_url = console.console_url("127.0.0.1", rendered["port"], "pc-99")
-        bogus, state = refused_shot(browser, bogus_url, shots / f"console-{kind}-bogus-token.png")
-        assert not shows_console(bogus), (bogus, state)
-        assert "Failed to connect" in state["status"], state
+    bogus_url = console.console_url("127.0.0.1", rendered["port"], "pc-99")
+    bogus, state = refused_shot(browser, bogus_url, shots / f"console-{kind}-bogus-token.png")
+    assert not shows_console(bogus), (bogus, state)
+    assert "Failed to connect" in state["status"], state
 
-        pc.stop()
-        stopped, state = refused_shot(browser, url, shots / f"console-{kind}-pc-stopped.png")
-        assert not shows_console(stopped), (stopped, state)
-    finally:
-        if browser is not None:
-            browser.close()
-        pc.stop()
-        if ws is not None:
-            stop(ws)
+    pc.stop()
+    stopped, state = refused_shot(browser, url, shots / f"console-{kind}-pc-stopped.png")
+    assert not shows_console(stopped), (stopped, state)
 
 
-def test_unknown_token_is_refused_and_new_tokens_need_no_restart(workdir):
+def test_unknown_token_is_refused_and_new_tokens_need_no_restart(workdir, daemons):
     pc = QemuPC(workdir, "tcp")
     rendered = render_role(workdir, {"pc-01": pc.endpoint})
-    pc.start()
-    ws = None
-    try:
-        ws = start_console(rendered, workdir)
-        status, payload = ws_connect(rendered["port"], "pc-01")
-        assert " 101 " in status + " " and payload.startswith(b"RFB "), (status, payload)
+    pc.start(daemons)
+    ws = start_console(rendered, workdir, daemons)
+    status, payload = ws_connect(rendered["port"], "pc-01")
+    assert " 101 " in status + " " and payload.startswith(b"RFB "), (status, payload)
 
-        status, payload = ws_connect(rendered["port"], "bogus")
-        assert " 101 " not in status + " " and payload == b"", status
-        assert "Token 'bogus' not found" in (workdir / "websockify.log").read_text()
+    status, payload = ws_connect(rendered["port"], "bogus")
+    assert " 101 " not in status + " " and payload == b"", status
+    assert "Token 'bogus' not found" in (workdir / "websockify.log").read_text()
 
-        status, _ = ws_connect(rendered["port"], "pc-02")
-        assert " 101 " not in status + " ", status
-        # The inventory gains pc-02 (the same screen): the role rewrites the token
-        # file and the running websockify serves it at the next connection.
-        render_role(workdir, {"pc-01": pc.endpoint, "pc-02": pc.endpoint})
-        status, payload = ws_connect(rendered["port"], "pc-02")
-        assert " 101 " in status + " " and payload.startswith(b"RFB "), (status, payload)
-        assert ws.poll() is None, "websockify was restarted or died"
-    finally:
-        pc.stop()
-        if ws is not None:
-            stop(ws)
+    status, _ = ws_connect(rendered["port"], "pc-02")
+    assert " 101 " not in status + " ", status
+    # The inventory gains pc-02 (the same screen): the role rewrites the token
+    # file and the running websockify serves it at the next connection.
+    render_role(workdir, {"pc-01": pc.endpoint, "pc-02": pc.endpoint})
+    status, payload = ws_connect(rendered["port"], "pc-02")
+    assert " 101 " in status + " " and payload.startswith(b"RFB "), (status, payload)
+    assert ws.poll() is None, "websockify was restarted or died"

@@ -18,17 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
 from ggnet import layout, storage
 from prometheus_client.parser import text_string_to_metric_families
-from test_monitoring_stack import (  # noqa: F401  (procs_fixture is a fixture)
-    alerts,
-    free_port,
-    get_json,
-    procs_fixture,
-    render_role,
-    shorten_for,
-    wait_for,
-)
+from test_monitoring_stack import alerts, get_json, render_role, shorten_for
 from werkzeug.serving import make_server
 from zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
@@ -125,7 +118,7 @@ def api_pool_gauges(port: int, pool: str) -> dict[str, float]:
     }
 
 
-def test_pool_filled_past_reserve_fails_preflight_and_fires_alert(tmp_path, procs, api_server):
+def test_pool_filled_past_reserve_fails_preflight_and_fires_alert(tmp_path, daemons, api_server):
     cfg = api_server["cfg"]
     pool = cfg["pool"]
     # ggnet's layout on the pool: images/, writebacks/, an image with its first version.
@@ -145,7 +138,7 @@ def test_pool_filled_past_reserve_fails_preflight_and_fires_alert(tmp_path, proc
         storage=json.dumps({"pool": pool, "reserve": RESERVE, "writeback_quota": "64M"}),
     )
     shorten_for(etc)
-    procs.start(
+    daemons.start(
         [
             "prometheus",
             f"--config.file={etc / 'prometheus.yml'}",

@@ -2,8 +2,8 @@
 by promtool and amtool, then run for real: Prometheus scrapes node_exporter (whose
 textfile collector carries `ggnet preflight --textfile`) and a small /metrics endpoint
 standing in for the API; a stopped dnsmasq fails preflight and fires its alert.  The
-helpers here are shared with test_monitoring_pool_fault.py (a real pool filled past its
-reserve)."""
+monitoring helpers here are shared with test_monitoring_pool_fault.py (a real pool
+filled past its reserve); the daemons of both are started and stopped by daemons.py."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 
 pytestmark = pytest.mark.integration
@@ -30,60 +29,12 @@ VENV_BIN = Path(sys.executable).parent
 GiB = 2**30
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, probe, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {timeout:.0f} s")
-        time.sleep(0.5)
-
-
 def get_json(url):
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.load(resp)
     except OSError:
         return None
-
-
-class Procs:
-    """Every daemon a test starts, stopped by PID whatever happens."""
-
-    def __init__(self):
-        self.procs = []
-
-    def start(self, argv, log: Path):
-        proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-@pytest.fixture(name="procs")
-def procs_fixture():
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 @pytest.fixture
@@ -222,14 +173,14 @@ def test_promtool_rule_tests_pass():
     shutil.which("prometheus-node-exporter") is None,
     reason="apt-get install prometheus-node-exporter",
 )
-def test_targets_up_and_faults_fire_alerts(tmp_path, procs, fake_api):
+def test_targets_up_and_faults_fire_alerts(tmp_path, daemons, fake_api):
     ports = {k: free_port() for k in ("prometheus", "alertmanager", "node")}
     ports["api"] = fake_api["port"]
     etc = render_role(tmp_path, ports)
     shorten_for(etc)
 
     pidfile = tmp_path / "dnsmasq.pid"
-    dnsmasq = procs.start(
+    dnsmasq = daemons.start(
         [
             "dnsmasq",
             "--keep-in-foreground",
@@ -243,7 +194,7 @@ def test_targets_up_and_faults_fire_alerts(tmp_path, procs, fake_api):
     first = preflight_textfile(tmp_path, pidfile)
     assert first.returncode == 0, first.stdout + first.stderr
 
-    procs.start(
+    daemons.start(
         [
             "prometheus-node-exporter",
             f"--web.listen-address=127.0.0.1:{ports['node']}",
@@ -252,7 +203,7 @@ def test_targets_up_and_faults_fire_alerts(tmp_path, procs, fake_api):
         ],
         tmp_path / "node.log",
     )
-    procs.start(
+    daemons.start(
         [
             "prometheus",
             f"--config.file={etc / 'prometheus.yml'}",
