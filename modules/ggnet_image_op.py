@@ -33,29 +33,20 @@ options:
   idle:
     description: Idle time after which a writeback is re-cloned (prune), e.g. C(12h), C(7d); default C(ggnet_storage.prune_idle) or 7d.
     type: str
-  storage:
-    description: The C(ggnet_storage) settings.
-    type: dict
-    required: true
-  images:
-    description: The C(ggnet_images) mapping.
-    type: dict
-    required: true
   clients:
-    description: Normalised clients (filter C(ggnet_clients)).
+    description:
+      - Normalised clients (filter C(ggnet_clients)); only prune uses them, to find the
+        idle writebacks. Checked as for M(ggnet_writebacks).
     type: list
     elements: dict
     default: []
-  sessions:
-    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
-    type: dict
-  iscsi_backend:
-    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
-    type: str
   force:
     description: Delete a version even when writebacks depend on it (they are destroyed).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ggnet_storage
+  - ggnet_storage.sessions
 attributes:
   check_mode:
     support: full
@@ -85,7 +76,9 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
+    ISCSI_OPTIONS,
     delete_version,
+    iscsi_options,
     prune,
     rollback,
     run_module,
@@ -106,6 +99,7 @@ def main():
             "clients": {"type": "list", "elements": "dict", "default": []},
             "sessions": {"type": "dict"},
             "iscsi_backend": {"type": "str"},
+            "iscsi_options": ISCSI_OPTIONS,
             "force": {"type": "bool", "default": False},
         },
         required_if=[
@@ -127,8 +121,9 @@ def main():
         else:
             sessions, closer = p["sessions"], None
             if sessions is None:
-                sessions = sessions_from_backend(p["iscsi_backend"])
-                closer = lun_release.closer(p["iscsi_backend"], p["clients"])
+                options = iscsi_options(p["iscsi_options"])
+                sessions = sessions_from_backend(p["iscsi_backend"], options)
+                closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
             return prune(
                 p["storage"], p["images"], p["clients"], keep_versions=p["keep_versions"],
                 idle=p["idle"], check=check, sessions=sessions, closer=closer,

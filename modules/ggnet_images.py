@@ -14,16 +14,9 @@ description:
     empty at its size or imported from its C(source) (raw or qcow2), with a first version.
   - Existing images are never changed or destroyed; a pinned C(version) that does not
     exist is an error.
-  - One call for all images; state is read with one C(zfs get -r).
-options:
-  storage:
-    description: The C(ggnet_storage) settings (pool, disk_format, reserve, writeback_quota, mountpoint, vdevs).
-    type: dict
-    required: true
-  images:
-    description: The C(ggnet_images) mapping, image name to C(size), C(kind), C(version), C(source).
-    type: dict
-    required: true
+  - One call for all images; the writebacks are not read.
+extends_documentation_fragment:
+  - ggnet_storage
 attributes:
   check_mode:
     support: full

@@ -27,19 +27,6 @@ options:
     description: The client's inventory name.
     type: str
     required: true
-  storage:
-    description: The C(ggnet_storage) settings.
-    type: dict
-    required: true
-  images:
-    description: The C(ggnet_images) mapping.
-    type: dict
-    required: true
-  clients:
-    description: Normalised clients (filter C(ggnet_clients)).
-    type: list
-    elements: dict
-    required: true
   comment:
     description: What changed, recorded on the new version (apply).
     type: str
@@ -51,28 +38,14 @@ options:
     type: str
     default: system
     choices: [system, game]
-  sessions:
-    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
-    type: dict
-  iscsi_backend:
-    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
-    type: str
-  iscsi_options:
-    description:
-      - How to reach the backend when reading sessions; tgt only, for a tgtd that is not
-        the default one (C(tgtd -C N), or one in a network namespace).
-    type: dict
-    suboptions:
-      control_port:
-        description: tgtd's control port (C(tgtadm -C)).
-        type: int
-      netns:
-        description: Network namespace to run C(tgtadm) in (network only, mounts stay shared).
-        type: str
   force:
     description: Reset even a client in maintenance or with a live session.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ggnet_storage
+  - ggnet_storage.clients
+  - ggnet_storage.sessions
 attributes:
   check_mode:
     support: full
@@ -108,7 +81,9 @@ version:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
+    ISCSI_OPTIONS,
     apply_writeback,
+    iscsi_options,
     reset,
     run_module,
     sessions_from_backend,
@@ -133,10 +108,7 @@ def main():
             "disk": {"type": "str", "default": "system", "choices": ["system", "game"]},
             "sessions": {"type": "dict"},
             "iscsi_backend": {"type": "str"},
-            "iscsi_options": {
-                "type": "dict",
-                "options": {"control_port": {"type": "int"}, "netns": {"type": "str"}},
-            },
+            "iscsi_options": ISCSI_OPTIONS,
             "force": {"type": "bool", "default": False},
         },
         required_if=[("op", "apply", ("comment",))],
@@ -146,7 +118,7 @@ def main():
     check = module.check_mode
     sessions, closer = p["sessions"], None
     if sessions is None:
-        options = {k: v for k, v in (p["iscsi_options"] or {}).items() if v is not None}
+        options = iscsi_options(p["iscsi_options"])
         sessions = sessions_from_backend(p["iscsi_backend"], options)
         closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
     common = {"check": check}

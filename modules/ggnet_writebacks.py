@@ -17,26 +17,11 @@ description:
   - Writebacks of clients no longer listed are destroyed, except those in maintenance
     (refused unless O(force)).
   - Below the pool's reserve no writeback is created and the module fails.
+extends_documentation_fragment:
+  - ggnet_storage
+  - ggnet_storage.clients
+  - ggnet_storage.sessions
 options:
-  storage:
-    description: The C(ggnet_storage) settings.
-    type: dict
-    required: true
-  images:
-    description: The C(ggnet_images) mapping.
-    type: dict
-    required: true
-  clients:
-    description: Normalised clients (filter C(ggnet_clients)); uses name, image, game_disk, keep_writeback, target_iqn.
-    type: list
-    elements: dict
-    required: true
-  sessions:
-    description: Live iSCSI sessions, target IQN to initiator IQNs; overrides O(iscsi_backend).
-    type: dict
-  iscsi_backend:
-    description: Read live sessions from this backend (lio or tgt) when O(sessions) is not given.
-    type: str
   force:
     description: Destroy writebacks of removed clients even in maintenance.
     type: bool
@@ -74,7 +59,9 @@ pending:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
 from ansible.module_utils.ggnet.storage import (
+    ISCSI_OPTIONS,
     converge_writebacks,
+    iscsi_options,
     run_module,
     sessions_from_backend,
 )
@@ -88,6 +75,7 @@ def main():
             "clients": {"type": "list", "elements": "dict", "required": True},
             "sessions": {"type": "dict"},
             "iscsi_backend": {"type": "str"},
+            "iscsi_options": ISCSI_OPTIONS,
             "force": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -95,8 +83,9 @@ def main():
     p = module.params
     sessions, closer = p["sessions"], None
     if sessions is None:
-        sessions = sessions_from_backend(p["iscsi_backend"])
-        closer = lun_release.closer(p["iscsi_backend"], p["clients"])
+        options = iscsi_options(p["iscsi_options"])
+        sessions = sessions_from_backend(p["iscsi_backend"], options)
+        closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
 
     def operation():
         return converge_writebacks(

@@ -122,6 +122,15 @@ def split_writeback(cfg: dict, dataset: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+def split_client(cfg: dict, dataset: str) -> str | None:
+    """The client of a client dataset (`<pool>/writebacks/<client>`), None otherwise."""
+    prefix = writebacks_root(cfg) + "/"
+    if not dataset.startswith(prefix):
+        return None
+    rest = dataset[len(prefix) :]
+    return rest if rest and "/" not in rest and "@" not in rest else None
+
+
 def split_image(cfg: dict, name: str) -> tuple[str, str | None] | None:
     """(image, version or None) of an image dataset or version snapshot name."""
     prefix = images_root(cfg) + "/"

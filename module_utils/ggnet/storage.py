@@ -1,7 +1,7 @@
 """Images, versions and per-client writebacks on ZFS: plan against what exists, apply.
 
-Every entry point reads the pool's state in one `zfs get -r`, plans, and (unless
-check mode) applies.  Plans are lists of Action; bad input raises StorageError before
+Every entry point reads the pool's state with as few `zfs get` calls as it can (the
+reconcile: one, see read_state), plans, and (unless check mode) applies.  Plans are lists of Action; bad input raises StorageError before
 anything changes.  Names and paths come from layout, commands from zfs.
 
 Semantics an operator can rely on:
@@ -22,7 +22,7 @@ import re
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,12 @@ P_APPLIED_FROM = "ggnet:applied_from"
 P_CLIENT = "ggnet:client"
 P_DISK = "ggnet:disk"
 P_KEEP = "ggnet:keep"
+# On each client dataset: its disks as ggnet last made them, "<role>=<origin>,<quota>"
+# separated by spaces ("none" for no disks).  The reconcile reads it from a one-level
+# listing instead of walking every writeback: zfs-fuse pays a socket round trip per
+# dataset listed.  Cleared before ggnet changes a disk and written after, so an
+# interrupted change leaves no record, and a missing record means "read the disks".
+P_DISKS = "ggnet:disks"
 
 STATE_PROPS = (
     "type",
@@ -64,6 +70,7 @@ STATE_PROPS = (
     P_CLIENT,
     P_DISK,
     P_KEEP,
+    P_DISKS,
 )
 # What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
 # cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
@@ -79,7 +86,28 @@ READ_PROPS = (
     P_CREATED,
     P_APPLIED_FROM,
     P_KEEP,
+    P_DISKS,
 )
+# The reconcile's one read (`zfs get -d 1`): the pool's space, the images it needs with
+# their versions, and one line set per client dataset (keep, the disks record).
+SHALLOW_PROPS = (
+    "available",
+    "used",
+    "creation",
+    P_KIND,
+    P_CURRENT,
+    P_COMMENT,
+    P_CREATED,
+    P_APPLIED_FROM,
+    P_KEEP,
+    P_DISKS,
+)
+# A client dataset without a record: its disks are read instead (pools made before
+# ggnet:disks existed, or a change that was interrupted).
+DISK_PROPS = ("origin", "creation", "quota", P_KEEP, P_DISKS)
+# How read_state reads writebacks: every disk dataset (the truth, for operations that
+# need creation times or exact origins), the client datasets' records, or not at all.
+DISKS, RECORDS, NO_WRITEBACKS = "disks", "records", "none"
 # Taken right after a writeback is cloned: resetting a writeback whose version did not
 # change is one `zfs rollback -r <writeback>@ggnet-base`, not destroy + clone.
 BASE_SNAPSHOT = "ggnet-base"
@@ -179,9 +207,10 @@ class Writeback:
     role: str
     dataset: str
     origin: str | None
-    creation: int
+    creation: int | None  # None when read from the record (the reconcile needs none)
     quota: int
     keep: bool
+    written: int | None = None  # OpenZFS `written`, read on the zvol boot path
 
 
 @dataclass
@@ -193,38 +222,98 @@ class State:
     writebacks: dict[tuple[str, str], Writeback]
     available: int
     total: int
+    # Clients whose dataset has no ggnet:disks: their disks were read one level down.
+    unrecorded: set[str] = field(default_factory=set)
 
     def dependants(self, snapshot: str) -> list[Writeback]:
         return [w for w in self.writebacks.values() if w.origin == snapshot]
 
 
-def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State:
-    """The pool's images and writebacks in one `zfs get` (or only `names`, for the boot
-    path), plus the pool's space in a second, constant-cost one.
+def read_state(
+    cfg: dict,
+    zfs: Zfs,
+    names: Iterable[str] | None = None,
+    *,
+    images: Iterable[str] | None = None,
+    writebacks: str = DISKS,
+) -> State:
+    """The pool's images and writebacks.
 
-    The whole-pool read is `zfs get -d 2` on `<pool>/images` and `<pool>/writebacks`:
-    images, their versions, client datasets and their disks, but not the writebacks'
-    @ggnet-base snapshots (depth 3), which would add a third to what zfs-fuse walks."""
+    - `names`: only those datasets and what is below them (`zfs get -r`), for the boot
+      path, plus the pool's space (cached, see _pool_space).
+    - `images` given (image names): one `zfs get -d 1` on the pool, those images and,
+      with writebacks=RECORDS, the writebacks root: the client datasets and their
+      ggnet:disks records, never the disks themselves.  Clients without a record get a
+      second read of their disks.  This is the reconcile's read: zfs-fuse's cost is one
+      socket round trip per dataset listed, so it lists one dataset per client, not three.
+    - otherwise: `zfs get` of the pool's space, then `zfs get -d 2` of `<pool>/images`
+      (versions) and, with writebacks=DISKS, `<pool>/writebacks` (client datasets and
+      their disks but not the disks' @ggnet-base snapshots at depth 3)."""
     pool = layout.pool(cfg)
-    if names is None:
-        pool_props = zfs.get([pool], ["available", "used"]).get(pool, {})
-        pool_exists = bool(pool_props)
-        raw = (
-            zfs.get([layout.images_root(cfg), layout.writebacks_root(cfg)], READ_PROPS, depth=2)
-            if pool_exists
-            else {}
-        )
-    else:
+    wb_root = layout.writebacks_root(cfg)
+    if names is not None:
+        props = STATE_PROPS
+        if layout.disk_format(cfg) == "zvol":
+            # OpenZFS only (zfs-fuse has no zvols and no `written`): freshness comes in
+            # the same read instead of a second one.
+            props = (*props, "written")
         # Never `-r` on the pool here: the boot path must not enumerate every client.
-        raw = zfs.get(names, STATE_PROPS, recursive=True)
+        raw = zfs.get(names, props, recursive=True)
         pool_props = _pool_space(zfs, pool, raw, names)
         pool_exists = bool(pool_props)
-    images: dict[str, Image] = {}
+    elif images is not None:
+        targets = [pool]
+        if writebacks != NO_WRITEBACKS:
+            targets.append(wb_root)
+        targets += [layout.image_dataset(cfg, image) for image in images]
+        raw = zfs.get(targets, SHALLOW_PROPS, depth=1)
+        pool_props = raw.get(pool, {})
+        pool_exists = pool in raw
+    else:
+        roots = [layout.images_root(cfg)]
+        if writebacks == NO_WRITEBACKS:
+            # One level below the pool still shows whether the writebacks root exists.
+            top = zfs.get([pool], ["available", "used"], depth=1)
+        else:
+            top = zfs.get([pool], ["available", "used"])
+            roots.append(wb_root)
+        pool_props = top.get(pool, {})
+        pool_exists = bool(pool_props)
+        raw = {**top, **zfs.get(roots, READ_PROPS, depth=2)} if pool_exists else {}
+    records: dict[str, dict[str, tuple[str | None, int]]] = {}
+    unrecorded: set[str] = set()
+    if images is not None and writebacks == RECORDS:
+        for name, props in raw.items():
+            if (client := layout.split_client(cfg, name)) is not None:
+                disks = parse_disks(props.get(P_DISKS))
+                if disks is None:
+                    unrecorded.add(client)
+                else:
+                    records[client] = disks
+        if unrecorded:
+            clients = sorted(layout.client_dataset(cfg, c) for c in unrecorded)
+            raw.update(zfs.get(clients, DISK_PROPS, depth=1))
+    images_found: dict[str, Image] = {}
     snapshots: list[tuple[str, str, dict]] = []
-    writebacks: dict[tuple[str, str], Writeback] = {}
+    found: dict[tuple[str, str], Writeback] = {}
+    for client, disks in records.items():
+        keep = raw[layout.client_dataset(cfg, client)].get(P_KEEP) == "on"
+        for role, (origin, quota) in disks.items():
+            found[(client, role)] = Writeback(
+                client=client,
+                role=role,
+                dataset=layout.writeback_dataset(cfg, client, role),
+                origin=origin,
+                creation=None,
+                quota=quota,
+                keep=keep,
+            )
     for name, props in raw.items():
         if (wb := layout.split_writeback(cfg, name)) is not None:
-            writebacks[wb] = Writeback(
+            if wb[0] in records:
+                continue
+            written = props.get("written")
+            found[wb] = Writeback(
                 client=wb[0],
                 role=wb[1],
                 dataset=name,
@@ -232,16 +321,19 @@ def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State
                 creation=int(props.get("creation") or 0),
                 quota=int(props.get("quota") or 0),
                 keep=props.get(P_KEEP) == "on",
+                written=int(written) if written is not None else None,
             )
         elif (img := layout.split_image(cfg, name)) is not None:
             image, version = img
             if version is None:
-                images[image] = Image(image, name, props.get(P_KIND), props.get(P_CURRENT), [])
+                images_found[image] = Image(
+                    image, name, props.get(P_KIND), props.get(P_CURRENT), []
+                )
             else:
                 snapshots.append((image, version, props))
     for image, version, props in snapshots:
-        if image in images:
-            images[image].versions.append(
+        if image in images_found:
+            images_found[image].versions.append(
                 Version(
                     name=version,
                     snapshot=layout.version_snapshot(cfg, image, version),
@@ -250,11 +342,34 @@ def read_state(cfg: dict, zfs: Zfs, names: Iterable[str] | None = None) -> State
                     applied_from=props.get(P_APPLIED_FROM),
                 )
             )
-    for img in images.values():
+    for img in images_found.values():
         img.versions.sort(key=lambda v: (v.created, v.name))
     available = int(pool_props.get("available") or 0)
     total = available + int(pool_props.get("used") or 0)
-    return State(cfg, pool_exists, raw, images, writebacks, available, total)
+    return State(cfg, pool_exists, raw, images_found, found, available, total, unrecorded)
+
+
+def format_disks(disks: Mapping[str, tuple[str | None, int]]) -> str:
+    """The ggnet:disks value for {role: (origin, quota)}."""
+    items = [f"{role}={origin or '-'},{quota}" for role, (origin, quota) in sorted(disks.items())]
+    return " ".join(items) or "none"
+
+
+def parse_disks(value: str | None) -> dict[str, tuple[str | None, int]] | None:
+    """{role: (origin, quota)} from a ggnet:disks value; None when absent or unreadable
+    (the caller then reads the disks themselves)."""
+    if not value:
+        return None
+    if value == "none":
+        return {}
+    disks: dict[str, tuple[str | None, int]] = {}
+    for item in value.split():
+        role, eq, rest = item.partition("=")
+        origin, comma, quota = rest.rpartition(",")
+        if not (eq and comma and origin and quota.isdigit()) or role not in layout.DISK_ROLES:
+            return None
+        disks[role] = (None if origin == "-" else origin, int(quota))
+    return disks
 
 
 _POOL_TOTAL: dict[str, tuple[float, int]] = {}
@@ -553,13 +668,13 @@ def converge_images(
 ) -> Result:
     zfs = zfs or Zfs()
     specs = image_specs(images)
-    state = read_state(cfg, zfs)
+    state = read_state(cfg, zfs, writebacks=NO_WRITEBACKS)
     result = Result()
     result.actions = plan_images(state, specs)
     result.before = _images_summary(state, specs)
     if result.actions and not check:
         apply_images(state, specs, result.actions, zfs)
-        state = read_state(cfg, zfs)
+        state = read_state(cfg, zfs, writebacks=NO_WRITEBACKS)
         result.after = _images_summary(state, specs)
     else:
         result.after = _images_summary(state, specs, result.actions)
@@ -586,10 +701,38 @@ def _images_summary(state: State, specs: dict[str, ImageSpec], planned: list[Act
 # -- writebacks ----------------------------------------------------------------------
 
 
+# The keys storage reads from a client (the ggnet_clients filter's output), and what
+# each may hold: the modules declare `clients` as a plain list of dicts, so this is
+# where a bad one is refused, by client and key.
+CLIENT_KEYS = {
+    "name": (str,),
+    "image": (str,),
+    "game_disk": (str, type(None)),
+    "keep_writeback": (bool, type(None)),
+    "target_iqn": (str, type(None)),
+}
+
+
+def check_client(client: object, index: int) -> None:
+    if not isinstance(client, Mapping):
+        raise StorageError(
+            f"clients[{index}]: {client!r} is not a client (a mapping from the ggnet_clients filter)"
+        )
+    who = f"client {client.get('name')!r}" if client.get("name") else f"clients[{index}]"
+    for key, types in CLIENT_KEYS.items():
+        value = client.get(key)
+        if not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            if key in ("name", "image") and value is None:
+                raise StorageError(f"{who}: {key} is missing")
+            raise StorageError(f"{who}: {key} must be {wanted}, got {value!r}")
+
+
 def _wanted_disks(clients: list[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
     wanted: dict[tuple[str, str], Mapping[str, Any]] = {}
     seen = set()
-    for client in clients:
+    for index, client in enumerate(clients):
+        check_client(client, index)
         name = client.get("name")
         if name in seen:
             raise StorageError(f"client {name!r} is listed twice")
@@ -683,6 +826,12 @@ def plan_writebacks(
             f"refusing to destroy writebacks of clients no longer in the inventory: {', '.join(refused)}; "
             + FORCE_HINT
         )
+    touched = {a.client for a in result.actions}
+    for name in sorted(state.unrecorded - touched):
+        # Once per client of a pool from before the record: later reconciles read it.
+        result.actions.append(
+            Action("record_disks", layout.client_dataset(cfg, name), P_DISKS, name)
+        )
     if creating:
         check_capacity(state, sorted(set(creating)))
     result.before = {f"{w.client}/{w.role}": w.origin for w in state.writebacks.values()}
@@ -693,25 +842,61 @@ def apply_writebacks(
     state: State, actions: list[Action], zfs: Zfs, closer: Closer | None = None
 ) -> None:
     cfg = state.cfg
+    quota = quota_bytes(cfg)
+    by_client: dict[str, list[Action]] = {}
     for action in actions:
-        client, role = layout.split_writeback(cfg, action.target)
-        if action.action == "create_writeback":
-            snapshot = action.detail.removeprefix("clone of ")
-            _clone_writeback(cfg, client, role, snapshot, zfs)
-        elif action.action == "replace_writeback":
-            snapshot = action.detail.split(" -> ", 1)[1]
-            _recreate(cfg, client, role, snapshot, zfs, closer)
-        elif action.action == "set_quota":
-            quota = quota_bytes(cfg)
-            zfs.set(action.target, {"quota": str(quota) if quota else "none"})
-        elif action.action == "destroy_writeback":
-            with _closed(closer, client):
-                zfs.destroy(action.target, recursive=True)
-            parent = layout.client_dataset(cfg, client)
-            if not any(
-                w.client == client and w.dataset != action.target for w in state.writebacks.values()
-            ):
-                zfs.destroy(parent, recursive=True)
+        by_client.setdefault(action.client, []).append(action)
+    for client, todo in by_client.items():
+        with _recording(state, client, zfs) as rec:
+            for action in todo:
+                if action.action == "record_disks":
+                    continue
+                role = layout.split_writeback(cfg, action.target)[1]
+                if action.action == "create_writeback":
+                    snapshot = action.detail.removeprefix("clone of ")
+                    _clone_writeback(cfg, client, role, snapshot, zfs)
+                    rec.disks[role] = (snapshot, quota)
+                elif action.action == "replace_writeback":
+                    snapshot = action.detail.split(" -> ", 1)[1]
+                    _recreate(cfg, client, role, snapshot, zfs, closer)
+                    rec.disks[role] = (snapshot, quota)
+                elif action.action == "set_quota":
+                    zfs.set(action.target, {"quota": str(quota) if quota else "none"})
+                    rec.disks[role] = (rec.disks.get(role, (None, 0))[0], quota)
+                elif action.action == "destroy_writeback":
+                    with _closed(closer, client):
+                        zfs.destroy(action.target, recursive=True)
+                    rec.disks.pop(role, None)
+                    if not rec.disks:
+                        zfs.destroy(layout.client_dataset(cfg, client), recursive=True)
+                        rec.removed = True
+
+
+@dataclass
+class _ClientDisks:
+    disks: dict[str, tuple[str | None, int]]
+    removed: bool = False  # the client dataset itself was destroyed
+
+
+@contextlib.contextmanager
+def _recording(state: State, client: str, zfs: Zfs) -> Iterator[_ClientDisks]:
+    """Keep a client's ggnet:disks true across changes to its disks.
+
+    The record is cleared before the first change (an interrupted change must not
+    leave a record claiming disks that are gone) and written from what was done once
+    every change succeeded.  The caller updates the yielded {role: (origin, quota)},
+    seeded from `state`, as it goes."""
+    cfg = state.cfg
+    dataset = layout.client_dataset(cfg, client)
+    rec = _ClientDisks(
+        {w.role: (w.origin, w.quota) for w in state.writebacks.values() if w.client == client}
+    )
+    existed = dataset in state.raw
+    if existed and state.raw[dataset].get(P_DISKS) is not None:
+        zfs.inherit(dataset, P_DISKS)
+    yield rec
+    if not rec.removed and (rec.disks or existed):
+        zfs.set(dataset, {P_DISKS: format_disks(rec.disks)})
 
 
 def base_snapshot(dataset: str) -> str:
@@ -756,12 +941,15 @@ def converge_writebacks(
 ) -> Result:
     zfs = zfs or Zfs()
     specs = image_specs(images)
-    state = read_state(cfg, zfs)
+    _wanted_disks(clients)  # a bad client fails before anything is read
+    state = read_state(cfg, zfs, images=sorted(specs), writebacks=RECORDS)
     if not state.pool_exists:
         raise StorageError(f"pool {layout.pool(cfg)!r} does not exist: converge ggnet_images first")
     result = plan_writebacks(state, specs, clients, sessions, force)
     after = dict(result.before)
     for action in result.actions:
+        if action.action == "record_disks":
+            continue
         key = "/".join(layout.split_writeback(cfg, action.target))
         if action.action == "destroy_writeback":
             after.pop(key, None)
@@ -795,10 +983,14 @@ def writeback_is_fresh(cfg: dict, wb: Writeback, zfs: Zfs) -> bool:
     `written` property (not available on zfs-fuse, which has no zvols anyway)."""
     path, kind = layout.writeback_backing(cfg, wb.client, wb.role)
     if kind == "file":
+        if wb.creation is None:
+            return False  # read from the record: not known, so never skip work on it
         try:
             return int(os.stat(path).st_mtime) < wb.creation
         except OSError:
             return False
+    if wb.written is not None:
+        return wb.written == 0
     try:
         return zfs.get([wb.dataset], ["written"]).get(wb.dataset, {}).get("written") == "0"
     except ZfsError:
@@ -881,14 +1073,18 @@ def reset(
     }
     result.after = {**result.before, **{f"{client_name}/{r}": s for r, s, _ in stale}}
     if result.actions and not check:
-        for role, snapshot, how in stale:
-            dataset = layout.writeback_dataset(cfg, client_name, role)
+        for role, _snapshot, how in stale:
             if how == "rollback":
-                zfs.rollback(base_snapshot(dataset), recursive=True)
-            elif how == "recreate":
-                _recreate(cfg, client_name, role, snapshot, zfs, closer)
-            else:
-                _clone_writeback(cfg, client_name, role, snapshot, zfs)
+                # Origin and quota stay: the client's ggnet:disks record stays true.
+                zfs.rollback(base_snapshot(layout.writeback_dataset(cfg, client_name, role)), True)
+        if any(how != "rollback" for _, _, how in stale):
+            with _recording(state, client_name, zfs) as rec:
+                for role, snapshot, how in stale:
+                    if how == "recreate":
+                        _recreate(cfg, client_name, role, snapshot, zfs, closer)
+                    elif how == "create":
+                        _clone_writeback(cfg, client_name, role, snapshot, zfs)
+                    rec.disks[role] = (snapshot, quota_bytes(cfg))
     return result
 
 
@@ -971,7 +1167,11 @@ def apply_writeback(
             f"apply {client_name}: the client is running (live iSCSI session on "
             f"{client.get('target_iqn')} from {who}): shut it down first, then apply"
         )
-    state = read_state(cfg, zfs)
+    state = read_state(
+        cfg,
+        zfs,
+        [layout.client_dataset(cfg, client_name), layout.image_dataset(cfg, image_name)],
+    )
     image = state.images.get(image_name)
     wb = state.writebacks.get((client_name, disk))
     if image is None or wb is None:
@@ -1016,7 +1216,9 @@ def apply_writeback(
     zfs.set(image.dataset, {P_CURRENT: name})
     # Its content is now that version: re-cloning loses nothing, frees its space, and
     # makes a repeated apply a no-op.
-    _recreate(cfg, client_name, disk, snapshot, zfs, closer)
+    with _recording(state, client_name, zfs) as rec:
+        _recreate(cfg, client_name, disk, snapshot, zfs, closer)
+        rec.disks[disk] = (snapshot, quota_bytes(cfg))
     return result
 
 
@@ -1131,7 +1333,11 @@ def delete_version(
     result.after = {"versions": [v.name for v in image.versions if v.name != version]}
     if not check:
         for w in dependants:
-            zfs.destroy(w.dataset, recursive=True)
+            with _recording(state, w.client, zfs) as rec:
+                zfs.destroy(w.dataset, recursive=True)
+                rec.disks.pop(w.role, None)
+                # the other writebacks of the client were seeded from the same state
+                state.writebacks.pop((w.client, w.role), None)
         zfs.destroy(target.snapshot)
     return result
 
@@ -1212,10 +1418,25 @@ def prune(
     result.after = {"versions": sorted(set(result.before["versions"]) - set(doomed))}
     if not check:
         for (client, role), snapshot in replaced.items():
-            _recreate(cfg, client, role, snapshot, zfs, closer)
+            with _recording(state, client, zfs) as rec:
+                _recreate(cfg, client, role, snapshot, zfs, closer)
+                rec.disks[role] = (snapshot, quota_bytes(cfg))
+            state.writebacks[(client, role)].origin = snapshot
         for snapshot in doomed:
             zfs.destroy(snapshot)
     return result
+
+
+# The modules' iscsi_options argument spec (documented in doc_fragments/ggnet_storage.py).
+ISCSI_OPTIONS = {
+    "type": "dict",
+    "options": {"control_port": {"type": "int"}, "netns": {"type": "str"}},
+}
+
+
+def iscsi_options(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A module's iscsi_options without the suboptions Ansible filled with None."""
+    return {k: v for k, v in (value or {}).items() if v is not None}
 
 
 def sessions_from_backend(

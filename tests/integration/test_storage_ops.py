@@ -81,6 +81,54 @@ def test_converge_creates_layout_then_second_run_changes_nothing(pool):
     assert int(got["quota"]) == 64 << 20
 
 
+def test_a_pool_from_before_the_disks_record_is_read_right_and_recorded_once(ready):
+    """Older code made writebacks without ggnet:disks on the client datasets."""
+    cfg = ready
+    for client in clients():
+        subprocess.run(
+            ["zfs", "inherit", storage.P_DISKS, layout.client_dataset(cfg, client["name"])],
+            check=True,
+        )
+    before = snapshot_of_pool(cfg)
+    planned = storage.converge_writebacks(cfg, IMAGES, clients(), check=True, sessions={})
+    assert [(a.action, a.client) for a in planned.actions] == [
+        ("record_disks", "pc-01"),
+        ("record_disks", "pc-02"),
+        ("record_disks", "pc-03"),
+    ]
+    assert planned.after == {
+        "pc-01/system": layout.version_snapshot(cfg, "os", "v1"),
+        "pc-01/game": layout.version_snapshot(cfg, "games", "v1"),
+        "pc-02/system": layout.version_snapshot(cfg, "os", "v1"),
+        "pc-03/system": layout.version_snapshot(cfg, "os", "v1"),
+    }
+    assert snapshot_of_pool(cfg) == before
+    storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    record = Zfs().get([layout.client_dataset(cfg, "pc-01")], [storage.P_DISKS])
+    assert record[layout.client_dataset(cfg, "pc-01")][storage.P_DISKS] == (
+        f"game={layout.version_snapshot(cfg, 'games', 'v1')},{64 << 20} "
+        f"system={layout.version_snapshot(cfg, 'os', 'v1')},{64 << 20}"
+    )
+    zfs = Zfs()
+    again = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={}, zfs=zfs)
+    assert again.changed is False
+    assert [c[1] for c in zfs.log] == ["get"]  # one listing, no per-writeback read
+
+
+def test_removing_a_client_destroys_its_dataset_and_a_new_one_is_recorded(ready):
+    cfg = ready
+    fewer = [c for c in clients() if c["name"] != "pc-01"]
+    done = storage.converge_writebacks(cfg, IMAGES, fewer, check=False, sessions={})
+    assert sorted(a.target for a in done.actions) == [
+        layout.writeback_dataset(cfg, "pc-01", "game"),
+        layout.writeback_dataset(cfg, "pc-01", "system"),
+    ]
+    assert not Zfs().exists(layout.client_dataset(cfg, "pc-01"))
+    back = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
+    assert len(back.actions) == 2
+    assert storage.converge_writebacks(cfg, IMAGES, clients(), False, {}).changed is False
+
+
 def test_check_mode_reports_but_changes_nothing(pool):
     cfg = storage_cfg(pool)
     before = snapshot_of_pool(cfg)
@@ -138,11 +186,18 @@ def test_reset_after_a_version_change_reclones_with_a_new_base(ready):
     write(disk(cfg, "pc-02"), b"dirty")
     zfs = Zfs()
     storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}, zfs=zfs)
+    # the client's ggnet:disks record is cleared before the re-clone and written after
     assert [c[1] for c in zfs.log if c[1] not in ("get", "umount")] == [
+        "inherit",
         "destroy",
         "clone",
         "snapshot",
+        "set",
     ]
+    record = Zfs().get([layout.client_dataset(cfg, "pc-02")], [storage.P_DISKS])
+    assert record[layout.client_dataset(cfg, "pc-02")][storage.P_DISKS] == (
+        f"system={layout.version_snapshot(cfg, 'os', 'v2')},{64 << 20}"
+    )
     dataset = layout.writeback_dataset(cfg, "pc-02", "system")
     assert Zfs().get([dataset], ["origin"])[dataset]["origin"].endswith("@v2")
     assert read(disk(cfg, "pc-02"), 6, 4096) == b"NEWVER"

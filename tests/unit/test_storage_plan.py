@@ -88,3 +88,136 @@ def test_copy_changed_blocks_writes_only_differences(tmp_path):
     assert storage.copy_changed_blocks(str(src), str(dst)) == 1 << 20
     assert dst.read_bytes() == src.read_bytes()
     assert storage.copy_changed_blocks(str(src), str(dst)) == 0
+
+
+@pytest.mark.parametrize(
+    "disks",
+    [
+        {},
+        {"system": ("ggpool/images/w@v3", 64 << 20)},
+        {"system": ("ggpool/images/w:x@v1", 0), "game": ("ggpool/images/g@2024.1", 1 << 30)},
+        {"system": (None, 0)},
+    ],
+)
+def test_disks_record_round_trips(disks):
+    assert storage.parse_disks(storage.format_disks(disks)) == disks
+
+
+@pytest.mark.parametrize("bad", [None, "", "system", "system=x", "data=p/i@v1,0", "system=p@v,1G"])
+def test_unreadable_disks_record_means_read_the_disks(bad):
+    assert storage.parse_disks(bad) is None
+
+
+class FakeZfs:
+    """`zfs get` answered per call from `answers` (argv -> listing); records the rest."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, argv, stdin=None):
+        self.calls.append(list(argv))
+        if argv[1] == "get":
+            for match, rows in self.answers:
+                if match(argv):
+                    return 0, "".join(f"{n}\t{p}\t{v}\n" for n, p, v in rows), ""
+            return 0, "", ""
+        return 0, "", ""
+
+
+IMAGE_ROWS = [
+    ("ggpool", "available", str(900 << 30)),
+    ("ggpool", "used", str(100 << 30)),
+    ("ggpool/writebacks", "creation", "1"),
+    ("ggpool/images/w", "ggnet:kind", "system"),
+    ("ggpool/images/w@v1", "ggnet:created", "2025-01-01T00:00:00.0Z"),
+]
+IMAGES = {"w": {"size": "1G"}}
+
+
+def _clients(*names):
+    return [{"name": n, "image": "w", "target_iqn": f"iqn.x:{n}"} for n in names]
+
+
+def test_reconcile_reads_one_level_and_trusts_the_records():
+    rows = [
+        *IMAGE_ROWS,
+        ("ggpool/writebacks/pc-1", "ggnet:disks", "system=ggpool/images/w@v1,0"),
+        ("ggpool/writebacks/pc-2", "ggnet:disks", "system=ggpool/images/w@v1,0"),
+    ]
+    fake = FakeZfs([(lambda argv: True, rows)])
+    result = storage.converge_writebacks(
+        CFG, IMAGES, _clients("pc-1", "pc-2"), False, sessions={}, zfs=storage.Zfs(fake)
+    )
+    assert result.changed is False
+    assert len(fake.calls) == 1
+    argv = fake.calls[0]
+    assert argv[argv.index("-d") + 1] == "1" and "-r" not in argv
+    assert argv[-3:] == ["ggpool", "ggpool/writebacks", "ggpool/images/w"]
+
+
+def test_a_client_without_a_record_is_read_one_level_down_and_recorded_once():
+    rows = [*IMAGE_ROWS, ("ggpool/writebacks/pc-1", "ggnet:keep", "-")]
+    disks = [
+        ("ggpool/writebacks/pc-1", "ggnet:keep", "-"),
+        ("ggpool/writebacks/pc-1/system", "origin", "ggpool/images/w@v1"),
+        ("ggpool/writebacks/pc-1/system", "quota", "0"),
+        ("ggpool/writebacks/pc-1/system", "creation", "1700000000"),
+    ]
+    answers = [(lambda argv: argv[-1] == "ggpool/writebacks/pc-1", disks), (lambda a: True, rows)]
+    fake = FakeZfs(answers)
+    checked = storage.converge_writebacks(
+        CFG, IMAGES, _clients("pc-1"), True, sessions={}, zfs=storage.Zfs(fake)
+    )
+    assert [a.action for a in checked.actions] == ["record_disks"]
+    assert [c[1] for c in fake.calls] == ["get", "get"]  # check mode writes nothing
+    fake.calls.clear()
+    storage.converge_writebacks(
+        CFG, IMAGES, _clients("pc-1"), False, sessions={}, zfs=storage.Zfs(fake)
+    )
+    assert fake.calls[-1] == [
+        "zfs",
+        "set",
+        "ggnet:disks=system=ggpool/images/w@v1,0",
+        "ggpool/writebacks/pc-1",
+    ]
+
+
+def test_a_version_change_clears_the_record_first_and_writes_it_after():
+    rows = [
+        *IMAGE_ROWS,
+        ("ggpool/images/w@v2", "ggnet:created", "2025-02-01T00:00:00.0Z"),
+        ("ggpool/writebacks/pc-1", "ggnet:disks", "system=ggpool/images/w@v1,0"),
+    ]
+    fake = FakeZfs([(lambda argv: True, rows)])
+    result = storage.converge_writebacks(
+        {**CFG, "disk_format": "zvol"},
+        IMAGES,
+        _clients("pc-1"),
+        False,
+        sessions={},
+        zfs=storage.Zfs(fake),
+    )
+    assert [a.action for a in result.actions] == ["replace_writeback"]
+    verbs = [c[1] for c in fake.calls if c[1] != "get"]
+    assert verbs == ["inherit", "destroy", "clone", "snapshot", "set"]
+    assert fake.calls[-1][2] == "ggnet:disks=system=ggpool/images/w@v2,0"
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ("pc-1", r"clients\[0\]: 'pc-1' is not a client"),
+        ({"image": "w"}, r"clients\[0\]: name is missing"),
+        ({"name": "pc-1"}, r"client 'pc-1': image is missing"),
+        ({"name": "pc-1", "image": "w", "keep_writeback": "no"}, r"'pc-1': keep_writeback must"),
+        ({"name": "pc-1", "image": "w", "game_disk": 3}, r"'pc-1': game_disk must be str or null"),
+    ],
+)
+def test_a_bad_client_is_refused_naming_client_and_key(client, message):
+    fake = FakeZfs([])
+    with pytest.raises(storage.StorageError, match=message):
+        storage.converge_writebacks(
+            CFG, IMAGES, [client], False, sessions={}, zfs=storage.Zfs(fake)
+        )
+    assert fake.calls == []

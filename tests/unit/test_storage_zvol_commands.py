@@ -91,9 +91,14 @@ def test_zvol_reset_destroys_without_unmount_fake_zfs():
     )
     assert [a.action for a in result.actions] == ["reset_writeback"]
     verbs = [c[1] for c in fake.calls if c[1] != "get"]
-    # no umount: a zvol is not mounted; no @ggnet-base yet, so a new clone and its base
-    assert verbs == ["destroy", "clone", "snapshot"]
-    assert fake.calls[-1][-1] == "tank/writebacks/pc-01/system@ggnet-base"
+    # no umount: a zvol is not mounted; no @ggnet-base yet, so a new clone and its base,
+    # then the client's record of its disks (no record existed, so none to clear first)
+    assert verbs == ["destroy", "clone", "snapshot", "set"]
+    assert fake.calls[-2][-1] == "tank/writebacks/pc-01/system@ggnet-base"
+    assert fake.calls[-1][2:] == [
+        f"ggnet:disks=system=tank/images/win11@v3,{40 << 30}",
+        "tank/writebacks/pc-01",
+    ]
 
 
 def test_zvol_reset_same_version_is_one_rollback_fake_zfs():
@@ -129,3 +134,28 @@ def test_whole_pool_read_skips_writeback_base_snapshots_fake_zfs():
 def test_parse_get_maps_dash_to_none():
     text = "tank\torigin\t-\ntank/a\tquota\t1024\n"
     assert parse_get(text) == {"tank": {"origin": None}, "tank/a": {"quota": "1024"}}
+
+
+def test_zvol_boot_reset_reads_written_with_the_state_fake_zfs():
+    rows = [
+        *POOL_ROWS,
+        ("tank/writebacks/pc-01", "type", "filesystem"),
+        ("tank/writebacks/pc-01/system", "origin", "tank/images/win11@v3"),
+        ("tank/writebacks/pc-01/system", "creation", "1700000000"),
+        ("tank/writebacks/pc-01/system", "written", "0"),
+        ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
+        ("tank/writebacks/pc-01", "available", str(900 << 30)),
+    ]
+    fake = FakeZfs(listing(rows))
+    clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
+    storage._POOL_TOTAL["tank"] = (float("inf"), 1000 << 30)
+    try:
+        result = storage.reset(
+            CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
+        )
+    finally:
+        storage._POOL_TOTAL.pop("tank", None)
+    assert result.changed is False
+    # one `zfs get -r` answers everything, `written` included: untouched, nothing to do
+    assert len(fake.calls) == 1 and fake.calls[0][1] == "get"
+    assert "written" in fake.calls[0][fake.calls[0].index("-r") + 1].split(",")
