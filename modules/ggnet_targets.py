@@ -16,6 +16,9 @@ description:
     tgtadm and writes a tgt configuration file (mode 0600) under C(/etc/tgt/conf.d).
   - Each target gets the client's disks as LUNs (tgt numbers them from 1, LIO from 0),
     an ACL for the client's initiator IQN only, and CHAP when a secret is given.
+  - Each target offers ggnet's iSCSI login keys (larger data segments and bursts,
+    InitialR2T=No); a drifted key is set again even under a live session, since keys
+    only apply at the next login.
   - A target with a live session is neither changed nor removed unless O(force=true);
     the refusal names the connected initiator. Nothing is applied when any target is
     refused.

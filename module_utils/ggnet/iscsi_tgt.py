@@ -25,6 +25,7 @@ from .iscsi import LUN_BASE, MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Targ
 
 TGTADM = "tgtadm"
 DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
+PARAMS_CHUNK = 32  # targets per shell that reads login keys
 # tgt-admin binds the address rule "ALL" to a target whose configuration has no
 # initiator-address, and "ALL" admits every initiator whatever the name rule says.
 # The limited broadcast address is never a TCP peer's, so this rule admits no one.
@@ -58,9 +59,24 @@ class Tgtadm:
         return self._call(self.argv(*args), secret=secret)
 
     def show_params(self, tids: Sequence[int]) -> dict[int, dict[str, str]]:
-        """{tid: {key: value}}: every target's login keys, in one process."""
-        if not tids:
-            return {}
+        """{tid: {key: value}}: every target's login keys, a few shells for all of them."""
+        # One tgtadm per target is the only way tgt shows them; a shell loop spares a
+        # Python subprocess each, and a few loops side by side use the other cores.
+        size = max(PARAMS_CHUNK, -(-len(tids) // (os.cpu_count() or 1)))
+        chunks = [tids[i : i + size] for i in range(0, len(tids), size)]
+        procs = [self._popen(self._params_argv(chunk)) for chunk in chunks]
+        out: dict[int, dict[str, str]] = {}
+        try:
+            for argv, proc in procs:
+                out.update(parse_params(self._finish(argv, proc)))
+        finally:
+            for _, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return out
+
+    def _params_argv(self, tids: Sequence[int]) -> list[str]:
         # The base command without nsenter: the loop runs inside the netns as a whole.
         show = shlex.join(Tgtadm(self.control_port, None, self.binary).argv("--op", "show"))
         script = (
@@ -69,19 +85,28 @@ class Tgtadm:
         argv = ["sh", "-c", script, "sh", *(str(t) for t in tids)]
         if self.netns:
             argv = ["nsenter", f"--net=/var/run/netns/{self.netns}", *argv]
-        return parse_params(self._call(argv))
+        return argv
 
     def _call(self, argv: list[str], secret: str | None = None) -> str:
+        return self._finish(*self._popen(argv), secret=secret)
+
+    def _popen(self, argv: list[str]) -> tuple[list[str], subprocess.Popen]:
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
         except FileNotFoundError as exc:
             raise IscsiError(
                 f"{exc.filename} is not installed: install the tgt package (apt-get install tgt)"
             ) from None
+        return argv, proc
+
+    def _finish(self, argv: list[str], proc: subprocess.Popen, secret: str | None = None) -> str:
+        stdout, stderr = proc.communicate()
         if proc.returncode != 0:
             shown = " ".join(MASK if secret and a == secret else a for a in argv)
-            err = (proc.stderr or proc.stdout).strip()
+            err = (stderr or stdout).strip()
             if secret:
                 err = err.replace(secret, MASK)
             hint = ""
@@ -93,7 +118,7 @@ class Tgtadm:
                     + "?)"
                 )
             raise IscsiError(f"tgtadm failed: {shown}: {err}{hint}")
-        return proc.stdout
+        return stdout
 
 
 @dataclass

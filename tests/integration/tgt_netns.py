@@ -37,6 +37,8 @@ class Tgt:
     workdir: Path
     proc: subprocess.Popen | None = None
     portal: str = "127.0.0.1"
+    # Extra environment for tgtd (the benchmark compares malloc tunables).
+    env: dict[str, str] = field(default_factory=dict)
 
     def tgtadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -53,6 +55,7 @@ class Tgt:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             nsexec(self.netns, "tgtd", "-f", "-C", str(self.control_port)),
+            env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -177,7 +180,7 @@ _instances = itertools.count()
 
 
 @contextlib.contextmanager
-def tgt_in_netns(tmp_path: Path, control_port: int | None = None):
+def tgt_in_netns(tmp_path: Path, control_port: int | None = None, env=None):
     # A fresh name and control port per tgtd: the control port's lock file is on the
     # file system, not in the netns, and a stopping tgtd's child may still hold it.
     n = next(_instances)
@@ -185,7 +188,7 @@ def tgt_in_netns(tmp_path: Path, control_port: int | None = None):
     # tgtd rejects control ports above 32767.
     port = control_port or 20000 + (os.getpid() * 7 + n) % 10000
     subprocess.run(["ip", "netns", "add", netns], check=True)
-    tgt = Tgt(netns, port, tmp_path)
+    tgt = Tgt(netns, port, tmp_path, env=dict(env or {}))
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         tgt.start()

@@ -125,6 +125,8 @@ def test_login_keys_of_every_target_come_from_one_shell(tmp_path):
         f"seen -C 21000 --lld iscsi --op show --mode target --tid {tid}" for tid in (3, 7)
     ]
     assert tgtadm.show_params([]) == {}
+    many = tgtadm.show_params(list(range(1, 101)))
+    assert many == {tid: {"MaxBurstLength": str(tid * 1000)} for tid in range(1, 101)}
     fake.write_text("#!/bin/sh\necho 'tgtadm: can not find the target' >&2\nexit 22\n")
     with pytest.raises(iscsi_tgt.IscsiError, match="can not find the target"):
         tgtadm.show_params([1])
