@@ -232,7 +232,7 @@ class Database:
         """The result of the latest boot of every MAC (what client states need)."""
         cur = self.conn().cursor()
         cur.row_factory = None  # plain pairs, each freed as dict() takes it
-        return dict(cur.execute("SELECT mac, result FROM stats_boot_last"))
+        return dict(cur.execute("SELECT mac, result FROM stats_boot_last WHERE id IS NOT NULL"))
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -258,7 +258,14 @@ class Database:
 # instead, they are right whoever writes (this process, another, the CLI), survive
 # restarts, and a scrape reads a table the size of the room.  stats_state.generation
 # moves with every change to them, so a reader can tell whether what it rendered from
-# them is still current.
+# them is still current; every stats row carries the generation that last changed it
+# (`gen`), so a reader can read only the rows changed since (a boot storm changes a
+# few machines between two scrapes, not the room).  Rows are never deleted by the
+# triggers: a count falls to 0, a latest boot becomes NULL, and a reader of changes
+# sees that too.
+
+# The generation the running trigger's changes will be under (the bump comes last).
+_NEXT = "(SELECT generation + 1 FROM stats_state)"
 
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 BOOT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
@@ -286,7 +293,7 @@ class _Sum:
         cols = ", ".join(k for k, _ in self.keys)
         return (
             f"CREATE TABLE stats_{self.name} ({cols}, n INTEGER NOT NULL, total REAL NOT NULL, "
-            f"PRIMARY KEY ({cols})) WITHOUT ROWID"
+            f"gen INTEGER NOT NULL, PRIMARY KEY ({cols})) WITHOUT ROWID"
         )
 
     def _sub(self, sql: str, row: str) -> str:
@@ -296,29 +303,32 @@ class _Sum:
         cols = ", ".join(k for k, _ in self.keys)
         exprs = ", ".join(self._sub(e, row) for _, e in self.keys)
         return (
-            f"INSERT INTO stats_{self.name} ({cols}, n, total) "
-            f"SELECT {exprs}, 1, {self._sub(self.value, row)} WHERE {self._sub(self.where, row)} "
-            f"ON CONFLICT ({cols}) DO UPDATE SET n = n + 1, total = total + excluded.total;"
+            f"INSERT INTO stats_{self.name} ({cols}, n, total, gen) "
+            f"SELECT {exprs}, 1, {self._sub(self.value, row)}, {_NEXT} "
+            f"WHERE {self._sub(self.where, row)} ON CONFLICT ({cols}) DO UPDATE SET "
+            "n = n + 1, total = total + excluded.total, gen = excluded.gen;"
         )
 
     def remove(self, row: str) -> str:
         match = " AND ".join(f"{k} = {self._sub(e, row)}" for k, e in self.keys)
         return (
-            f"UPDATE stats_{self.name} SET n = n - 1, total = total - {self._sub(self.value, row)} "
-            f"WHERE {match} AND {self._sub(self.where, row)};"
+            f"UPDATE stats_{self.name} SET n = n - 1, total = total - {self._sub(self.value, row)}, "
+            f"gen = {_NEXT} WHERE {match} AND {self._sub(self.where, row)};"
         )
 
     def rebuild(self) -> str:
         cols = ", ".join(k for k, _ in self.keys)
         exprs = ", ".join(e for _, e in self.keys)
         return (
-            f"INSERT INTO stats_{self.name} ({cols}, n, total) "
-            f"SELECT {exprs}, COUNT(*), TOTAL({self.value}) FROM {self.source} AS r "
+            f"INSERT INTO stats_{self.name} ({cols}, n, total, gen) "
+            f"SELECT {exprs}, COUNT(*), TOTAL({self.value}), "
+            f"(SELECT generation FROM stats_state) FROM {self.source} AS r "
             f"WHERE {self.where} GROUP BY {', '.join(str(i + 1) for i in range(len(self.keys)))};"
         )
 
 
 _SUMS = (
+    _Sum("boot_results", "boots", (("result", "r.result"),), "1"),
     # Every boot by result; `known` rows are inventory machines' (client set).
     _Sum(
         "boot_counts",
@@ -362,24 +372,32 @@ _WATCHED = {
 def _latest(row: str) -> str:
     """Recompute the latest boot of the row's MAC and the latest ok boot (with a
     duration) of its machine: each is one step down an index."""
+    last = f"FROM boots WHERE mac = {row}.mac ORDER BY id DESC LIMIT 1"
+    ok = (
+        f"FROM boots WHERE client = {row}.client AND result = 'ok' AND duration IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1"
+    )
     return (
-        f"DELETE FROM stats_boot_last WHERE mac = {row}.mac;"
-        " INSERT INTO stats_boot_last (mac, id, result) SELECT mac, id, result FROM boots"
-        f" WHERE mac = {row}.mac ORDER BY id DESC LIMIT 1;"
-        f" DELETE FROM stats_boot_last_ok WHERE client = {row}.client;"
-        " INSERT INTO stats_boot_last_ok (client, id, duration) SELECT client, id, duration"
-        f" FROM boots WHERE client = {row}.client AND result = 'ok' AND duration IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1;"
+        "INSERT INTO stats_boot_last (mac, id, result, gen) "
+        f"VALUES ({row}.mac, (SELECT id {last}), (SELECT result {last}), {_NEXT}) "
+        "ON CONFLICT (mac) DO UPDATE SET id = excluded.id, result = excluded.result, "
+        "gen = excluded.gen;"
+        " INSERT INTO stats_boot_last_ok (client, id, duration, gen) "
+        f"SELECT {row}.client, (SELECT id {ok}), (SELECT duration {ok}), {_NEXT} "
+        f"WHERE {row}.client IS NOT NULL "
+        "ON CONFLICT (client) DO UPDATE SET id = excluded.id, duration = excluded.duration, "
+        "gen = excluded.gen;"
     )
 
 
 def _stats_ddl() -> list[str]:
     ddl = [
         "CREATE TABLE stats_state (version TEXT NOT NULL, generation INTEGER NOT NULL)",
-        "CREATE TABLE stats_boot_last (mac TEXT PRIMARY KEY, id INTEGER NOT NULL, "
-        "result TEXT NOT NULL) WITHOUT ROWID",
-        "CREATE TABLE stats_boot_last_ok (client TEXT PRIMARY KEY, id INTEGER NOT NULL, "
-        "duration REAL NOT NULL) WITHOUT ROWID",
+        # id and result (duration) are NULL once no such boot is left.
+        "CREATE TABLE stats_boot_last (mac TEXT PRIMARY KEY, id INTEGER, result TEXT, "
+        "gen INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE stats_boot_last_ok (client TEXT PRIMARY KEY, id INTEGER, duration REAL, "
+        "gen INTEGER NOT NULL) WITHOUT ROWID",
     ]
     ddl += [s.table() for s in _SUMS]
     bump = "UPDATE stats_state SET generation = generation + 1;"
@@ -407,11 +425,11 @@ def _stats_ddl() -> list[str]:
 def _stats_rebuild() -> list[str]:
     return [s.rebuild() for s in _SUMS] + [
         # SQLite takes a bare column from the row that gives the query's max() its value.
-        "INSERT INTO stats_boot_last (mac, id, result) SELECT mac, MAX(id), result FROM boots "
-        "GROUP BY mac",
-        "INSERT INTO stats_boot_last_ok (client, id, duration) SELECT client, MAX(id), duration "
-        "FROM boots WHERE client IS NOT NULL AND result = 'ok' AND duration IS NOT NULL "
-        "GROUP BY client",
+        "INSERT INTO stats_boot_last (mac, id, result, gen) SELECT mac, MAX(id), result, "
+        "(SELECT generation FROM stats_state) FROM boots GROUP BY mac",
+        "INSERT INTO stats_boot_last_ok (client, id, duration, gen) SELECT client, MAX(id), "
+        "duration, (SELECT generation FROM stats_state) FROM boots WHERE client IS NOT NULL "
+        "AND result = 'ok' AND duration IS NOT NULL GROUP BY client",
     ]
 
 
@@ -437,11 +455,14 @@ def install_stats(c: sqlite3.Connection) -> None:
     ).fetchall()
     for kind, name in old:
         c.execute(f"DROP {kind.upper()} {name}")
-    for sql in _stats_ddl() + _stats_rebuild():
+    for sql in _stats_ddl():
         c.execute(sql)
+    # First: the rebuilt rows carry this generation, past what any reader has seen.
     c.execute(
         "INSERT INTO stats_state (version, generation) VALUES (?, ?)", (STATS_VERSION, generation)
     )
+    for sql in _stats_rebuild():
+        c.execute(sql)
 
 
 class _Tx:

@@ -364,7 +364,9 @@ def _expected_stats(db) -> dict:
         acc[key] = (n + 1, total + value)
 
     counts, durations, last, last_ok, job_counts, job_durations = {}, {}, {}, {}, {}, {}
+    results = {}
     for b in boots:
+        add(results, (b["result"],))
         add(counts, (int(b["client"] is not None), b["client"] or "", b["result"]))
         if b["result"] == "ok" and b["duration"] is not None:
             add(durations, (b["image"] or "", bucket(b["duration"], m.BOOT_BUCKETS)), b["duration"])
@@ -378,6 +380,7 @@ def _expected_stats(db) -> dict:
                 d = j["finished"] - j["started"]
                 add(job_durations, (j["playbook"], bucket(d, m.JOB_BUCKETS)), d)
     return {
+        "stats_boot_results": results,
         "stats_boot_counts": counts,
         "stats_boot_durations": durations,
         "stats_job_counts": job_counts,
@@ -388,18 +391,30 @@ def _expected_stats(db) -> dict:
 
 
 def _stats(db) -> dict:
+    keys = {
+        "stats_boot_results": "result",
+        "stats_boot_counts": "known, client, result",
+        "stats_boot_durations": "image, bucket",
+        "stats_job_counts": "playbook, state",
+        "stats_job_durations": "playbook, bucket",
+    }
     out = {}
-    for table in ("stats_boot_counts", "stats_boot_durations", "stats_job_counts",
-                  "stats_job_durations"):  # fmt: skip
+    for table, cols in keys.items():
         out[table] = {
             tuple(r[:-2]): (r[-2], r[-1])
-            for r in db.conn().execute(f"SELECT * FROM {table} WHERE n > 0")
+            for r in db.conn().execute(f"SELECT {cols}, n, total FROM {table} WHERE n > 0")
         }
     out["stats_boot_last"] = {
-        mac: (i, result) for mac, i, result in db.conn().execute("SELECT * FROM stats_boot_last")
+        mac: (i, result)
+        for mac, i, result in db.conn().execute(
+            "SELECT mac, id, result FROM stats_boot_last WHERE id IS NOT NULL"
+        )
     }
     out["stats_boot_last_ok"] = {
-        c: (i, d) for c, i, d in db.conn().execute("SELECT * FROM stats_boot_last_ok")
+        c: (i, d)
+        for c, i, d in db.conn().execute(
+            "SELECT client, id, duration FROM stats_boot_last_ok WHERE id IS NOT NULL"
+        )
     }
     return out
 
@@ -575,3 +590,60 @@ def test_stats_block_is_reused_until_the_data_or_the_inventory_change(ext, tmp_p
     )
     fifth = parse(ext.metrics.exposition().decode())
     assert fifth["ggnet_discovered_machines"][2] == {("ggnet_discovered_machines", ()): 1.0}
+
+
+def _fresh_stats(e) -> bytes:
+    """The stats block rendered from nothing (every row read)."""
+    conn = e.db.conn()
+    conn.execute("BEGIN")
+    try:
+        generation = m._generation(e.db)
+        return m.StatsRenderer().render(e.db, e.live, e.live.snapshot, generation).encode()
+    finally:
+        conn.execute("COMMIT")
+
+
+def test_stats_block_patched_from_changed_rows_is_what_a_fresh_render_says(ext):
+    import random
+
+    rng = random.Random(11)
+    db = ext.db
+    clients = {"52:54:00:bb:00:01": "pc-01", "52:54:00:bb:00:02": WEIRD, "52:54:00:bb:00:03": None}
+    assert ext.metrics.stats_block(ext.live.snapshot) == _fresh_stats(ext)
+    # A machine's one ok boot: its latest duration comes, then goes when the boot fails.
+    only = db.add_boot("52:54:00:bb:00:04", "pc-04", "normal", result="ok")
+    db.execute("UPDATE boots SET duration = 4.25 WHERE id = ?", (only,))
+    assert b'duration_seconds{client="pc-04"} 4.25' in ext.metrics.stats_block(ext.live.snapshot)
+    db.execute("UPDATE boots SET result = 'failed' WHERE id = ?", (only,))
+    assert b'client="pc-04"} 4.25' not in ext.metrics.stats_block(ext.live.snapshot)
+    assert b'{client="pc-04",result="failed"} 1.0' in ext.metrics.stats_block(ext.live.snapshot)
+    assert b'{client="pc-04",result="ok"}' not in ext.metrics.stats_block(ext.live.snapshot)
+    for _ in range(120):
+        ids = [r["id"] for r in db.query("SELECT id FROM boots ORDER BY id")]
+        action = rng.random()
+        if action < 0.4:
+            mac = rng.choice(sorted(clients))
+            boot = db.add_boot(mac, clients[mac], "normal", image=rng.choice(["win11", "lin"]))
+            if rng.random() < 0.7:
+                db.execute(
+                    "UPDATE boots SET result = ?, duration = ? WHERE id = ?",
+                    (rng.choice(["ok", "failed"]), rng.choice([None, 3.5, 42.0]), boot),
+                )
+        elif action < 0.8:
+            # A machine's only ok boot turning failed takes its latest duration away.
+            db.execute(
+                "UPDATE boots SET result = ? WHERE id = ?",
+                (rng.choice(["ok", "failed", "timeout"]), rng.choice(ids[-4:])),
+            )
+        else:
+            db.execute("DELETE FROM boots WHERE id = ?", (rng.choice(ids[-4:]),))
+        if rng.random() < 0.2:
+            db.execute(
+                "UPDATE jobs SET state = ?, finished = ? WHERE id = 'j4'",
+                rng.choice([("running", None), ("successful", 150.0)]),
+            )
+        assert ext.metrics.stats_block(ext.live.snapshot) == _fresh_stats(ext)
+        states = parse(ext.metrics.exposition().decode())["ggnet_clients"][2]
+        assert {k[1][0][1]: v for k, v in states.items()} == ext.live.client_states()
+    text = ext.metrics.exposition().decode()
+    assert parse(text)["ggnet_machine_boots"]  # still parses, families whole
