@@ -246,7 +246,9 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     monkeypatch.setattr(
         storage,
         "reset",
-        lambda cfg, images, clients, name, boot, closer: calls.append((name, boot, callable(closer))),
+        lambda cfg, images, clients, name, boot, closer: calls.append(
+            (name, boot, callable(closer))
+        ),
     )
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
