@@ -54,6 +54,19 @@ def ggnet_clients(groups, hostvars, server=None):
         raise AnsibleFilterError(f"ggnet_clients: {exc}") from exc
 
 
+def ggnet_chap_credentials(groups, hostvars, server=None):
+    """{client: {user, secret}} of the server's clients with CHAP on (mark tasks no_log)."""
+    out = {}
+    for client in ggnet_clients(groups, hostvars, server):
+        try:
+            creds = model.chap_credentials(client["name"], dict(hostvars[client["name"]]))
+        except model.ModelError as exc:
+            raise AnsibleFilterError(f"ggnet_chap_credentials: {exc}") from exc
+        if creds:
+            out[client["name"]] = creds
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -64,4 +77,5 @@ class FilterModule:
             "ggnet_in_range": _wrap(net.ip_in_range, "ggnet_in_range"),
             "ggnet_size_bytes": _wrap(model.parse_size, "ggnet_size_bytes"),
             "ggnet_clients": ggnet_clients,
+            "ggnet_chap_credentials": ggnet_chap_credentials,
         }

@@ -16,6 +16,8 @@ their signatures.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import threading
@@ -177,7 +179,8 @@ class Live:
             try:
                 inv = load_inventory(root)
                 snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
-            except (InventoryError, model.ModelError, ValueError) as exc:
+                snap = self._with_converged_chap(snap)
+            except (InventoryError, model.ModelError, ValueError, OSError) as exc:
                 self.load_error = str(exc)
                 self._sig = sig
                 log.warning("inventory not loaded: %s", exc)
@@ -186,6 +189,17 @@ class Live:
             self.load_error = None
             self._sig = sig
             return True
+
+    def _with_converged_chap(self, snap: Snapshot) -> Snapshot:
+        """The snapshot with the CHAP credentials the last converge gave the targets."""
+        path = self.config.get("chap_file")
+        if not path:
+            return snap
+        with open(path, encoding="utf-8") as fh:
+            converged = json.load(fh)
+        chap = {name: converged[name] for name in snap.clients if name in converged}
+        secrets = set(snap.secrets) | {c["secret"] for c in chap.values()}
+        return dataclasses.replace(snap, chap=chap, secrets=tuple(sorted(secrets)))
 
     def set_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap

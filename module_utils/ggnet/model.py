@@ -190,7 +190,11 @@ def chap_credentials(name: str, hostvars: Mapping[str, Any]) -> dict[str, str] |
     iscsi = settings(hostvars, "ggnet_iscsi")
     if not iscsi.get("chap"):
         return None
-    secret = iscsi.get("chap_secret")
+    # The host var wins over the shared secret (the iSCSI role reads them the same way).
+    secret = hostvars.get("ggnet_chap_secret") or iscsi.get("chap_secret")
     if not secret:
-        raise ModelError(f"{name}: ggnet_iscsi.chap is on but chap_secret is not set")
+        raise ModelError(
+            f"{name}: ggnet_iscsi.chap is on but neither ggnet_chap_secret nor "
+            "ggnet_iscsi.chap_secret is set"
+        )
     return {"user": initiator_iqn(name, iscsi.get("iqn_prefix")), "secret": str(secret)}
