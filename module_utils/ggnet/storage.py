@@ -966,8 +966,10 @@ def converge_writebacks(
 
 
 def _find_client(clients: list[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    # Only the one found is checked (by _wanted_disks): the boot path must not pay for
+    # checking every client; the reconcile checks them all.
     for client in clients:
-        if client.get("name") == name:
+        if isinstance(client, Mapping) and client.get("name") == name:
             return client
     raise StorageError(
         f"unknown client {name!r}: not in ggnet_clients of the inventory "
@@ -1099,6 +1101,7 @@ def set_keep(
     """Maintenance on/off, recorded on the client's dataset (its disks inherit it)."""
     zfs = zfs or Zfs()
     client = _find_client(clients, client_name)
+    _wanted_disks([client])
     dataset = layout.client_dataset(cfg, client_name)
     state = read_state(cfg, zfs, [dataset])
     if dataset not in state.raw:
@@ -1367,6 +1370,7 @@ def prune(
         raise StorageError(f"prune: keep_versions must be at least 1 (got {keep_versions})")
     idle_s = parse_duration(idle if idle is not None else cfg.get("prune_idle", "7d"), "prune idle")
     now = time.time() if now is None else now
+    _wanted_disks(clients)
     state = read_state(cfg, zfs)
     result = Result()
     by_name = {c["name"]: c for c in clients}

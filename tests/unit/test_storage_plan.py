@@ -221,3 +221,13 @@ def test_a_bad_client_is_refused_naming_client_and_key(client, message):
             CFG, IMAGES, [client], False, sessions={}, zfs=storage.Zfs(fake)
         )
     assert fake.calls == []
+
+
+def test_the_boot_path_checks_only_its_own_client():
+    fake = FakeZfs([])
+    clients = ["junk", {"name": "pc-1", "image": "w", "keep_writeback": "yes"}]
+    with pytest.raises(storage.StorageError, match=r"client 'pc-1': keep_writeback must"):
+        storage.reset(CFG, IMAGES, clients, "pc-1", boot=True, zfs=storage.Zfs(fake))
+    with pytest.raises(storage.StorageError, match=r"unknown client 'pc-2'"):
+        storage.reset(CFG, IMAGES, clients, "pc-2", boot=True, zfs=storage.Zfs(fake))
+    assert fake.calls == []
