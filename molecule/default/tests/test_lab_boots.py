@@ -1,0 +1,221 @@
+"""Real PCs boot the converged lab: qemu PCs on the lab bridge, the VM's dnsmasq, its
+API's boot scripts, its LIO targets on zfs-fuse writebacks, and bootprog's program on
+the lab-os image (ggnet_lab/vm.py attaches it; inventory/lab imports it).
+
+The program prints `GGNET-BOOT fw=… id=lab-os count=N` and stores N+1 on its own disk
+(`GGNET-WROTE … count=N+1`), so a PC's serial console tells what its disk held:
+count=0 is the image as imported, anything else is what some boot wrote.
+
+The tests run in file order and build on each other, as an operator's day would:
+every PC boots; a reboot discards what it wrote; maintenance keeps it; apply makes it
+the image's next version, which another PC then boots; rollback brings the old one back.
+Operations go through the VM's own API as jobs (machine.yml, image.yml), with a token
+that never leaves the VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from ggnet import layout
+
+from ggnet_lab import client, netns, vm
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO))
+from bootprog.build import parse_serial  # noqa: E402
+
+testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
+
+API = "http://10.213.0.10:8080"
+AUTH = "/root/.ggnet-lab-boots.header"  # on the VM, 0600: the token stays there
+PCS = client.lab_pcs()
+STORAGE = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_storage"]
+
+
+def boot(name: str) -> tuple[int, int]:
+    """Boot a lab PC until its program has written; (count it read, count it wrote)."""
+    pc = PCS[name]
+    result = client.boot(pc, until="marker", timeout=240, keep=True, progress=print)
+    try:
+        assert result.reached, client.format_summary(result)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = parse_serial(result.files.serial.read_text(errors="replace"))
+            errors = [ln for ln in lines if ln.kind == "ERROR"]
+            assert not errors, f"{name}: the boot program failed: {errors}"
+            booted = [ln for ln in lines if ln.kind == "BOOT"]
+            wrote = [ln for ln in lines if ln.kind == "WROTE"]
+            if booted and wrote:
+                assert booted[-1].identity == vm.MEDIA_IDENTITY, booted
+                print(client.format_summary(result))
+                return booted[-1].count, wrote[-1].count
+            time.sleep(0.5)
+        raise AssertionError(f"{name}: no GGNET-WROTE line in {result.files.serial}")
+    finally:
+        client.stop(name)
+
+
+def wait_no_session(host, name: str, timeout: float = 60) -> None:
+    """The PC is off: LIO has dropped its session (apply refuses a running client)."""
+    iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
+    info = f"/sys/kernel/config/target/iscsi/{iqn}/tpgt_1/acls/*/info"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = host.run(f"cat {info}").stdout
+        if "No active iSCSI Session" in out:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name}: LIO still shows a session after {timeout:.0f}s:\n{out}")
+
+
+def disk_count(host, path: str) -> int:
+    """The boot counter stored in a disk file on the VM (bootprog's state sector)."""
+    code = (
+        "import struct,sys; f=open(sys.argv[1],'rb'); f.seek(48*512); d=f.read(44); "
+        "assert d[:8]==b'GGNETST1', d[:8]; print(struct.unpack('<I', d[40:44])[0])"
+    )
+    return int(host.check_output(f"python3 -c {shlex.quote(code)} {shlex.quote(path)}"))
+
+
+@pytest.fixture(scope="module")
+def api(host):
+    """Start a job on the VM's API and wait for its end: (state, job)."""
+    made = host.run(
+        f"umask 077 && ggnet token create --name lab-boots --role operator "
+        f"| sed 's/^/Authorization: Bearer /' > {AUTH}"
+    )
+    assert made.rc == 0, made.stderr
+
+    def run_job(kind: str, **extravars) -> dict:
+        body = shlex.quote(json.dumps({"kind": kind, "extravars": extravars}))
+        started = host.check_output(
+            f"curl -s -H @{AUTH} -H 'Content-Type: application/json' -d {body} {API}/api/jobs"
+        )
+        job = json.loads(started)
+        assert "id" in job, started
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            job = json.loads(host.check_output(f"curl -s -H @{AUTH} {API}/api/jobs/{job['id']}"))
+            if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
+                return job
+            time.sleep(2)
+        raise AssertionError(f"job {job['id']} ({kind} {extravars}) still {job['state']}")
+
+    yield run_job
+    host.run(f"rm -f {AUTH}")
+
+
+def test_every_lab_pc_boots_the_image_from_its_own_writeback(host):
+    image_path, _ = layout.image_backing(STORAGE, "lab-os")
+    for name in ("pc-bios", "pc-uefi", "pc-pxe"):
+        assert boot(name) == (0, 1), name
+        # What it wrote is in its own writeback, not in the image nor in another PC's.
+        assert disk_count(host, layout.writeback_backing(STORAGE, name, "system")[0]) == 1
+    assert disk_count(host, image_path) == 0
+
+
+def test_a_reboot_discards_what_the_pc_wrote(host):
+    # pc-bios wrote count=1 above; its next boot's reset rolls the writeback back.
+    assert boot("pc-bios") == (0, 1)
+    assert disk_count(host, layout.writeback_backing(STORAGE, "pc-pxe", "system")[0]) == 1
+
+
+def test_maintenance_keeps_what_the_pc_wrote_across_reboots(host, api):
+    wait_no_session(host, "pc-bios")
+    job = api("machine", op="keep", client="pc-bios")
+    assert job["state"] == "successful", job
+    assert boot("pc-bios") == (1, 2)  # its last boot's write survived this reboot
+    assert boot("pc-bios") == (2, 3)
+
+
+def test_apply_makes_a_new_version_that_another_pc_boots_and_rollback_undoes_it(host, api):
+    wait_no_session(host, "pc-bios")
+    job = api("machine", op="apply", client="pc-bios", comment="lab boots: count 3")
+    assert job["state"] == "successful", job
+    versions = host.check_output("zfs list -H -t snapshot -o name -r ggpool/images/lab-os")
+    assert "ggpool/images/lab-os@v2" in versions.split()
+    # pc-uefi's next boot re-clones its writeback from v2 (its LUN is closed around it).
+    assert boot("pc-uefi") == (3, 4)
+
+    job = api("image", op="rollback", image="lab-os", version="v1")
+    assert job["state"] == "successful", job
+    assert boot("pc-uefi") == (0, 1)
+    # Back to normal: pc-bios leaves maintenance and boots v1 fresh.
+    assert api("machine", op="release", client="pc-bios")["state"] == "successful"
+    assert boot("pc-bios") == (0, 1)
+
+
+def _variant_inventory(tmp_path: Path, network: dict, drop_host_keys: tuple[str, ...]) -> Path:
+    """A copy of inventory/lab with another ggnet_network, as an operator would edit it."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(REPO / "inventory/lab", inv)
+    all_vars = inv / "group_vars/all.yml"
+    data = yaml.safe_load(all_vars.read_text())
+    data["ggnet_network"] = network
+    all_vars.write_text(yaml.safe_dump(data, sort_keys=False))
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    for pc in hosts["all"]["children"]["ggnet_clients"]["children"]["lab_pcs"]["hosts"].values():
+        for key in drop_host_keys:
+            pc.pop(key, None)
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    return inv
+
+
+def _converge(inventory: Path, tags: str) -> str:
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
+         str(REPO / "playbooks/site.yml"), "--tags", tags],
+        capture_output=True, text=True, cwd=REPO, timeout=1200,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+             "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture
+def router_dhcp(tmp_path):
+    """A separate DHCP server in the lab namespace (the room's router): addresses only."""
+    leases = tmp_path / "router.leases"
+    pidfile = tmp_path / "router.pid"
+    argv = netns.nsenter(
+        "dnsmasq", "--conf-file=/dev/null", "--port=0", "--interface=ggbr0",
+        "--bind-interfaces", "--dhcp-range=10.213.0.120,10.213.0.140,255.255.255.0,10m",
+        f"--dhcp-leasefile={leases}", f"--pid-file={pidfile}", "--dhcp-authoritative",
+        "--log-dhcp", f"--log-facility={tmp_path / 'router.log'}",
+    )  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+    try:
+        yield leases
+    finally:
+        if pidfile.exists():
+            subprocess.run(["kill", pidfile.read_text().strip()], check=False)
+
+
+def test_proxy_mode_boots_with_addresses_from_the_routers_dhcp(host, tmp_path, router_dhcp):
+    network = {
+        **yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_network"],
+        "dhcp_mode": "proxy",
+    }
+    network.pop("dhcp_range")
+    inventory = _variant_inventory(tmp_path, network, ("ggnet_ip",))
+    _converge(inventory, "netboot")
+    conf = host.check_output("cat /etc/ggnet/dnsmasq.conf")
+    assert "dhcp-range=10.213.0.0,proxy" in conf, conf
+    # The same boot, its address from the router, its boot information from ggnet.
+    assert boot("pc-bios") == (0, 1)
+    leased = router_dhcp.read_text()
+    assert PCS["pc-bios"].mac in leased, leased
+    (ip,) = [ln.split()[2] for ln in leased.splitlines() if PCS["pc-bios"].mac in ln]
+    assert ip.startswith("10.213.0.1") and 120 <= int(ip.rsplit(".", 1)[1]) <= 140, leased
