@@ -42,6 +42,19 @@ class LabPC:
     name: str
     mac: str
     firmware: str
+    # ggnet_console_vnc "HOST:PORT": the screen listens there, inside the lab network,
+    # where the boot server's console (websockify) reaches it.  None: a unix socket
+    # on this machine only.
+    vnc: str | None = None
+
+    def vnc_display(self, pcf: PCFiles) -> str:
+        if self.vnc is None:
+            return f"vnc=unix:{pcf.vnc}"
+        host, port = self.vnc.rsplit(":", 1)
+        return f"vnc={host}:{int(port) - 5900}"
+
+    def vnc_where(self, pcf: PCFiles) -> str:
+        return self.vnc or f"unix:{pcf.vnc}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,15 @@ def pc_from_vars(name: str, hostvars: dict) -> LabPC:
         raise ClientError(
             f"{name}: ggnet_lab_firmware {firmware!r} is not one of {', '.join(FIRMWARES)}"
         )
-    return LabPC(name, mac, firmware)
+    vnc = hostvars.get("ggnet_console_vnc")
+    if vnc is not None:
+        host, _, port = str(vnc).rpartition(":")
+        if not host or not port.isdigit() or not 5900 <= int(port) <= 65535:
+            raise ClientError(
+                f"{name}: ggnet_console_vnc {vnc!r}: a lab PC's screen is HOST:PORT with a "
+                "port from 5900 (qemu counts VNC displays from there)"
+            )
+    return LabPC(name, mac, firmware, str(vnc) if vnc is not None else None)
 
 
 def lab_pcs(inventory: Path | None = None) -> dict[str, LabPC]:
@@ -115,8 +136,8 @@ def qemu_argv(pc: LabPC, pcf: PCFiles, tap: str) -> list[str]:
         "-m", str(MEMORY_MIB),
         "-nodefaults",
         "-vga", "std",
-        # A unix socket per PC: no port to collide, nothing reachable from the network.
-        "-display", f"vnc=unix:{pcf.vnc}",
+        # The inventory's ggnet_console_vnc (inside the lab network), else a unix socket.
+        "-display", pc.vnc_display(pcf),
         "-netdev", f"tap,id=lab,ifname={tap},script=no,downscript=no",
         "-serial", f"file:{pcf.serial}",
         "-pidfile", str(pcf.pidfile),
@@ -265,7 +286,7 @@ def boot(
         live, started = start(pc)
         progress(
             f"{pc.name}: {pc.firmware} PC started (pid {live}, MAC {pc.mac}); "
-            f"serial {pcf.serial}, VNC unix:{pcf.vnc}"
+            f"serial {pcf.serial}, VNC {pc.vnc_where(pcf)}"
         )
         clock = StageClock(pc.mac, started)
         net, serial = PcapFollower(pcf.capture), SerialFollower(pcf.serial)

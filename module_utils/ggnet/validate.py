@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import model
+from . import console, model
 from .net import (
     check_iqn_name,
     check_iqn_prefix,
@@ -84,6 +84,7 @@ CLIENT_KEYS = frozenset(
         "ggnet_game_disk",
         "ggnet_keep_writeback",
         "ggnet_server",
+        "ggnet_console_vnc",
     }
 )
 SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
@@ -623,6 +624,12 @@ def _check_client(
         initiator_iqn(name, prefix)
     except ValueError as exc:
         out.add(name, "name", name, str(exc))
+
+    vnc = hv.get("ggnet_console_vnc")
+    if vnc not in (None, "", UNRESOLVED):
+        wrong = console.check_vnc_endpoint(vnc)
+        if wrong:
+            out.add(name, "ggnet_console_vnc", vnc, wrong)
 
     mac = hv.get("ggnet_mac")
     if mac is None:

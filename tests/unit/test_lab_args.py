@@ -116,3 +116,21 @@ def test_bad_client_vars_name_the_host_and_the_key():
 def test_the_lab_inventory_describes_the_three_firmware_kinds():
     pcs = client.lab_pcs(Path(__file__).resolve().parents[2] / "inventory" / "lab")
     assert {pc.firmware for pc in pcs.values()} == set(client.FIRMWARES)
+
+
+def test_pc_screen_listens_where_the_inventory_says_else_on_a_unix_socket(tmp_path):
+    pc = client.pc_from_vars("pc-x", {"ggnet_mac": "52:54:00:21:30:09"})
+    assert _option(client.qemu_argv(pc, client.PCFiles(tmp_path), "t"), "-display") == [
+        f"vnc=unix:{tmp_path / 'vnc.sock'}"
+    ]
+    pc = client.pc_from_vars(
+        "pc-x", {"ggnet_mac": "52:54:00:21:30:09", "ggnet_console_vnc": "10.213.0.1:5902"}
+    )
+    # qemu counts displays from 5900; the console's token file names the port.
+    assert _option(client.qemu_argv(pc, client.PCFiles(tmp_path), "t"), "-display") == [
+        "vnc=10.213.0.1:2"
+    ]
+    with pytest.raises(client.ClientError, match="ggnet_console_vnc '10.213.0.1:80'"):
+        client.pc_from_vars(
+            "pc-x", {"ggnet_mac": "52:54:00:21:30:09", "ggnet_console_vnc": "10.213.0.1:80"}
+        )
