@@ -151,9 +151,9 @@ from ansible.module_utils.ggnet.net import target_iqn
 
 
 def managed_prefix(iqn_prefix):
-    if not iqn_prefix:
-        return None
-    # Whatever the derivation puts before a client's name marks a ggnet target.
+    # Whatever the derivation puts before a client's name marks a ggnet target; with no
+    # iqn_prefix that is the default prefix's, so targets someone else made on the same
+    # server are never taken for ggnet's and removed.
     return target_iqn("x", iqn_prefix)[:-1]
 
 

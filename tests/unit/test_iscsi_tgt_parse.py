@@ -265,4 +265,5 @@ def test_module_refusal_applies_nothing():
 def test_module_managed_prefix_comes_from_net_derivation():
     mod = load_module()
     assert mod.managed_prefix(P) == f"{P}:target."
-    assert mod.managed_prefix(None) is None
+    # No prefix in the inventory: ggnet's default, never "every target on the server".
+    assert mod.managed_prefix(None) == "iqn.2025-01.lan.ggnet:target."
