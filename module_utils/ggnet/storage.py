@@ -75,33 +75,13 @@ STATE_PROPS = (
 # What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
 # cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
 # properties still mean fewer lines to print and parse.
-READ_PROPS = (
-    "origin",
-    "creation",
-    "used",
-    "quota",
-    P_KIND,
-    P_CURRENT,
-    P_COMMENT,
-    P_CREATED,
-    P_APPLIED_FROM,
-    P_KEEP,
-    P_DISKS,
-)
+# The ggnet properties every read needs: an image's versions and pointer, a client's
+# maintenance flag and disks record.
+_GGNET_READ = (P_KIND, P_CURRENT, P_COMMENT, P_CREATED, P_APPLIED_FROM, P_KEEP, P_DISKS)
+READ_PROPS = ("origin", "creation", "used", "quota", *_GGNET_READ)
 # The reconcile's one read (`zfs get -d 1`): the pool's space, the images it needs with
 # their versions, and one line set per client dataset (keep, the disks record).
-SHALLOW_PROPS = (
-    "available",
-    "used",
-    "creation",
-    P_KIND,
-    P_CURRENT,
-    P_COMMENT,
-    P_CREATED,
-    P_APPLIED_FROM,
-    P_KEEP,
-    P_DISKS,
-)
+SHALLOW_PROPS = ("available", "used", "creation", *_GGNET_READ)
 # A client dataset without a record: its disks are read instead (pools made before
 # ggnet:disks existed, or a change that was interrupted).
 DISK_PROPS = ("origin", "creation", "quota", P_KEEP, P_DISKS)

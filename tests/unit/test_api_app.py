@@ -500,6 +500,14 @@ def test_inventory_reload_sees_host_vars_added_since(tmp_path):
     assert load_inventory(inv).hostvars["pc-02"]["ggnet_boot"] == "bios"
 
 
+def _app_with(tmp_path, **settings):
+    """An app on the test inventory with these settings, inventory not yet loaded."""
+    inv = write_inventory(tmp_path / "inventory")
+    return create_app(
+        {"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False, **settings}
+    )
+
+
 def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_path):
     # On the server the inventory's secret may be a vault or a controller-side lookup;
     # the converge writes what it gave the targets, and that is what iPXE must send.
@@ -507,16 +515,7 @@ def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_pa
     converged = "C0nvergedSecr3t"
     user = "iqn.2025-01.lan.ggnet:initiator.pc-01"
     chap_file.write_text(json.dumps({"pc-01": {"user": user, "secret": converged}}))
-    inv = write_inventory(tmp_path / "inventory")
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "s"),
-            "inventory": str(inv),
-            "background": False,
-            "reset_on_boot": False,
-            "chap_file": str(chap_file),
-        }
-    )
+    app = _app_with(tmp_path, reset_on_boot=False, chap_file=str(chap_file))
     live = app.extensions["ggnet"].live
     assert live.reload(), live.load_error
     text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
@@ -528,15 +527,7 @@ def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_pa
 
 
 def test_an_unreadable_chap_file_is_a_load_error(tmp_path):
-    inv = write_inventory(tmp_path / "inventory")
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "s"),
-            "inventory": str(inv),
-            "background": False,
-            "chap_file": str(tmp_path / "missing.json"),
-        }
-    )
+    app = _app_with(tmp_path, chap_file=str(tmp_path / "missing.json"))
     live = app.extensions["ggnet"].live
     assert not live.reload()
     assert "missing.json" in live.load_error

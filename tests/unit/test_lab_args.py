@@ -130,7 +130,7 @@ def test_pc_screen_listens_where_the_inventory_says_else_on_a_unix_socket(tmp_pa
     assert _option(client.qemu_argv(pc, client.PCFiles(tmp_path), "t"), "-display") == [
         "vnc=10.213.0.1:2"
     ]
-    with pytest.raises(client.ClientError, match="ggnet_console_vnc '10.213.0.1:80'"):
+    with pytest.raises(client.ClientError, match=r"ggnet_console_vnc '10\.213\.0\.1:80'"):
         client.pc_from_vars(
             "pc-x", {"ggnet_mac": "52:54:00:21:30:09", "ggnet_console_vnc": "10.213.0.1:80"}
         )
