@@ -130,3 +130,11 @@ def test_console_serves_novnc(host):
         "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:6080/vnc.html"
     )
     assert status == "200"
+
+
+def test_preflight_runs_before_every_api_start_without_keeping_the_boot_path_down(host):
+    unit = host.file("/etc/systemd/system/ggnet-api.service").content_string
+    assert "ExecStartPre=-/usr/local/bin/ggnet preflight" in unit.splitlines()
+    # Its report is in the API's journal: one summary line per start.
+    log = host.check_output("journalctl -u ggnet-api --no-pager -o cat")
+    assert "preflight: " in log and " passed, " in log, log[-2000:]
