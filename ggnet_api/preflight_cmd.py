@@ -22,7 +22,10 @@ EXIT_USAGE = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-i", "--inventory", metavar="INVENTORY", help="inventory (default: inventory/lab)"
+        "-i",
+        "--inventory",
+        metavar="INVENTORY",
+        help="inventory (default: the API's on a boot server, else inventory/lab)",
     )
     parser.add_argument(
         "--server",

@@ -136,7 +136,19 @@ def test_default_inventory_comes_from_ansible_inventory(monkeypatch):
     monkeypatch.setenv("ANSIBLE_INVENTORY", "/somewhere/site")
     assert default_inventory() == Path("/somewhere/site")
     monkeypatch.delenv("ANSIBLE_INVENTORY")
+    monkeypatch.delenv("GGNET_API_CONFIG", raising=False)
     assert default_inventory() == REPO_ROOT / "inventory" / "lab"
+
+
+def test_on_a_boot_server_the_default_inventory_is_the_apis(monkeypatch, tmp_path):
+    # `ggnet preflight` from the service (ExecStartPre, the metrics timer) has no -i.
+    from ggnet_api.inventory import default_inventory
+
+    settings = tmp_path / "api.yml"
+    settings.write_text("inventory: /var/lib/ggnet/inventory\n")
+    monkeypatch.delenv("ANSIBLE_INVENTORY", raising=False)
+    monkeypatch.setenv("GGNET_API_CONFIG", str(settings))
+    assert default_inventory() == Path("/var/lib/ggnet/inventory")
 
 
 def test_loader_gives_plain_templated_data():
