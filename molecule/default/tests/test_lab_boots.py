@@ -211,11 +211,15 @@ def test_proxy_mode_boots_with_addresses_from_the_routers_dhcp(host, tmp_path, r
     network.pop("dhcp_range")
     inventory = _variant_inventory(tmp_path, network, ("ggnet_ip",))
     _converge(inventory, "netboot")
-    conf = host.check_output("cat /etc/ggnet/dnsmasq.conf")
-    assert "dhcp-range=10.213.0.0,proxy" in conf, conf
-    # The same boot, its address from the router, its boot information from ggnet.
-    assert boot("pc-bios") == (0, 1)
-    leased = router_dhcp.read_text()
-    assert PCS["pc-bios"].mac in leased, leased
-    (ip,) = [ln.split()[2] for ln in leased.splitlines() if PCS["pc-bios"].mac in ln]
-    assert ip.startswith("10.213.0.1") and 120 <= int(ip.rsplit(".", 1)[1]) <= 140, leased
+    try:
+        conf = host.check_output("cat /etc/ggnet/dnsmasq.conf")
+        assert "dhcp-range=10.213.0.0,proxy" in conf, conf
+        # The same boot, its address from the router, its boot information from ggnet.
+        assert boot("pc-bios") == (0, 1)
+        leased = router_dhcp.read_text()
+        assert PCS["pc-bios"].mac in leased, leased
+        (ip,) = [ln.split()[2] for ln in leased.splitlines() if PCS["pc-bios"].mac in ln]
+        assert ip.startswith("10.213.0.1") and 120 <= int(ip.rsplit(".", 1)[1]) <= 140, leased
+    finally:
+        # Back to the lab's own full-DHCP netboot: later tests boot PCs without a router.
+        _converge(REPO / "inventory/lab", "netboot")
