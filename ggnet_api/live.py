@@ -217,15 +217,16 @@ class Live:
         snap = self.snapshot
         client = snap.clients[name]
         kind = "maintenance" if client["keep_writeback"] else "normal"
+        backend = snap.iscsi.get("backend", "lio")
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
+                # The LUNs to close are on the backend the script points the PC at.
                 closer = lun_release.closer(
-                    snap.iscsi.get("backend"), [client], self.config.get("iscsi_options")
+                    backend if snap.iscsi else None, [client], self.config.get("iscsi_options")
                 )
                 storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
             except (storage.StorageError, iscsi.IscsiError) as exc:
                 raise BootRefused(str(exc)) from exc
-        backend = snap.iscsi.get("backend", "lio")
         server_ip = snap.network.get("server_ip")
         if not server_ip:
             raise BootRefused("ggnet_network.server_ip is not set in the inventory")

@@ -4,8 +4,8 @@ A LUN keeps its backing file open.  A same-version reset is a `zfs rollback`, wh
 open file survives (docs/storage.md, "Reset and open files"), but a re-clone destroys
 the dataset, and on zfs-fuse a dataset destroyed under an open file stays busy until
 the daemon restarts.  So the storage operations that re-clone (reset after a version
-change, apply, prune, the reconcile's replace) run inside `closed(client)`: the
-client's LUNs are removed from its target, the clone is replaced, and the same LUNs
+change, apply, prune, the reconcile's replace) run inside `luns_closed` (through the
+Closer that `closer()` builds): the client's LUNs are removed from its target, the clone is replaced, and the same LUNs
 are put back at the same numbers.  The target, its ACL and CHAP stay as they are, and
 the saved configuration needs no rewrite because the result is what it was.
 """

@@ -1060,10 +1060,15 @@ def reset(
                 # Origin and quota stay: the client's ggnet:disks record stays true.
                 zfs.rollback(base_snapshot(layout.writeback_dataset(cfg, client_name, role)), True)
         if any(how != "rollback" for _, _, how in stale):
-            with _recording(state, client_name, zfs) as rec:
+            # One close of the client's LUNs for all its re-clones (system and game).
+            recloning = any(how == "recreate" for _, _, how in stale)
+            with (
+                _recording(state, client_name, zfs) as rec,
+                _closed(closer if recloning else None, client_name),
+            ):
                 for role, snapshot, how in stale:
                     if how == "recreate":
-                        _recreate(cfg, client_name, role, snapshot, zfs, closer)
+                        _recreate(cfg, client_name, role, snapshot, zfs)
                     elif how == "create":
                         _clone_writeback(cfg, client_name, role, snapshot, zfs)
                     rec.disks[role] = (snapshot, quota_bytes(cfg))

@@ -159,3 +159,50 @@ def test_zvol_boot_reset_reads_written_with_the_state_fake_zfs():
     # one `zfs get -r` answers everything, `written` included: untouched, nothing to do
     assert len(fake.calls) == 1 and fake.calls[0][1] == "get"
     assert "written" in fake.calls[0][fake.calls[0].index("-r") + 1].split(",")
+
+
+def test_a_version_change_of_both_disks_closes_the_luns_once_fake_zfs():
+    # The boot path's closer removes and re-adds the client's LUNs: once per reset,
+    # around every re-clone, not once per disk.
+    rows = [
+        *POOL_ROWS,
+        ("tank/images/win11@v4", "type", "snapshot"),
+        ("tank/images/win11@v4", "ggnet:created", "2025-02-01T00:00:00.0Z"),
+        ("tank/images/games", "type", "volume"),
+        ("tank/images/games", "ggnet:kind", "data"),
+        ("tank/images/games@v2", "type", "snapshot"),
+        ("tank/images/games@v2", "ggnet:created", "2025-02-01T00:00:00.0Z"),
+        ("tank/writebacks/pc-01", "type", "filesystem"),
+        ("tank/writebacks/pc-01/system", "type", "volume"),
+        ("tank/writebacks/pc-01/system", "origin", "tank/images/win11@v3"),
+        ("tank/writebacks/pc-01/game", "type", "volume"),
+        ("tank/writebacks/pc-01/game", "origin", "tank/images/games@v1"),
+    ]
+    fake = FakeZfs(listing(rows))
+    spans: list[tuple[str, int, int | None]] = []
+
+    class Closing:
+        def __init__(self, client):
+            self.client = client
+
+        def __enter__(self):
+            spans.append((self.client, len(fake.calls), None))
+
+        def __exit__(self, *exc):
+            client, start, _ = spans[-1]
+            spans[-1] = (client, start, len(fake.calls))
+
+    clients = [{"name": "pc-01", "image": "win11", "game_disk": "games", "target_iqn": "iqn.x"}]
+    images = {
+        "win11": {"size": "64G", "version": "v4"},
+        "games": {"size": "10G", "kind": "data", "version": "v2"},
+    }
+    result = storage.reset(CFG, images, clients, "pc-01", boot=True, zfs=Zfs(fake), closer=Closing)
+    assert sorted(a.target for a in result.actions) == [
+        "tank/writebacks/pc-01/game",
+        "tank/writebacks/pc-01/system",
+    ]
+    assert len(spans) == 1 and spans[0][0] == "pc-01"
+    _, start, end = spans[0]
+    destroys = [i for i, c in enumerate(fake.calls) if c[1] == "destroy"]
+    assert len(destroys) == 2 and all(start <= i < end for i in destroys)
