@@ -15,6 +15,7 @@ description:
   - C(ggnet_in_subnet) and C(ggnet_in_range) check IPv4 addresses.
   - C(ggnet_size_bytes) parses 64G, 512M, 1.5T.
   - C(ggnet_clients) turns groups and hostvars into the sorted per-client desired state.
+  - C(ggnet_boot_targets) is what the API's boot path reads of the converged targets.
 """
 
 from ansible.errors import AnsibleFilterError
@@ -54,17 +55,24 @@ def ggnet_clients(groups, hostvars, server=None):
         raise AnsibleFilterError(f"ggnet_clients: {exc}") from exc
 
 
-def ggnet_chap_credentials(groups, hostvars, server=None):
-    """{client: {user, secret}} of the server's clients with CHAP on (mark tasks no_log)."""
-    out = {}
+def ggnet_boot_targets(groups, hostvars, server):
+    """What the boot path must know of the converged targets (mark tasks no_log).
+
+    {"backend": lio|tgt, "chap": {client: {user, secret}}} for the server's clients with
+    CHAP on: the backend picks the LUN numbers and the LUNs to close around a re-clone,
+    the credentials are the ones the iSCSI role gave the targets."""
+    chap = {}
     for client in ggnet_clients(groups, hostvars, server):
         try:
             creds = model.chap_credentials(client["name"], dict(hostvars[client["name"]]))
         except model.ModelError as exc:
-            raise AnsibleFilterError(f"ggnet_chap_credentials: {exc}") from exc
+            raise AnsibleFilterError(f"ggnet_boot_targets: {exc}") from exc
         if creds:
-            out[client["name"]] = creds
-    return out
+            chap[client["name"]] = creds
+    # Only ggnet_iscsi is read: dict(hostvars[server]) would template every server var.
+    given = {"ggnet_iscsi": hostvars[server].get("ggnet_iscsi")}
+    backend = model.settings(given, "ggnet_iscsi")["backend"]
+    return {"backend": backend, "chap": chap}
 
 
 class FilterModule:
@@ -77,5 +85,5 @@ class FilterModule:
             "ggnet_in_range": _wrap(net.ip_in_range, "ggnet_in_range"),
             "ggnet_size_bytes": _wrap(model.parse_size, "ggnet_size_bytes"),
             "ggnet_clients": ggnet_clients,
-            "ggnet_chap_credentials": ggnet_chap_credentials,
+            "ggnet_boot_targets": ggnet_boot_targets,
         }

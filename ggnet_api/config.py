@@ -92,11 +92,10 @@ DEFAULTS: dict[str, Any] = {
     "lio_stats_root": "/sys/kernel/config/target/iscsi",
     # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
     "reset_on_boot": True,
-    # The clients' CHAP credentials as the last converge resolved them (a root-only
-    # JSON file the ggnet_api role writes).  The server cannot resolve them from the
-    # inventory itself: a vault needs its password, a lookup runs on the controller.
-    # None: take them from the inventory (tests, a controller-side API).
-    "chap_file": None,
+    # The iSCSI backend and the clients' CHAP credentials as the last converge gave
+    # them to the targets (ggnet_api/converged.py; a root-only JSON file the ggnet_api
+    # role writes).  None: take both from the inventory (tests, a controller-side API).
+    "targets_file": None,
     # The URL PCs reach the API at; None = the URL of the request.
     "public_url": None,
     # Where operators' browsers reach the ggnet_console (noVNC) of this server:

@@ -17,7 +17,6 @@ their signatures.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 from ggnet import ipxe, iscsi, lun_release, model, storage
 from ggnet.zfs import Zfs
 
+from ggnet_api import converged
 from ggnet_api.db import Database
 from ggnet_api.iscsi_stats import TrafficTotals, read_lio_traffic
 
@@ -179,7 +179,7 @@ class Live:
             try:
                 inv = load_inventory(root)
                 snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
-                snap = self._with_converged_chap(snap)
+                snap = self._with_converged_targets(snap)
             except (InventoryError, model.ModelError, ValueError, OSError) as exc:
                 self.load_error = str(exc)
                 self._sig = sig
@@ -190,16 +190,18 @@ class Live:
             self._sig = sig
             return True
 
-    def _with_converged_chap(self, snap: Snapshot) -> Snapshot:
-        """The snapshot with the CHAP credentials the last converge gave the targets."""
-        path = self.config.get("chap_file")
+    def _with_converged_targets(self, snap: Snapshot) -> Snapshot:
+        """The snapshot with the backend and CHAP the last converge gave the targets."""
+        path = self.config.get("targets_file")
         if not path:
             return snap
-        with open(path, encoding="utf-8") as fh:
-            converged = json.load(fh)
-        chap = {name: converged[name] for name in snap.clients if name in converged}
+        targets = converged.load(path)
+        chap = {name: targets["chap"][name] for name in snap.clients if name in targets["chap"]}
         secrets = set(snap.secrets) | {c["secret"] for c in chap.values()}
-        return dataclasses.replace(snap, chap=chap, secrets=tuple(sorted(secrets)))
+        iscsi_settings = {**snap.iscsi, "backend": targets["backend"]} if snap.iscsi else {}
+        return dataclasses.replace(
+            snap, chap=chap, secrets=tuple(sorted(secrets)), iscsi=iscsi_settings
+        )
 
     def set_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap

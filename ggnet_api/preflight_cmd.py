@@ -88,12 +88,28 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         from ggnet_api.inventory import load_inventory
 
         result = settings_from_inventory(load_inventory(args.inventory), args.server)
+        backend = _converged_backend()
+        if backend:
+            result["iscsi_backend"] = backend
     if args.settings:
         extra = yaml.safe_load(Path(args.settings).read_text()) or {}
         if not isinstance(extra, dict):
             raise ValueError(f"{args.settings}: must be a YAML mapping")
         result.update(extra)
     return result
+
+
+def _converged_backend() -> str | None:
+    """On a boot server, the backend the last converge put the targets on: the API's
+    inventory copy is the server's own and may still name the previous one."""
+    if not os.environ.get("GGNET_API_CONFIG"):
+        return None
+    from ggnet_api import config, converged
+
+    path = config.load().get("targets_file")
+    if not path or not os.path.exists(path):
+        return None
+    return converged.load(path)["backend"]
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import netns, paths, process, stages
+from . import netns, paths, process, server_time, stages
 from .pcap import PcapFollower, packets
 from .stages import SerialLine, StageClock
 
@@ -346,6 +346,13 @@ def format_summary(result: BootResult) -> str:
     for name, elapsed, detail in result.clock.summary():
         when = f"{elapsed:6.1f}s" if elapsed is not None else "     - "
         lines.append(f"  {name:<11} {when}  {detail}")
+    measured = server_time.from_capture(result.files.capture, result.pc.mac)
+    if measured is not None:
+        lines.append(
+            f"  server      {measured.server_ms:6.1f}ms script {measured.script_ms:.1f} ms "
+            f"(reset included) + login {measured.login_ms:.1f} ms; "
+            f"script to login {measured.script_to_login_ms:.1f} ms with the PC's part"
+        )
     lines.extend(f"  note: {note}" for note in result.notes)
     lines.append(f"  files: {result.files.directory}")
     return "\n".join(lines)

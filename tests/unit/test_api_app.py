@@ -511,11 +511,12 @@ def _app_with(tmp_path, **settings):
 def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_path):
     # On the server the inventory's secret may be a vault or a controller-side lookup;
     # the converge writes what it gave the targets, and that is what iPXE must send.
-    chap_file = tmp_path / "chap.json"
+    targets_file = tmp_path / "targets.json"
     converged = "C0nvergedSecr3t"
     user = "iqn.2025-01.lan.ggnet:initiator.pc-01"
-    chap_file.write_text(json.dumps({"pc-01": {"user": user, "secret": converged}}))
-    app = _app_with(tmp_path, reset_on_boot=False, chap_file=str(chap_file))
+    chap = {"pc-01": {"user": user, "secret": converged}}
+    targets_file.write_text(json.dumps({"backend": "lio", "chap": chap}))
+    app = _app_with(tmp_path, reset_on_boot=False, targets_file=str(targets_file))
     live = app.extensions["ggnet"].live
     assert live.reload(), live.load_error
     text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
@@ -526,8 +527,42 @@ def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_pa
     assert "set password" not in text
 
 
-def test_an_unreadable_chap_file_is_a_load_error(tmp_path):
-    app = _app_with(tmp_path, chap_file=str(tmp_path / "missing.json"))
+def test_boot_script_points_at_the_converged_backends_lun_not_the_inventory_copys(tmp_path):
+    # The server's inventory copy says lio; the last converge moved the targets to tgt,
+    # whose disk is LUN 1.  A script with LIO's LUN 0 would sanboot tgt's controller.
+    targets_file = tmp_path / "targets.json"
+    app = _app_with(tmp_path, reset_on_boot=False, targets_file=str(targets_file))
+    live = app.extensions["ggnet"].live
+    iqn = "iqn.2025-01.lan.ggnet:target.pc-01"
+    for backend, lun in (("tgt", 1), ("lio", 0)):
+        targets_file.write_text(json.dumps({"backend": backend, "chap": {}}))
+        assert live.reload(), live.load_error
+        assert live.snapshot.iscsi["backend"] == backend
+        text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
+        assert f":3260:{lun}:{iqn}" in text, text
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ('{"backend": "iet", "chap": {}}', "backend 'iet'"),
+        ('{"pc-01": {"user": "u", "secret": "s"}}', "backend None"),
+        ('{"backend": "lio", "chap": {"pc-01": {"user": "u"}}}', "chap entries of pc-01"),
+        ("[1, 2]", "JSON object"),
+        ("{", "not JSON"),
+    ],
+)
+def test_a_bad_targets_file_is_a_load_error_that_names_the_problem(tmp_path, content, named):
+    targets_file = tmp_path / "targets.json"
+    targets_file.write_text(content)
+    app = _app_with(tmp_path, targets_file=str(targets_file))
+    live = app.extensions["ggnet"].live
+    assert not live.reload()
+    assert str(targets_file) in live.load_error and named in live.load_error, live.load_error
+
+
+def test_an_unreadable_targets_file_is_a_load_error(tmp_path):
+    app = _app_with(tmp_path, targets_file=str(tmp_path / "missing.json"))
     live = app.extensions["ggnet"].live
     assert not live.reload()
     assert "missing.json" in live.load_error

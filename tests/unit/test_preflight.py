@@ -23,6 +23,8 @@ from ggnet.preflight import (
     textfile,
 )
 
+from ggnet_api import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 MiB = 2**20
 
@@ -176,3 +178,25 @@ def test_cli_exit_codes_json_and_textfile(tmp_path):
     proc = _cli("--settings", str(settings))
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[-1] == "preflight: 0 passed, 1 failed (tftp_files)"
+
+
+def test_on_a_boot_server_the_backend_checked_is_the_converged_one(tmp_path, monkeypatch):
+    # The API's inventory copy (lab: lio) may lag a converge that moved the targets to
+    # tgt; the check must ask tgtd then, not report LIO as the backend that serves PCs.
+    import argparse
+
+    from ggnet_api import preflight_cmd
+
+    targets_file = tmp_path / "targets.json"
+    api_settings = tmp_path / "api.yml"
+    api_settings.write_text(f"targets_file: {targets_file}\n")
+    args = argparse.Namespace(
+        inventory=str(REPO_ROOT / "inventory" / "lab"), server=None, settings=None,
+        no_inventory=False,
+    )  # fmt: skip
+    monkeypatch.delenv("GGNET_API_CONFIG", raising=False)
+    assert preflight_cmd._settings(args)["iscsi_backend"] == "lio"
+    monkeypatch.setenv("GGNET_API_CONFIG", str(api_settings))
+    assert preflight_cmd._settings(args)["iscsi_backend"] == "lio"  # no file yet
+    targets_file.write_text('{"backend": "tgt", "chap": {}}')
+    assert preflight_cmd._settings(args)["iscsi_backend"] == "tgt"

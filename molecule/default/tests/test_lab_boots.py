@@ -155,13 +155,15 @@ def test_apply_makes_a_new_version_that_another_pc_boots_and_rollback_undoes_it(
     assert boot("pc-bios") == (0, 1)
 
 
-def _variant_inventory(tmp_path: Path, network: dict, drop_host_keys: tuple[str, ...]) -> Path:
-    """A copy of inventory/lab with another ggnet_network, as an operator would edit it."""
+def _variant_inventory(
+    tmp_path: Path, settings: dict, drop_host_keys: tuple[str, ...] = ()
+) -> Path:
+    """A copy of inventory/lab with other settings dicts, as an operator would edit it."""
     inv = tmp_path / "inventory"
     shutil.copytree(REPO / "inventory/lab", inv)
     all_vars = inv / "group_vars/all.yml"
     data = yaml.safe_load(all_vars.read_text())
-    data["ggnet_network"] = network
+    data.update(settings)
     all_vars.write_text(yaml.safe_dump(data, sort_keys=False))
     hosts = yaml.safe_load((inv / "hosts.yml").read_text())
     for pc in hosts["all"]["children"]["ggnet_clients"]["children"]["lab_pcs"]["hosts"].values():
@@ -171,11 +173,11 @@ def _variant_inventory(tmp_path: Path, network: dict, drop_host_keys: tuple[str,
     return inv
 
 
-def _converge(inventory: Path, tags: str) -> str:
+def _converge(inventory: Path, tags: str, *extra: str) -> str:
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run(
         [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
-         str(REPO / "playbooks/site.yml"), "--tags", tags],
+         str(REPO / "playbooks/site.yml"), "--tags", tags, *extra],
         capture_output=True, text=True, cwd=REPO, timeout=1200,
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
              "PATH": f"{bin_dir}:{os.environ['PATH']}"},
@@ -209,7 +211,7 @@ def test_proxy_mode_boots_with_addresses_from_the_routers_dhcp(host, tmp_path, r
         "dhcp_mode": "proxy",
     }
     network.pop("dhcp_range")
-    inventory = _variant_inventory(tmp_path, network, ("ggnet_ip",))
+    inventory = _variant_inventory(tmp_path, {"ggnet_network": network}, ("ggnet_ip",))
     _converge(inventory, "netboot")
     try:
         conf = host.check_output("cat /etc/ggnet/dnsmasq.conf")
@@ -223,3 +225,55 @@ def test_proxy_mode_boots_with_addresses_from_the_routers_dhcp(host, tmp_path, r
     finally:
         # Back to the lab's own full-DHCP netboot: later tests boot PCs without a router.
         _converge(REPO / "inventory/lab", "netboot")
+
+
+def wait_api(host, timeout: float = 180) -> None:
+    """The VM's API answers again (a converge of the api tag restarts it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if host.run(f"curl -sf -o /dev/null {API}/health").rc == 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the VM's API did not answer {API}/health within {timeout:.0f}s")
+
+
+def converged_backend(host) -> str:
+    # Only the backend is printed: the file also holds the CHAP secrets.
+    code = "import json; print(json.load(open('/etc/ggnet/targets.json'))['backend'])"
+    return host.check_output(f"python3 -c {shlex.quote(code)}")
+
+
+def test_tgt_backend_boots_the_same_pcs(host, tmp_path):
+    """The boot server switched to tgt by the inventory: LIO's targets are retired, tgt
+    serves every client (its disk at LUN 1), and the API's scripts follow the switch."""
+    for name in PCS:
+        wait_no_session(host, name)  # a switch under a live session is refused
+    iscsi = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_iscsi"]
+    inventory = _variant_inventory(tmp_path, {"ggnet_iscsi": {**iscsi, "backend": "tgt"}})
+    _converge(inventory, "iscsi,api")
+    try:
+        lio = host.run("ls /sys/kernel/config/target/iscsi").stdout
+        assert "iqn.2025-01.lan.ggnet:target." not in lio, lio
+        assert not host.service("rtslib-fb-targetctl").is_enabled
+        assert host.service("tgt").is_running and host.service("tgt").is_enabled
+        shown = host.check_output("tgtadm --lld iscsi --mode target --op show")
+        for name in PCS:
+            assert f"iqn.2025-01.lan.ggnet:target.{name}" in shown, shown
+        dropin = host.file("/etc/systemd/system/tgt.service.d/ggnet.conf").content_string
+        assert "Environment=MALLOC_MMAP_THRESHOLD_=536870912" in dropin, dropin
+        assert converged_backend(host) == "tgt"
+        wait_api(host)
+        for name in ("pc-bios", "pc-uefi", "pc-pxe"):
+            assert boot(name) == (0, 1), name
+        assert boot("pc-bios") == (0, 1)  # the reset on reboot, on tgt
+    finally:
+        # Back to LIO for the tests after this one.  tgt keeps a killed PC's session
+        # until it times out, so the switch back is forced: every PC is off by now.
+        _converge(REPO / "inventory/lab", "iscsi,api", "-e", "ggnet_iscsi_force=true")
+        wait_api(host)
+    assert converged_backend(host) == "lio"
+    assert not host.service("tgt").is_running and not host.service("tgt").is_enabled
+    assert not host.file("/etc/tgt/conf.d/ggnet.conf").exists
+    for name in PCS:
+        iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
+        assert host.file(f"/sys/kernel/config/target/iscsi/{iqn}/tpgt_1").is_directory
