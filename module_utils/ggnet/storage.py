@@ -1058,7 +1058,14 @@ def reset(
         for role, _snapshot, how in stale:
             if how == "rollback":
                 # Origin and quota stay: the client's ggnet:disks record stays true.
-                zfs.rollback(base_snapshot(layout.writeback_dataset(cfg, client_name, role)), True)
+                # The disk file's cached pages are dropped (not the machine's whole
+                # page cache): a LUN holding it open reads the rolled-back content.
+                path, kind = layout.writeback_backing(cfg, client_name, role)
+                zfs.rollback(
+                    base_snapshot(layout.writeback_dataset(cfg, client_name, role)),
+                    True,
+                    files=[path] if kind == "file" else None,
+                )
         if any(how != "rollback" for _, _, how in stale):
             # One close of the client's LUNs for all its re-clones (system and game).
             recloning = any(how == "recreate" for _, _, how in stale)
@@ -1197,8 +1204,8 @@ def apply_writeback(
         return result
     newest = image.versions[-1]
     # A half-finished earlier apply may have left the head dirty: start from the newest.
-    zfs.rollback(newest.snapshot)
-    head, _ = layout.image_backing(cfg, image_name)
+    head, head_kind = layout.image_backing(cfg, image_name)
+    zfs.rollback(newest.snapshot, files=[head] if head_kind == "file" else None)
     result.info["copied_bytes"] = copy_changed_blocks(path, head)
     _snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
     zfs.set(image.dataset, {P_CURRENT: name})

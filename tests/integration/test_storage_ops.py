@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -231,6 +232,42 @@ def test_a_file_held_open_across_a_rollback_sees_the_rolled_back_content(ready):
         assert read(path, 5) == b"AFTER"
     finally:
         os.close(fd)
+
+
+def _cached_pages(path) -> int:
+    out = subprocess.run(
+        ["fincore", "--noheadings", "--output", "PAGES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[0])
+
+
+def test_a_reset_drops_the_disk_files_pages_not_the_machines_page_cache(ready, tmp_path):
+    """zfs-fuse's own `zfs rollback` ends with `echo 3 > /proc/sys/vm/drop_caches`; the
+    boot path's reset drops only the disk file's cached pages instead."""
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    cfg = ready
+    path = disk(cfg, "pc-02")
+    write(path, b"\xcd" * 4096, 2 << 20)
+    assert read(path, 4, 2 << 20) == b"\xcd" * 4  # in the page cache, no descriptor held
+    other = tmp_path / "other-file"
+    other.write_bytes(os.urandom(1 << 20))
+    with open(other, "rb+") as f:
+        os.fsync(f.fileno())  # clean pages: what a drop_caches would drop
+        f.read()
+    assert _cached_pages(other) == 256
+    result = storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True)
+    assert [a.detail.split()[0] for a in result.actions] == ["rollback"]
+    # a new open reads the rolled-back content, not the cached pages of the write
+    assert read(path, 4, 2 << 20) == bytes(4)
+    # another file's cached pages are still there: no machine-wide drop
+    assert _cached_pages(other) == 256
+    # and the bind over drop_caches stayed inside the rollback's mount namespace
+    with open("/proc/self/mountinfo") as f:
+        assert " /proc/sys/vm/drop_caches " not in f.read()
 
 
 def test_apply_then_rollback_checked_by_content(ready):
