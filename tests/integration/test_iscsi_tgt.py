@@ -308,3 +308,26 @@ def test_live_sessions_are_reported(tgt, tmp_path):
         )
         assert result["sessions"] == {pc["target_iqn"]: [pc["initiator_iqn"]]}
         assert sess.alive()
+
+
+def test_socket_and_tgtadm_read_the_same_login_keys(tgt, tmp_path):
+    from ggnet import iscsi_tgt
+
+    pcs = [client(tmp_path, f"pc-{i:02}", chap=False) for i in range(1, 4)]
+    run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    # One target changed by hand, as someone at the server might.
+    tgt.tgtadm(
+        "--op", "update", "--mode", "target", "--tid", "2",
+        "--name", "MaxBurstLength", "--value", "65536",
+    )  # fmt: skip
+    tgtadm = iscsi_tgt.Tgtadm(tgt.control_port, tgt.netns)
+    by_socket = tgtadm._ipc_params([1, 2, 3])
+    assert by_socket == tgtadm._shell_params([1, 2, 3])
+    assert by_socket[2]["MaxBurstLength"] == "65536"
+    assert by_socket[1]["MaxBurstLength"] == SESSION_PARAMS["MaxBurstLength"]
+    driver = iscsi_tgt.Driver(tgt.control_port, tgt.netns, None)
+    found, _ = driver.read(iqns=[pcs[1]["target_iqn"]])
+    assert list(found) == [pcs[1]["target_iqn"]]
+    assert found[pcs[1]["target_iqn"]].params["MaxBurstLength"] == "65536"
+    result, _ = run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    assert result["actions"] == [{"op": "set_params", "target": pcs[1]["target_iqn"]}]

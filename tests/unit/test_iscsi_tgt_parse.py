@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import stat
@@ -267,3 +268,149 @@ def test_module_managed_prefix_comes_from_net_derivation():
     assert mod.managed_prefix(P) == f"{P}:target."
     # No prefix in the inventory: ggnet's default, never "every target on the server".
     assert mod.managed_prefix(None) == "iqn.2025-01.lan.ggnet:target."
+
+
+class _FakeTgtd:
+    """A stand-in for tgtd's management socket: answers each request with answer(req)."""
+
+    def __init__(self, path, answer):
+        import socket
+        import threading
+
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(64)
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                req = b""
+                while len(req) < iscsi_tgt._IPC_REQ.size:
+                    chunk = conn.recv(iscsi_tgt._IPC_REQ.size - len(req))
+                    if not chunk:
+                        break
+                    req += chunk
+                fields = iscsi_tgt._IPC_REQ.unpack(req)
+                self.requests.append(fields)
+                with contextlib.suppress(OSError):  # the client gave up on this window
+                    conn.sendall(self.answer(fields))
+
+    def close(self):
+        self.sock.close()
+
+
+def _rsp(text, err=0):
+    body = text.encode()
+    return iscsi_tgt._IPC_RSP.pack(err, iscsi_tgt._IPC_RSP.size + len(body)) + body
+
+
+def _keys_text(tid):
+    return (
+        f"nop_interval=0\nMaxRecvDataSegmentLength={tid * 8192}\n"
+        "MaxBurstLength=262144\nInitialR2T=Yes\n"
+    )
+
+
+def _fake_tgtadm(tmp_path, monkeypatch):
+    fake = tmp_path / "tgtadm"
+    fake.write_text(
+        '#!/bin/sh\nfor a; do last=$a; done\necho "seen $*" >> "$0.log"\n'
+        'echo "MaxRecvDataSegmentLength=$((last * 8192))"\n'
+    )
+    fake.chmod(0o755)
+    # The socket is used only by the tgtadm the driver would run by default.
+    monkeypatch.setattr(iscsi_tgt, "TGTADM", str(fake))
+    monkeypatch.setattr(iscsi_tgt, "IPC_PATH", str(tmp_path / "socket.{port}"))
+    return iscsi_tgt.Tgtadm(control_port=21000, binary=str(fake))
+
+
+def test_login_keys_come_from_the_management_socket_as_tgtadm_asks(tmp_path, monkeypatch):
+    tgtadm = _fake_tgtadm(tmp_path, monkeypatch)
+    server = _FakeTgtd(tmp_path / "socket.21000", lambda f: _rsp(_keys_text(f[4])))
+    try:
+        tids = list(range(1, 41))  # more than one window in flight
+        got = tgtadm.show_params(tids)
+    finally:
+        server.close()
+    assert got == {
+        tid: {
+            "nop_interval": "0",
+            "MaxRecvDataSegmentLength": str(tid * 8192),
+            "MaxBurstLength": "262144",
+            "InitialR2T": "Yes",
+        }
+        for tid in tids
+    }
+    # Exactly tgtadm's request: --mode target --op show --lld iscsi --tid N, no LUN.
+    assert sorted(f[4] for f in server.requests) == tids
+    mode, op, lld, length, _, sid, lun, *rest = server.requests[0]
+    assert (mode, op, lld.rstrip(b"\0"), length, sid, lun) == (
+        1, 2, b"iscsi", 120, 0, (1 << 64) - 1,
+    )  # fmt: skip
+    assert rest == [0] * 6
+    assert not (tmp_path / "tgtadm.log").exists()  # no tgtadm process at all
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda f: _rsp("", err=15),  # tgtd refuses the request (another tgt's layout)
+        lambda f: _rsp("Target 1: something else\n"),  # not the keys tgtadm prints
+        lambda f: iscsi_tgt._IPC_RSP.pack(0, 4000),  # closes mid-answer
+    ],
+)
+def test_an_unusable_socket_answer_falls_back_to_tgtadm(tmp_path, monkeypatch, answer):
+    tgtadm = _fake_tgtadm(tmp_path, monkeypatch)
+    server = _FakeTgtd(tmp_path / "socket.21000", answer)
+    try:
+        got = tgtadm.show_params([3, 7])
+    finally:
+        server.close()
+    assert got == {
+        3: {"MaxRecvDataSegmentLength": "24576"},
+        7: {"MaxRecvDataSegmentLength": "57344"},
+    }
+    assert len((tmp_path / "tgtadm.log").read_text().splitlines()) == 2
+
+
+def test_no_socket_falls_back_to_tgtadm(tmp_path, monkeypatch):
+    tgtadm = _fake_tgtadm(tmp_path, monkeypatch)
+    assert tgtadm.show_params([2]) == {2: {"MaxRecvDataSegmentLength": "16384"}}
+
+
+def test_a_target_gone_while_read_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    tgtadm = _fake_tgtadm(tmp_path, monkeypatch)
+    server = _FakeTgtd(tmp_path / "socket.21000", lambda f: _rsp("", err=4))
+    try:
+        with pytest.raises(iscsi_tgt.IscsiError, match="vanished"):
+            tgtadm.show_params([5])
+    finally:
+        server.close()
+    assert not (tmp_path / "tgtadm.log").exists()
+
+
+def test_read_of_some_iqns_reads_only_their_keys(tmp_path, monkeypatch):
+    driver = iscsi_tgt.Driver(conf_path=None)
+    asked = []
+    monkeypatch.setattr(driver.tgtadm, "run", lambda *a, **k: SHOW)
+    monkeypatch.setattr(
+        driver.tgtadm,
+        "show_params",
+        lambda tids: asked.append(list(tids)) or {t: {"InitialR2T": "No"} for t in tids},
+    )
+    found, live = driver.read(iqns=[f"{P}:target.pc-01", f"{P}:target.elsewhere"])
+    assert asked == [[1]]
+    assert list(found) == [f"{P}:target.pc-01"]
+    assert live == {f"{P}:target.pc-01": [f"{P}:initiator.pc-01"]}
+    # apply() still knows every target: a new one gets a tid after all of them.
+    assert [t.tid for t in driver._raw] == [1, 2]
+    found_all, _ = driver.read()
+    assert asked[-1] == [1, 2] and set(found_all) == {f"{P}:target.pc-01", f"{P}:target.pc-02"}
