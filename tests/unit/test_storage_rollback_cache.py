@@ -4,6 +4,7 @@ disk file's pages dropped, and the plain command whenever that cannot be done.""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from ggnet import storage, zfs
@@ -142,3 +143,57 @@ def test_drop_pages_falls_back_to_the_whole_cache_when_a_file_cannot_be_opened(
     zfs.drop_pages([str(present), str(tmp_path / "gone.img")])
     assert target.read_text() == "3"
     assert os.path.exists(present)
+
+
+def _boot_rows():
+    return [
+        ("tank/images/win11", "type", "filesystem"),
+        ("tank/images/win11@v3", "type", "snapshot"),
+        ("tank/writebacks/pc-01", "available", str(900 << 30)),
+        ("tank/writebacks/pc-01/system", "origin", "tank/images/win11@v3"),
+        ("tank/writebacks/pc-01/system", "creation", "1700000000"),
+        ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
+    ]
+
+
+class PoolBesideRunner:
+    """The boot path's own read answers only once the pool's read has started: run one
+    after the other, it would give up waiting and fail."""
+
+    def __init__(self, pool_error=""):
+        self.started = threading.Event()
+        self.pool_error = pool_error
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv, stdin=None):
+        self.calls.append(list(argv))
+        if argv[-1] == "tank":
+            self.started.set()
+            if self.pool_error:
+                return 1, "", self.pool_error
+            return 0, f"tank\tavailable\t{900 << 30}\ntank\tused\t{100 << 30}\n", ""
+        if not self.started.wait(10):
+            return 1, "", "the boot path's read ran without the pool's beside it"
+        return 0, "".join(f"{n}\t{p}\t{v}\n" for n, p, v in _boot_rows()), ""
+
+
+def test_a_stale_pool_size_is_read_beside_the_boot_paths_read():
+    cfg = {"pool": "tank", "disk_format": "file", "mountpoint": "/srv/gg"}
+    run = PoolBesideRunner()
+    names = ["tank/writebacks/pc-01", "tank/images/win11"]
+    state = storage.read_state(cfg, Zfs(run, fuse=True), names)
+    assert sorted(c[-1] for c in run.calls) == ["tank", "tank/images/win11"]
+    assert (state.available, state.total) == (900 << 30, 1000 << 30)
+    assert storage._POOL_TOTAL["tank"][1] == 1000 << 30
+    # fresh now: the next read is the boot path's alone
+    run2 = PoolBesideRunner()
+    run2.started.set()
+    storage.read_state(cfg, Zfs(run2, fuse=True), names)
+    assert [c[-1] for c in run2.calls] == ["tank/images/win11"]
+
+
+def test_a_failed_pool_read_beside_fails_the_boot_path():
+    cfg = {"pool": "tank", "disk_format": "file", "mountpoint": "/srv/gg"}
+    run = PoolBesideRunner(pool_error="I/O error")
+    with pytest.raises(ZfsError, match="I/O error"):
+        storage.read_state(cfg, Zfs(run, fuse=True), ["tank/writebacks/pc-01"])
