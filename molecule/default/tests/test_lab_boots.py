@@ -67,11 +67,12 @@ def boot(name: str) -> tuple[int, int]:
 
 def wait_no_session(host, name: str, timeout: float = 60) -> None:
     """The PC is off: LIO has dropped its session (apply refuses a running client)."""
-    iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
-    info = f"/sys/kernel/config/target/iscsi/{iqn}/tpgt_1/acls/*/info"
+    target = f"/sys/kernel/config/target/iscsi/iqn.2025-01.lan.ggnet:target.{name}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = host.run(f"cat {info}").stdout
+        if not host.file(target).is_directory:
+            return  # no LIO target, no session
+        out = host.run(f"cat {target}/tpgt_1/acls/*/info").stdout
         if "No active iSCSI Session" in out:
             return
         time.sleep(1)
@@ -250,8 +251,8 @@ def test_tgt_backend_boots_the_same_pcs(host, tmp_path):
         wait_no_session(host, name)  # a switch under a live session is refused
     iscsi = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_iscsi"]
     inventory = _variant_inventory(tmp_path, {"ggnet_iscsi": {**iscsi, "backend": "tgt"}})
-    _converge(inventory, "iscsi,api")
     try:
+        _converge(inventory, "iscsi,api")
         lio = host.run("ls /sys/kernel/config/target/iscsi").stdout
         assert "iqn.2025-01.lan.ggnet:target." not in lio, lio
         assert not host.service("rtslib-fb-targetctl").is_enabled
