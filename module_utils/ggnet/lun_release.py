@@ -33,7 +33,8 @@ def luns_closed(
     backend: str, target_iqn: str, name: str = "", options: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
     drv = _driver(backend, options or {})
-    found, _ = drv.read()
+    # Only this client's target: the others' login keys are not needed here.
+    found, _ = drv.read(iqns=[target_iqn])
     have = found.get(target_iqn)
     if have is None or not have.luns:
         yield  # nothing exported: nothing holds the files
@@ -51,7 +52,7 @@ def luns_closed(
     finally:
         # Put back what was there even when the re-clone failed: the target must not
         # be left without its disks.
-        found, _ = drv.read()
+        found, _ = drv.read(iqns=[target_iqn])
         try:
             drv.apply(
                 [Action("add_lun", target_iqn, lun=base + i, backing=lun) for i, lun in numbered],
