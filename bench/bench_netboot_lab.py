@@ -14,6 +14,7 @@ is skipped, leaving the last results in place, when it is not.
 
 from __future__ import annotations
 
+import shlex
 import statistics
 import subprocess
 import time
@@ -35,6 +36,27 @@ def _lab_ready() -> str | None:
     return None if probe.returncode == 0 else f"the lab's API does not answer {API_HEALTH}"
 
 
+# The floor inside the VM: what the same rollback costs there with nothing around it.
+FLOOR = """
+import statistics, subprocess, sys, time
+ds = sys.argv[1]
+took = []
+for _ in range(5):
+    t = time.perf_counter()
+    subprocess.run(["zfs", "rollback", "-r", ds + "@ggnet-base"], check=True)
+    took.append((time.perf_counter() - t) * 1000)
+print(round(statistics.median(took), 1))
+"""
+
+
+def _vm_rollback_ms(client: str) -> float:
+    dataset = f"ggpool/writebacks/{client}/system"
+    done = vm.ssh("python3", "-c", shlex.quote(FLOOR), dataset, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"timing a rollback in the VM failed: {done.stderr.strip()}")
+    return float(done.stdout.strip())
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -46,6 +68,7 @@ def run() -> dict | None:
         print(f"    skipped: {why}; bring it up and converge it with `make demo` first")
         return None
     pcs = client.lab_pcs()
+    floor_ms = _vm_rollback_ms(next(iter(pcs)))
     per_pc: dict[str, dict] = {}
     for name, pc in pcs.items():
         runs = []
@@ -75,4 +98,7 @@ def run() -> dict | None:
             "goal_met": bool(server) and max(server) <= GOAL_SERVER_MS,
         },
         "script_ms_median": statistics.median(scripts) if scripts else None,
+        "vm_bare_rollback_ms_median": floor_ms,
+        "vm_bare_rollback": "`zfs rollback -r` of a PC's writeback in the VM, alone, median "
+        "of 5: the floor of the reset there (on this machine it is ~56 ms, bench storage)",
     }

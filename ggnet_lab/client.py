@@ -31,6 +31,10 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 CAPTURE_FILTER = "not (tcp port 22)"
 # Firmware retries DHCP for minutes; without any answer there is nothing more to see.
 NO_OFFER_GIVE_UP = 30.0
+# After the last stage: stop the capture once it has been quiet this long, or at most
+# after DRAIN_MAX seconds (the PC may keep talking).
+DRAIN_QUIET = 1.0
+DRAIN_MAX = 4.0
 
 
 class ClientError(RuntimeError):
@@ -312,6 +316,7 @@ def boot(
                 progress(f"{pc.name}: [{elapsed:4.0f}s] waiting for '{until}'")
                 last_report = time.monotonic()
             time.sleep(0.2)
+        _drain(net, clock, progress, pc.name)
         result = BootResult(pc, clock, until, clock.reached(until), pcf, live, notes)
         if not result.reached and not notes:
             result.notes.append(
@@ -323,6 +328,29 @@ def boot(
         _stop_capture(pcf, capture)
         if not keep:
             stop(pc.name)
+
+
+def _drain(
+    net: PcapFollower, clock: StageClock, progress: Callable[[str], None], name: str
+) -> None:
+    """Let tcpdump write what it has already seen before it is stopped.
+
+    Under load (two TCG machines on two cores) tcpdump reads the kernel's ring a second
+    or more behind the PC, and what it has not read when it stops is lost: a boot that
+    ends at its serial marker would lose the frames of its last second, its iSCSI login
+    among them."""
+    end = time.monotonic() + DRAIN_MAX
+    quiet_until = time.monotonic() + DRAIN_QUIET
+    while time.monotonic() < end:
+        frames = net.poll()
+        for obs in packets(frames):
+            for stage, elapsed, detail in clock.observe(obs):
+                progress(f"{name}: {elapsed:6.1f}s  {stage.name:<11} {detail}")
+        if frames:
+            quiet_until = time.monotonic() + DRAIN_QUIET
+        elif time.monotonic() >= quiet_until:
+            return
+        time.sleep(0.1)
 
 
 def _no_dhcp_server(clock: StageClock, until: str) -> str | None:
