@@ -9,9 +9,11 @@ first answer = login response), the API stand-in's request log (script fetched,
 sanboot callback) and the serial port (marker).  All in time.time() seconds.
 
 Server side: from the script request's arrival to the target's login response, which
-includes what the API does before it answers (here: the writeback "reset" is a copy
-of the 4 MiB golden image over the PC's disk file, no ZFS: on a server it is a zfs
-rollback/clone) and iPXE's work on the PC until it logs in.  Goal: <= 150 ms."""
+includes what the API does before it answers — the boot path's own writeback reset,
+storage.reset(boot=True) as ggnet_api's live.boot_script calls it, on a zfs-fuse pool
+whose writeback files tgt exports — and iPXE's work on the PC until it logs in.
+Goal: <= 150 ms.  Unlike the lab (bench netboot_lab) the boot server is not emulated
+here: dnsmasq, tgtd, zfs-fuse and the reset run on this machine."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
 
 import netboot_env as nb  # noqa: E402
-from ggnet import iscsi, net  # noqa: E402
+import zfs_pool  # noqa: E402
+from ggnet import iscsi, layout, net, storage  # noqa: E402
 
 KINDS = {
     # kind: (qemu firmware, MAC)
@@ -82,6 +85,16 @@ def _stages(boot: nb.Boot, mac: str, events: list, packets: list) -> dict:
 
 def run() -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-netboot-"))
+    with zfs_pool.daemon(work):
+        pool = zfs_pool.make_pool(work, "1G")
+        try:
+            return _run(work, zfs_pool.storage_cfg(pool))
+        finally:
+            zfs_pool.destroy_pool(pool)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, cfg: dict) -> dict:
     bp = nb.load_bootprog()
     env = nb.NetbootEnv(work)
     try:
@@ -97,15 +110,21 @@ def run() -> dict:
         env.add_ula("fd67:676e:6574::1/64")
         tgt = env.start_tgt()
         golden = bp.build_disk(work / "golden.img", "golden")
-        api_clients, disks = {}, {}
+        images = {"lab": {"kind": "system", "source": str(golden)}}
+        storage.converge_images(cfg, images, check=False)
+        wb_clients = [
+            {"name": f"pc-{kind}", "image": "lab", "game_disk": None, "keep_writeback": False}
+            for kind in KINDS
+        ]
+        storage.converge_writebacks(cfg, images, wb_clients, check=False, sessions={})
+        api_clients, by_mac = {}, {}
         for kind, (_, mac) in KINDS.items():
             name = f"pc-{kind}"
-            disk = work / f"{name}.img"
-            shutil.copyfile(golden, disk)
-            disks[mac] = disk
+            by_mac[mac] = next(c for c in wb_clients if c["name"] == name)
             c = {"name": name, "mac": mac, "initiator_iqn": net.initiator_iqn(name)}
             iqn = net.target_iqn(name)
-            tgt.add_target(iqn, c["initiator_iqn"], [disk])
+            disk, _kind = layout.writeback_backing(cfg, name, "system")
+            tgt.add_target(iqn, c["initiator_iqn"], [Path(disk)])
             api_clients[mac] = {
                 "client": c,
                 "san_uris": [iscsi.san_uri(nb.SERVER_IP, iqn, "tgt", 0)],
@@ -113,8 +132,9 @@ def run() -> dict:
         api = env.start_api(api_clients)
 
         def reset(mac: str) -> None:
-            # The writeback reset, file format without ZFS: golden contents again.
-            shutil.copyfile(golden, disks[mac])
+            # What ggnet_api's boot path does before it answers (live.boot_script):
+            # a same-version reset is one rollback, which tgt's open file survives.
+            storage.reset(cfg, images, wb_clients, by_mac[mac]["name"], boot=True)
 
         api.on_script = reset
         env.start_dnsmasq(out / "dnsmasq.conf")
@@ -140,11 +160,12 @@ def run() -> dict:
 
         return {
             "accel": "tcg",
-            "storage": "disk file copy as the writeback reset (no ZFS on this machine)",
+            "storage": "zfs-fuse pool on a sparse file, disk_format=file; the reset is "
+            "ggnet.storage.reset(boot=True), as the API's boot path runs it",
             "kinds": kinds,
             "server_script_to_login_ms": figures("server_script_to_login_ms"),
             "server_work_ms": figures("server_work_ms"),
         }
     finally:
+        # tgt holds the writeback files open: close it before the pool is destroyed.
         env.close()
-        shutil.rmtree(work, ignore_errors=True)

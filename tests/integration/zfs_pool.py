@@ -30,15 +30,15 @@ def _zfs_ok() -> bool:
     )
 
 
-@pytest.fixture(scope="session", name="zfs_daemon")
-def zfs_daemon_fixture(tmp_path_factory):
-    if shutil.which("zfs-fuse") is None or shutil.which("zfs") is None:
-        pytest.skip("zfs-fuse is not installed (apt-get install zfs-fuse)")
+@contextlib.contextmanager
+def daemon(workdir: Path):
+    """A zfs-fuse daemon for the block: the running one (left running) or one started
+    here (stopped at the end); yields the pid of the one it started, else None."""
     if _zfs_ok():
         yield None  # someone else's daemon: use it, leave it running
         return
     SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    pidfile = tmp_path_factory.mktemp("zfs-fuse") / "zfs-fuse.pid"
+    pidfile = workdir / "zfs-fuse.pid"
     subprocess.run(["zfs-fuse", "--no-kstat-mount", "-p", str(pidfile)], check=True)
     deadline = time.monotonic() + 10
     while not _zfs_ok():
@@ -46,7 +46,13 @@ def zfs_daemon_fixture(tmp_path_factory):
             raise RuntimeError("zfs-fuse did not start answering within 10 s")
         time.sleep(0.1)
     pid = int(pidfile.read_text().strip())
-    yield pid
+    try:
+        yield pid
+    finally:
+        _stop(pid)
+
+
+def _stop(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     for _ in range(100):
@@ -55,6 +61,14 @@ def zfs_daemon_fixture(tmp_path_factory):
         except ProcessLookupError:
             break
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session", name="zfs_daemon")
+def zfs_daemon_fixture(tmp_path_factory):
+    if shutil.which("zfs-fuse") is None or shutil.which("zfs") is None:
+        pytest.skip("zfs-fuse is not installed (apt-get install zfs-fuse)")
+    with daemon(tmp_path_factory.mktemp("zfs-fuse")) as pid:
+        yield pid
 
 
 def make_pool(base: Path, size: str = "1G") -> dict:
