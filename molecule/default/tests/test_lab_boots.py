@@ -9,6 +9,8 @@ count=0 is the image as imported, anything else is what some boot wrote.
 The tests run in file order and build on each other, as an operator's day would:
 every PC boots; a reboot discards what it wrote; maintenance keeps it; apply makes it
 the image's next version, which another PC then boots; rollback brings the old one back.
+Then the same boots in proxy mode (a router's DHCP in the namespace) and with the boot
+server switched to tgt, each converged from an inventory copy and switched back.
 Operations go through the VM's own API as jobs (machine.yml, image.yml), with a token
 that never leaves the VM.
 """
