@@ -242,6 +242,12 @@ def _load() -> list[float]:
 LAB_BUSY = Path("/tmp/ggnet-lab-busy")
 
 
+def _pools() -> list[str]:
+    """Pools in the shared zfs-fuse daemon (others' tests load it too)."""
+    proc = subprocess.run(["zpool", "list", "-H", "-o", "name"], capture_output=True, text=True)
+    return proc.stdout.split()
+
+
 def _zfs_running():
     return subprocess.run(["zpool", "list"], capture_output=True).returncode == 0
 
@@ -258,7 +264,11 @@ def run() -> dict:
     base = Path(tempfile.mkdtemp(prefix="ggnet-bench-"))
     pools: dict[int, dict] = {}
     try:
-        out: dict = {"load_avg_1_5_15": {"start": _load()}, "lab_busy": [LAB_BUSY.exists()]}
+        out: dict = {
+            "load_avg_1_5_15": {"start": _load()},
+            "lab_busy": [LAB_BUSY.exists()],
+            "other_pools": [_pools()],
+        }
         # One pool per size: a 5-client site and a 250-client site, side by side in the
         # same daemon, so that their runs can alternate.
         cfgs: dict[int, dict] = {}
@@ -359,6 +369,8 @@ def run() -> dict:
         out["backend"] = "zfs-fuse, pools on sparse files, disk_format=file"
         out["load_avg_1_5_15"]["end"] = _load()
         out["lab_busy"].append(LAB_BUSY.exists())
+        ours = {cfg["pool"] for cfg in pools.values()}
+        out["other_pools"].append([p for p in _pools() if p not in ours])
         return out
     finally:
         for cfg in pools.values():
