@@ -88,6 +88,10 @@ def subprocess_runner(argv: Sequence[str], stdin: str | None = None) -> tuple[in
     return proc.returncode, proc.stdout, proc.stderr
 
 
+class _NoNamespace(Exception):
+    """The mount namespace of a no-drop rollback could not be made."""
+
+
 @dataclass
 class Zfs:
     """zfs/zpool commands; `runner` does the running (recorded in tests)."""
@@ -102,11 +106,21 @@ class Zfs:
             self.fuse = is_zfs_fuse()
         return self.fuse
 
-    def run(self, argv: Sequence[str], stdin: str | None = None, busy_retry: bool = False) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        stdin: str | None = None,
+        busy_retry: bool = False,
+        wrap: Sequence[str] = (),
+    ) -> str:
+        """Run argv (behind `wrap`, the no-drop namespace: _NoNamespace when it cannot
+        be made); busy_retry retries while zfs-fuse says the dataset is busy."""
         attempts = BUSY_RETRIES if busy_retry else 1
         for attempt in range(attempts):
+            rc, out, err = self.runner([*wrap, *argv], stdin)
+            if wrap and (rc in _NO_NAMESPACE_RCS or (rc != 0 and err.startswith("unshare:"))):
+                raise _NoNamespace()
             self.log.append(list(argv))
-            rc, out, err = self.runner(argv, stdin)
             if rc == 0:
                 return out
             error = ZfsError(argv, rc, err)
@@ -217,18 +231,11 @@ class Zfs:
         """Run `argv` with /proc/sys/vm/drop_caches bound to /dev/null; False (nothing
         run) when the namespace cannot be made.  Busy retries as in run()."""
         wrapped = [UNSHARE, "--mount", "--propagation", "private", "sh", "-c", _NO_DROP, "sh"]
-        for attempt in range(BUSY_RETRIES):
-            rc, _, err = self.runner([*wrapped, *argv], None)
-            if rc in _NO_NAMESPACE_RCS or (rc != 0 and err.startswith("unshare:")):
-                return False
-            self.log.append(list(argv))
-            if rc == 0:
-                return True
-            error = ZfsError(argv, rc, err)
-            if not (error.busy and attempt + 1 < BUSY_RETRIES):
-                raise error
-            time.sleep(BUSY_PAUSE)
-        raise AssertionError("unreachable")
+        try:
+            self.run(argv, busy_retry=True, wrap=wrapped)
+        except _NoNamespace:
+            return False
+        return True
 
     def zpool_create(self, pool: str, vdevs: Sequence[str], mountpoint: str | None) -> None:
         argv = [ZPOOL, "create"]

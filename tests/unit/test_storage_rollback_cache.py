@@ -9,27 +9,12 @@ import threading
 import pytest
 from ggnet import storage, zfs
 from ggnet.zfs import Zfs, ZfsError
+from zfs_fakes import FakeZfsRunner
 
 pytestmark = pytest.mark.unit
 
 SNAP = "tank/writebacks/pc-01/system@ggnet-base"
 PLAIN = ["zfs", "rollback", "-r", SNAP]
-
-
-class Runner:
-    """Answers each command from `answers` in turn ((rc, stderr)); records every argv."""
-
-    def __init__(self, *answers, listing=""):
-        self.answers = list(answers)
-        self.listing = listing
-        self.calls: list[list[str]] = []
-
-    def __call__(self, argv, stdin=None):
-        self.calls.append(list(argv))
-        if argv[1] == "get":
-            return 0, self.listing, ""
-        rc, err = self.answers.pop(0) if self.answers else (0, "")
-        return rc, "", err
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +34,7 @@ def wrapped(argv):
 def test_with_files_the_rollback_runs_without_the_drop_and_drops_only_those_pages(
     namespace_state,
 ):
-    run = Runner()
+    run = FakeZfsRunner()
     z = Zfs(run, fuse=True)
     z.rollback(SNAP, True, files=["/p/disk.img"])
     assert len(run.calls) == 1
@@ -70,7 +55,7 @@ def test_with_files_the_rollback_runs_without_the_drop_and_drops_only_those_page
     ids=["bind-refused", "no-cap-sys-admin", "no-unshare"],
 )
 def test_no_namespace_falls_back_to_the_plain_rollback_for_good(answer, namespace_state):
-    run = Runner(answer)
+    run = FakeZfsRunner(answer)
     z = Zfs(run, fuse=True)
     z.rollback(SNAP, True, files=["/p/disk.img"])
     assert run.calls[1] == PLAIN  # zfs-fuse's own rollback, with its machine-wide drop
@@ -81,7 +66,7 @@ def test_no_namespace_falls_back_to_the_plain_rollback_for_good(answer, namespac
 
 
 def test_a_failed_rollback_raises_and_drops_nothing(namespace_state):
-    run = Runner((1, "cannot rollback to 'x': no such snapshot"))
+    run = FakeZfsRunner((1, "cannot rollback to 'x': no such snapshot"))
     with pytest.raises(ZfsError, match="no such snapshot") as err:
         Zfs(run, fuse=True).rollback(SNAP, True, files=["/p/disk.img"])
     assert err.value.argv == PLAIN
@@ -90,7 +75,7 @@ def test_a_failed_rollback_raises_and_drops_nothing(namespace_state):
 
 
 def test_busy_is_retried_inside_the_namespace(namespace_state):
-    run = Runner((1, "cannot rollback: dataset is busy"), (0, ""))
+    run = FakeZfsRunner((1, "cannot rollback: dataset is busy"), (0, ""))
     z = Zfs(run, fuse=True)
     z.rollback(SNAP, True, files=["/p/disk.img"])
     assert [wrapped(c)[1] for c in run.calls] == [PLAIN, PLAIN]
@@ -100,7 +85,7 @@ def test_busy_is_retried_inside_the_namespace(namespace_state):
 
 @pytest.mark.parametrize(("fuse", "files"), [(False, ["/p/disk.img"]), (True, None)])
 def test_openzfs_or_no_files_is_the_plain_command(fuse, files, namespace_state):
-    run = Runner()
+    run = FakeZfsRunner()
     Zfs(run, fuse=fuse).rollback(SNAP, True, files=files)
     assert run.calls == [PLAIN]
     assert namespace_state == []
@@ -119,7 +104,7 @@ def test_the_boot_path_names_the_writebacks_disk_file(namespace_state):
         ("tank/writebacks/pc-01/system", "creation", "1700000000"),
         ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
     ]
-    run = Runner(listing="".join(f"{n}\t{p}\t{v}\n" for n, p, v in rows))
+    run = FakeZfsRunner(listing="".join(f"{n}\t{p}\t{v}\n" for n, p, v in rows))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
     result = storage.reset(
         cfg, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(run, fuse=True)

@@ -6,24 +6,11 @@ from __future__ import annotations
 import pytest
 from ggnet import layout, storage
 from ggnet.zfs import Zfs, parse_get
+from zfs_fakes import FakeZfsRunner
 
 pytestmark = pytest.mark.unit
 
 CFG = {"pool": "tank", "disk_format": "zvol", "reserve": "10%", "writeback_quota": "40G"}
-
-
-class FakeZfs:
-    """Answers `zfs get` from a canned listing and records every other command."""
-
-    def __init__(self, listing: str):
-        self.listing = listing
-        self.calls: list[list[str]] = []
-
-    def __call__(self, argv, stdin=None):
-        self.calls.append(list(argv))
-        if argv[1] == "get":
-            return 0, self.listing, ""
-        return 0, "", ""
 
 
 def listing(rows):
@@ -51,7 +38,7 @@ def test_zvol_backing_paths_are_device_nodes_fake_zfs():
 
 
 def test_zvol_image_create_is_sparse_volume_fake_zfs(monkeypatch):
-    fake = FakeZfs(listing(POOL_ROWS[:5]))
+    fake = FakeZfsRunner(listing=listing(POOL_ROWS[:5]))
     monkeypatch.setattr(storage, "_wait_for", lambda path, timeout=30.0: None)
     result = storage.converge_images(
         CFG, {"games": {"size": "200G", "kind": "data"}}, False, Zfs(fake)
@@ -65,7 +52,7 @@ def test_zvol_image_create_is_sparse_volume_fake_zfs(monkeypatch):
 
 
 def test_zvol_writeback_clone_and_freshness_use_openzfs_commands_fake_zfs():
-    fake = FakeZfs(listing(POOL_ROWS))
+    fake = FakeZfsRunner(listing=listing(POOL_ROWS))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
     images = {"win11": {"size": "64G", "version": "v3"}}
     storage.converge_writebacks(CFG, images, clients, False, sessions={}, zfs=Zfs(fake))
@@ -84,7 +71,7 @@ def test_zvol_reset_destroys_without_unmount_fake_zfs():
         ("tank/writebacks/pc-01/system", "creation", "1700000000"),
         ("tank/writebacks/pc-01/system", "written", "8192"),
     ]
-    fake = FakeZfs(listing(rows))
+    fake = FakeZfsRunner(listing=listing(rows))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
     result = storage.reset(
         CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
@@ -112,7 +99,7 @@ def test_zvol_reset_same_version_is_one_rollback_fake_zfs():
         ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
         ("tank/writebacks/pc-01", "available", str(900 << 30)),
     ]
-    fake = FakeZfs(listing(rows))
+    fake = FakeZfsRunner(listing=listing(rows))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
     result = storage.reset(
         CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
@@ -123,7 +110,7 @@ def test_zvol_reset_same_version_is_one_rollback_fake_zfs():
 
 
 def test_whole_pool_read_skips_writeback_base_snapshots_fake_zfs():
-    fake = FakeZfs(listing(POOL_ROWS))
+    fake = FakeZfsRunner(listing=listing(POOL_ROWS))
     storage.read_state(CFG, Zfs(fake))
     gets = [c for c in fake.calls if c[1] == "get"]
     assert len(gets) == 2
@@ -146,7 +133,7 @@ def test_zvol_boot_reset_reads_written_with_the_state_fake_zfs():
         ("tank/writebacks/pc-01/system@ggnet-base", "type", "snapshot"),
         ("tank/writebacks/pc-01", "available", str(900 << 30)),
     ]
-    fake = FakeZfs(listing(rows))
+    fake = FakeZfsRunner(listing=listing(rows))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
     storage._POOL_TOTAL["tank"] = (float("inf"), 1000 << 30)
     try:
@@ -178,7 +165,7 @@ def test_a_version_change_of_both_disks_closes_the_luns_once_fake_zfs():
         ("tank/writebacks/pc-01/game", "type", "volume"),
         ("tank/writebacks/pc-01/game", "origin", "tank/images/games@v1"),
     ]
-    fake = FakeZfs(listing(rows))
+    fake = FakeZfsRunner(listing=listing(rows))
     spans: list[tuple[str, int, int | None]] = []
 
     class Closing:
