@@ -144,6 +144,7 @@ from ansible.module_utils.ggnet.iscsi import (
     IscsiError,
     desired_targets,
     diff,
+    make_driver,
     plan,
     targets_from_clients,
 )
@@ -157,15 +158,16 @@ def managed_prefix(iqn_prefix):
     return target_iqn("x", iqn_prefix)[:-1]
 
 
-def make_driver(params):
-    if params["backend"] == "tgt":
-        return iscsi_tgt.Driver(
-            params["control_port"],
-            params["netns"],
-            params["conf_path"] if params["persist"] else None,
-        )
-    return iscsi_lio.Driver(
-        params["savefile"] if params["persist"] else None, params["portal"], params["port"]
+def driver_for(params):
+    persist = params["persist"]
+    return make_driver(
+        params["backend"],
+        control_port=params["control_port"],
+        netns=params["netns"],
+        conf_path=params["conf_path"] if persist else None,
+        savefile=params["savefile"] if persist else None,
+        portal=params["portal"],
+        port=params["port"],
     )
 
 
@@ -178,7 +180,7 @@ def converge(params, check_mode, driver=None):
     else:
         specs = params.get("targets") or []
     wanted = desired_targets(specs)
-    driver = driver or make_driver(params)
+    driver = driver or driver_for(params)
     found, live = driver.read()
     actions, refused = plan(
         params["backend"],

@@ -430,3 +430,18 @@ def active_sessions(backend: str, **options: Any) -> dict[str, list[str]]:
 def driver(backend: str):
     """The module (iscsi_tgt or iscsi_lio) that reads and changes the backend."""
     return _driver(backend)
+
+
+# What each backend's Driver takes: tgt where tgtd listens and the file it persists
+# to, LIO its savefile and the portal it creates.
+_DRIVER_OPTIONS = {
+    "tgt": ("control_port", "netns", "conf_path"),
+    "lio": ("savefile", "portal", "port"),
+}
+
+
+def make_driver(backend: str, **options: Any):
+    """The backend's Driver from the options it takes; the other backend's are left
+    out, so a caller may pass both backends' settings (None for a file: no persisting)."""
+    drv = _driver(backend)
+    return drv.Driver(**{k: v for k, v in options.items() if k in _DRIVER_OPTIONS[backend]})

@@ -17,22 +17,16 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .iscsi import LUN_BASE, Action, IscsiError, driver
+from .iscsi import LUN_BASE, Action, IscsiError, make_driver
 from .storage import Closer
-
-
-def _driver(backend: str, options: Mapping[str, Any]):
-    drv = driver(backend)
-    # tgt's driver takes where tgtd listens (control_port, netns); LIO's takes no
-    # session options, and these must not reach its savefile/portal arguments.
-    return drv.Driver(**options) if backend == "tgt" else drv.Driver()
 
 
 @contextlib.contextmanager
 def luns_closed(
     backend: str, target_iqn: str, name: str = "", options: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
-    drv = _driver(backend, options or {})
+    # Where tgtd listens (control_port, netns); LIO's driver takes none of these.
+    drv = make_driver(backend, **(options or {}))
     # Only this client's target: the others' login keys are not needed here.
     found, _ = drv.read(iqns=[target_iqn])
     have = found.get(target_iqn)

@@ -286,3 +286,24 @@ def test_lio_saved_configuration_differs_when_login_keys_do():
     tuned = saved(**SESSION_PARAMS, MaxOutstandingR2T="1")
     assert _essence(tuned) == _essence(saved(**SESSION_PARAMS, MaxOutstandingR2T="4"))
     assert _essence(tuned) != _essence(saved(**{**SESSION_PARAMS, "InitialR2T": "Yes"}))
+
+
+def test_make_driver_gives_each_backend_only_its_own_options():
+    from ggnet import iscsi_lio, iscsi_tgt
+    from ggnet.iscsi import make_driver
+
+    both = {
+        "control_port": 7,
+        "netns": None,
+        "conf_path": None,
+        "savefile": None,
+        "portal": "10.0.0.1",
+    }
+    tgt = make_driver("tgt", **both)
+    assert isinstance(tgt, iscsi_tgt.Driver) and tgt.conf_path is None
+    assert tgt.tgtadm.argv("--op", "show")[1:3] == ["-C", "7"]
+    lio = make_driver("lio", **both)
+    assert isinstance(lio, iscsi_lio.Driver) and lio.savefile is None and lio.portal == "10.0.0.1"
+    # With nothing given each keeps its own defaults (the closer's case).
+    assert make_driver("tgt").conf_path == iscsi_tgt.DEFAULT_CONF
+    assert make_driver("lio").savefile == iscsi_lio.DEFAULT_SAVEFILE
