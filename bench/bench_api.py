@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.stats import percentile
+
 CLIENTS = 1000
 BOOTS_PER_CLIENT = 10
 METRICS_RUNS = 400
@@ -64,7 +66,7 @@ def _inventory(root: Path) -> None:
 
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    p99 = percentile(ordered, 99)
     return {
         "n": len(samples),
         "p50_ms": round(statistics.median(ordered) * 1000, 2),

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import time
 
+from bench.stats import percentile
 from ggnet_lab import client, netns, server_time, vm
 
 RUNS = 3
@@ -57,11 +58,6 @@ def _vm_rollback_ms(client: str) -> float:
     return float(done.stdout.strip())
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def run() -> dict | None:
     why = _lab_ready()
     if why:
@@ -93,7 +89,7 @@ def run() -> dict | None:
         "server_ms": {
             "goal": GOAL_SERVER_MS,
             "median": statistics.median(server) if server else None,
-            "p90": _percentile(server, 0.9) if server else None,
+            "p90": percentile(server, 90) if server else None,
             "max": max(server) if server else None,
             "goal_met": bool(server) and max(server) <= GOAL_SERVER_MS,
         },

@@ -40,6 +40,8 @@ from ggnet import layout, storage  # noqa: E402
 from ggnet.zfs import Zfs  # noqa: E402
 from zfs_pool import destroy_pool, make_pool, storage_cfg  # noqa: E402
 
+from bench.stats import percentile  # noqa: E402
+
 IMAGES = {"os": {"size": "64M", "kind": "system"}}
 SIZES = (5, 250)
 ROUNDS = 30
@@ -64,11 +66,6 @@ def _timed(fn, rounds):
         fn()
         samples.append(time.perf_counter() - start)
     return samples
-
-
-def _pct(samples, q):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def _ms(x):
@@ -156,8 +153,8 @@ def _dirty(path: str, i: int) -> None:
 def _stats(samples: list[float]) -> dict[str, float]:
     return {
         "p50_ms": _ms(statistics.median(samples)),
-        "p95_ms": _ms(_pct(samples, 95)),
-        "p99_ms": _ms(_pct(samples, 99)),
+        "p95_ms": _ms(percentile(samples, 95)),
+        "p99_ms": _ms(percentile(samples, 99)),
         "max_ms": _ms(max(samples)),
     }
 
@@ -220,7 +217,7 @@ def _time_resets(cfg: dict, everyone: list) -> dict:
             **_stats(samples["bare"]),
         },
         "goal_p99_ms": 100,
-        "goal_met": _pct(samples["reset"], 99) < 0.1,
+        "goal_met": percentile(samples["reset"], 99) < 0.1,
         "measured": "in-process storage.reset(boot=True) on the 250-client pool, one "
         "4 KiB write before each reset and each bare rollback, alternating; "
         f"{RESET_CHUNKS} chunks of {per_chunk} rounds interleaved with the chunks of "
@@ -311,7 +308,7 @@ def run() -> dict:
                 "clients": n,
                 "create_all_s": round(create_s[n], 2),
                 "library_median_ms": _ms(statistics.median(lib[n])),
-                "library_p95_ms": _ms(_pct(lib[n], 95)),
+                "library_p95_ms": _ms(percentile(lib[n], 95)),
                 "library_zfs_calls": calls[n],
                 "module_median_ms": _ms(statistics.median(mod[n])),
             }
