@@ -916,6 +916,15 @@ def _recording(state: State, client: str, zfs: Zfs) -> Iterator[_ClientDisks]:
         zfs.set(dataset, {P_DISKS: format_disks(rec.disks)})
 
 
+def _rollback_disk(
+    zfs: Zfs, snapshot: str, backing: tuple[str, str], recursive: bool = False
+) -> None:
+    """Roll a disk's dataset back; a disk file's cached pages are dropped with it (not
+    the machine's whole page cache), so whoever holds it open reads the old content."""
+    path, kind = backing
+    zfs.rollback(snapshot, recursive, files=[path] if kind == "file" else None)
+
+
 def base_snapshot(dataset: str) -> str:
     return f"{dataset}@{BASE_SNAPSHOT}"
 
@@ -1095,13 +1104,11 @@ def reset(
         for role, _snapshot, how in stale:
             if how == "rollback":
                 # Origin and quota stay: the client's ggnet:disks record stays true.
-                # The disk file's cached pages are dropped (not the machine's whole
-                # page cache): a LUN holding it open reads the rolled-back content.
-                path, kind = layout.writeback_backing(cfg, client_name, role)
-                zfs.rollback(
+                _rollback_disk(
+                    zfs,
                     base_snapshot(layout.writeback_dataset(cfg, client_name, role)),
-                    True,
-                    files=[path] if kind == "file" else None,
+                    layout.writeback_backing(cfg, client_name, role),
+                    recursive=True,
                 )
         if any(how != "rollback" for _, _, how in stale):
             # One close of the client's LUNs for all its re-clones (system and game).
@@ -1242,7 +1249,7 @@ def apply_writeback(
     newest = image.versions[-1]
     # A half-finished earlier apply may have left the head dirty: start from the newest.
     head, head_kind = layout.image_backing(cfg, image_name)
-    zfs.rollback(newest.snapshot, files=[head] if head_kind == "file" else None)
+    _rollback_disk(zfs, newest.snapshot, (head, head_kind))
     result.info["copied_bytes"] = copy_changed_blocks(path, head)
     _snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
     zfs.set(image.dataset, {P_CURRENT: name})
