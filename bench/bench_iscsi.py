@@ -7,7 +7,8 @@
    a lean reader (qemu-img bench, buffers allocated once); the headline tgtd runs as
    tgt.service starts it with ggnet's drop-in (malloc tunables); also measured: tgtd
    without them, a target left at tgt's default login keys; CPU seconds of the reader
-   and of tgtd, tgtd's page faults.
+   and of tgtd, tgtd's page faults.  Hot, also the bound for any target behind TCP
+   (bench/tcp_ceiling.py: a sendfile() sender, no protocol) and tgt's share of it.
 2. A reconcile that changes nothing, for 5 and for 250 clients: the module's own
    converge() (one tgtadm show, the plan, the configuration compare) and the whole
    ansible-playbook run.  Goal: 250 / 5 <= 1.3.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import resource
@@ -32,6 +34,8 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from ggnet.iscsi import MASK, lun_number  # noqa: E402
 from ggnet.net import initiator_iqn, target_iqn  # noqa: E402
 from tgt_netns import ENV_C, PREFIX, nsexec, run_module, tgt_in_netns  # noqa: E402
+
+from bench.tcp_ceiling import warm  # noqa: E402
 
 DISK_MIB = 512
 BLOCK_MIB = 1
@@ -188,12 +192,6 @@ def _resident(path: str) -> float:
     return int(out.split()[0]) / os.path.getsize(path)
 
 
-def _warm(path: str) -> None:
-    with open(path, "rb") as fh:
-        while fh.read(8 << 20):
-            pass
-
-
 def _drop(path: str) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -224,7 +222,7 @@ def _pairs(cases: dict, cache: str, path: str) -> dict[str, list[dict]]:
     for _ in range(SEQ_REPEATS):
         for name, (kind, argv, pid, secret) in cases.items():
             if cache == "hot":
-                _warm(path)  # this machine's DAMON reclaim pages out idle page cache
+                warm(path)  # this machine's DAMON reclaim pages out idle page cache
             else:
                 _drop(path)
             resident = _resident(path)
@@ -324,10 +322,11 @@ def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
     for name, (_, argv, _, _) in qemu_io.items():
         if name != "raw":
             _same_bytes(pc, argv)
-    _warm(path)
+    warm(path)
     load_before = os.getloadavg()
     hot = _section(_pairs(qemu_io, "hot", path), "iscsi")
     hot_lean = _section(_pairs(lean, "hot", path), "iscsi")
+    ceiling = _tcp_ceiling(shipped_tgt.netns, path, hot_lean["iscsi_mib_s"])
     cold_lean = _section(_pairs(lean, "cold", path), "iscsi")
     cold = _section(_pairs({k: qemu_io[k] for k in ("raw", "iscsi")}, "cold", path), "iscsi")
     out = {
@@ -364,6 +363,7 @@ def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
         ),
         "hot": hot,
         "hot_lean_reader": hot_lean,
+        "hot_tcp_ceiling": ceiling,
         "cold": cold,
         "cold_lean_reader": cold_lean,
         "ratio": hot["ratio"],
@@ -374,6 +374,33 @@ def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
     }
     out["hot"]["iscsi_tgt_default_keys"]["login_keys"] = _login_keys(shipped_tgt, 9)
     return out
+
+
+def _tcp_ceiling(netns: str, path: str, iscsi_lean_mib_s: float) -> dict:
+    """The hot read's bound for any target behind TCP (bench/tcp_ceiling.py), in the
+    same network namespace as tgtd, and the lean iSCSI read's share of it."""
+    script = Path(__file__).with_name("tcp_ceiling.py")
+    argv = nsexec(netns, sys.executable, str(script), path, str(SEQ_REPEATS))
+    runs = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    raw, tcp = (statistics.median(runs[k]) for k in ("raw", "tcp"))
+    return {
+        "reader": (
+            "one Python process, one reused 1 MiB buffer: raw = readinto from the file; "
+            "tcp = recv_into from a loopback socket whose sender sendfile()s the file "
+            "(no copy on the sending side, no protocol): the cheapest possible target"
+        ),
+        "raw_mib_s": round(raw, 1),
+        "tcp_mib_s": round(tcp, 1),
+        "raw_runs_mib_s": [round(x) for x in runs["raw"]],
+        "tcp_runs_mib_s": [round(x) for x in runs["tcp"]],
+        "ratio": round(tcp / raw, 3),
+        "ratio_paired_median": round(
+            statistics.median(t / r for t, r in zip(runs["tcp"], runs["raw"], strict=True)), 3
+        ),
+        # How close tgt comes to that bound: the lean reader through the target over
+        # the bare socket, both reading the same hot bytes in the same namespace.
+        "iscsi_lean_share_of_tcp": round(iscsi_lean_mib_s / tcp, 3),
+    }
 
 
 def _qemu_version() -> str:
