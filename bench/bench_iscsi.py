@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -30,9 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests" / "unit"))
 
 from ggnet.iscsi import MASK, lun_number  # noqa: E402
 from ggnet.net import initiator_iqn, target_iqn  # noqa: E402
+from targets_module import load as load_targets_module  # noqa: E402
 from tgt_netns import ENV_C, PREFIX, nsexec, run_module, tgt_in_netns  # noqa: E402
 
 from bench.tcp_ceiling import warm  # noqa: E402
@@ -51,44 +52,11 @@ MALLOC_TUNABLES = {
 }
 
 
-def _module():
-    import ggnet
-    from ggnet import iscsi, iscsi_lio, iscsi_tgt, net
-
-    for name, obj in {
-        "": ggnet,
-        ".iscsi": iscsi,
-        ".iscsi_tgt": iscsi_tgt,
-        ".iscsi_lio": iscsi_lio,
-        ".net": net,
-    }.items():
-        sys.modules.setdefault(f"ansible.module_utils.ggnet{name}", obj)
-    spec = importlib.util.spec_from_file_location(
-        "ggnet_targets_bench", REPO / "modules" / "ggnet_targets.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _params(**given) -> dict:
-    """converge()'s parameters as AnsibleModule would hand them over: every option,
-    the argument spec's defaults where the bench does not set one."""
-    return {
-        "backend": "tgt",
-        "clients": None,
-        "storage": {},
-        "chap_secrets": {},
-        "iqn_prefix": PREFIX,
-        "force": False,
-        "persist": True,
-        "control_port": None,
-        "netns": None,
-        "savefile": None,
-        "portal": "0.0.0.0",
-        "port": 3260,
-        **given,
-    }
+def _params(module, **given) -> dict:
+    """converge()'s parameters as AnsibleModule would hand them over: every option the
+    module declares, at its default unless the bench sets it."""
+    defaults = {name: opt.get("default") for name, opt in module.argument_spec().items()}
+    return {**defaults, "backend": "tgt", "iqn_prefix": PREFIX, **given}
 
 
 def _spec(tmp: Path, name: str, size: int) -> dict:
@@ -266,7 +234,7 @@ def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
     with open(path, "wb") as fh:
         for _ in range(DISK_MIB):
             fh.write(os.urandom(1 << 20))
-    params = _params(targets=[pc], conf_path=None)
+    params = _params(module, targets=[pc], conf_path=None)
     lun = lun_number("tgt")
     old = {**pc, "target_iqn": target_iqn("bench-seq-tgt-defaults", PREFIX)}
     for t in (tgt, shipped_tgt):
@@ -413,6 +381,7 @@ def bench_noop_reconcile(tgt, tmp: Path, module) -> dict:
     for count in (5, 250):
         specs = [_spec(tmp, f"pc-{i:03}", 1 << 20) for i in range(count)]
         params = _params(
+            module,
             targets=specs,
             control_port=tgt.control_port,
             netns=tgt.netns,
@@ -446,7 +415,7 @@ def bench_noop_reconcile(tgt, tmp: Path, module) -> dict:
 
 
 def run() -> dict:
-    module = _module()
+    module = load_targets_module()
     with tempfile.TemporaryDirectory(prefix="ggnet-bench-iscsi-") as d:
         tmp = Path(d)
         with tgt_in_netns(tmp) as tgt, tgt_in_netns(tmp, env=MALLOC_TUNABLES) as shipped:

@@ -207,7 +207,8 @@ def converge(params, check_mode, driver=None):
     }
 
 
-def main():
+def argument_spec():
+    """The module's options; also read by the bench, which calls converge() directly."""
     lun_spec = {
         "path": {"type": "str", "required": True},
         "kind": {"type": "str", "choices": ["file", "block"], "default": "file"},
@@ -220,23 +221,27 @@ def main():
         "chap_user": {"type": "str"},
         "chap_secret": {"type": "str", "no_log": True},
     }
+    return {
+        "backend": {"type": "str", "required": True, "choices": ["lio", "tgt"]},
+        "targets": {"type": "list", "elements": "dict", "options": target_spec},
+        "clients": {"type": "list", "elements": "dict"},
+        "storage": {"type": "dict", "default": {}},
+        "chap_secrets": {"type": "dict", "default": {}, "no_log": True},
+        "iqn_prefix": {"type": "str"},
+        "force": {"type": "bool", "default": False},
+        "persist": {"type": "bool", "default": True},
+        "control_port": {"type": "int"},
+        "netns": {"type": "str"},
+        "conf_path": {"type": "path", "default": iscsi_tgt.DEFAULT_CONF},
+        "savefile": {"type": "path", "default": iscsi_lio.DEFAULT_SAVEFILE},
+        "portal": {"type": "str", "default": "0.0.0.0"},
+        "port": {"type": "int", "default": 3260},
+    }
+
+
+def main():
     module = AnsibleModule(
-        argument_spec={
-            "backend": {"type": "str", "required": True, "choices": ["lio", "tgt"]},
-            "targets": {"type": "list", "elements": "dict", "options": target_spec},
-            "clients": {"type": "list", "elements": "dict"},
-            "storage": {"type": "dict", "default": {}},
-            "chap_secrets": {"type": "dict", "default": {}, "no_log": True},
-            "iqn_prefix": {"type": "str"},
-            "force": {"type": "bool", "default": False},
-            "persist": {"type": "bool", "default": True},
-            "control_port": {"type": "int"},
-            "netns": {"type": "str"},
-            "conf_path": {"type": "path", "default": iscsi_tgt.DEFAULT_CONF},
-            "savefile": {"type": "path", "default": iscsi_lio.DEFAULT_SAVEFILE},
-            "portal": {"type": "str", "default": "0.0.0.0"},
-            "port": {"type": "int", "default": 3260},
-        },
+        argument_spec=argument_spec(),
         mutually_exclusive=[("targets", "clients")],
         required_one_of=[("targets", "clients")],
         supports_check_mode=True,
