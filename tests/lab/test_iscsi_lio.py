@@ -8,48 +8,18 @@ own portal, so no traffic leaves the lab namespace.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from ggnet_lab.playbook import run_module
+
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
 P = "iqn.2025-01.lan.ggnet"
 SECRET = "Lab-chap-secr3t"
 WORK = "/var/tmp/ggnet-iscsi-test"
-
-
-def _module_run(lab_vm, params: dict, tmp: Path) -> dict:
-    """ggnet_targets on boot1 through Ansible and the lab inventory (ssh via the netns)."""
-    argsfile = tmp / "args.json"
-    argsfile.write_text(json.dumps(params))
-    argsfile.chmod(0o600)
-    playbook = tmp / "lio.yml"
-    playbook.write_text(
-        "- name: LIO targets\n  hosts: boot1\n  gather_facts: false\n  tasks:\n"
-        "    - name: All targets\n"
-        "      ggnet_targets: \"{{ lookup('ansible.builtin.file', args_file) | from_json }}\"\n"
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-    }
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventory" / "lab"),
-         str(playbook), "-e", f"args_file={argsfile}"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=900, check=False,
-    )  # fmt: skip
-    start = proc.stdout.find("{")
-    assert start >= 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout[start:])["plays"][0]["tasks"][0]["hosts"]["boot1"]
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +87,11 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     pc2 = _spec("pc-02", "pc-02.img", "pc-02-game.img")
     # The lab converge may have made targets of its own under the same prefix: this
     # test owns the whole set while it runs (they come back at the next converge).
-    first = _module_run(lio, _params([pc1, pc2], force=True), tmp_path)
+    first = run_module("ggnet_targets", _params([pc1, pc2], force=True), tmp_path)
     # (Unchanged when an earlier run's targets came back with the VM.)
     assert not first.get("failed"), first
     assert SECRET not in json.dumps(first)
-    again = _module_run(lio, _params([pc1, pc2]), tmp_path)
+    again = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert again.get("changed") is False, again
 
     assert _inq(lio, pc1, secret=SECRET).returncode == 0
@@ -134,9 +104,9 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     lio.check("systemctl enable rtslib-fb-targetctl.service")
     _reboot(lio)
     assert f"{P}:target.pc-01" in lio.check("ls /sys/kernel/config/target/iscsi")
-    after = _module_run(lio, _params([pc1, pc2]), tmp_path)
+    after = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert after.get("changed") is False, after
     assert _inq(lio, pc1, secret=SECRET).returncode == 0
     assert _inq(lio, pc1, secret="Wrong-secret-99").returncode != 0
     assert _inq(lio, pc2, initiator=pc1["initiator_iqn"]).returncode != 0
-    _module_run(lio, _params([]), tmp_path)
+    run_module("ggnet_targets", _params([]), tmp_path)
