@@ -264,7 +264,10 @@ class Driver:
             raise IscsiError(
                 f"backing file {lun.path} cannot be read ({exc.strerror}); is its writeback created?"
             ) from None
-        return rts.FileIOStorageObject(name, dev=lun.path, size=size)
+        # rtslib's default is write-through: the file opened O_DSYNC, every write of
+        # the PC synchronous.  A writeback is thrown away at the next boot, so it gets
+        # a write cache, as tgt's rdwr gives its LUNs; the PC's flushes still fsync.
+        return rts.FileIOStorageObject(name, dev=lun.path, size=size, write_back=True)
 
     def persist(self, wanted: Mapping[str, Target], check_mode: bool = False) -> bool:
         """Save configfs where the restore service reads it; True when the file changed."""

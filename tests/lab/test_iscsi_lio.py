@@ -60,6 +60,16 @@ def _inq(lab_vm, spec, initiator=None, secret=None, lun=0):
     )
 
 
+def _write_back(lab_vm) -> dict[str, bool]:
+    """Whether each of the test's file backstores has LIO's write cache on."""
+    probe = (
+        "import json, rtslib_fb; print(json.dumps({so.udev_path.rsplit('/', 1)[1]: "
+        f"so.write_back for so in rtslib_fb.RTSRoot().storage_objects "
+        f"if so.udev_path.startswith('{WORK}/')}}))"
+    )
+    return json.loads(lab_vm.check(f"/usr/bin/python3 -c {shlex.quote(probe)}"))
+
+
 def _reboot(lab_vm) -> None:
     """Cold-reset the VM through qemu's monitor: same disk, fresh kernel and configfs.
 
@@ -94,6 +104,7 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     again = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert again.get("changed") is False, again
 
+    assert _write_back(lio) == {"pc-01.img": True, "pc-02.img": True, "pc-02-game.img": True}
     assert _inq(lio, pc1, secret=SECRET).returncode == 0
     assert _inq(lio, pc1, secret="Wrong-secret-99").returncode != 0
     assert _inq(lio, pc2).returncode == 0
@@ -104,6 +115,7 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     lio.check("systemctl enable rtslib-fb-targetctl.service")
     _reboot(lio)
     assert f"{P}:target.pc-01" in lio.check("ls /sys/kernel/config/target/iscsi")
+    assert set(_write_back(lio).values()) == {True}  # restored with their write cache
     after = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert after.get("changed") is False, after
     assert _inq(lio, pc1, secret=SECRET).returncode == 0
