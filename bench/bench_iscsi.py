@@ -72,9 +72,9 @@ def _spec(tmp: Path, name: str, size: int) -> dict:
     }
 
 
-def _reads() -> list[str]:
+def _reads(disk_mib: int = DISK_MIB) -> list[str]:
     out = []
-    for i in range(DISK_MIB // BLOCK_MIB):
+    for i in range(disk_mib // BLOCK_MIB):
         out += ["-c", f"aio_read -q {i * BLOCK_MIB}M {BLOCK_MIB}M"]
     # aio_read returns at once, so the reads are all in flight together, as an OS's
     # readahead would have them; aio_flush waits for the last one.
@@ -166,9 +166,11 @@ def _drop(path: str) -> None:
         os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _bench_argv(target: str | None = None, path: str | None = None) -> list[str]:
+def _bench_argv(
+    target: str | None = None, path: str | None = None, disk_mib: int = DISK_MIB
+) -> list[str]:
     """qemu-img bench: the same sequential reads with buffers allocated once."""
-    n = DISK_MIB // BLOCK_MIB
+    n = disk_mib // BLOCK_MIB
     argv = ["qemu-img", "bench", "-c", str(n), "-d", str(BENCH_DEPTH)]
     argv += ["-s", f"{BLOCK_MIB}M", "-S", f"{BLOCK_MIB}M"]
     return [*argv, "-f", "raw", path] if path else [*argv, "--image-opts", target]

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 from ggnet.iscsi import MASK, SESSION_PARAMS, lun_number
 from ggnet.net import initiator_iqn, target_iqn
@@ -140,18 +139,18 @@ def _readers(spec: dict, secret: str) -> tuple[dict, dict, str]:
     # there (inside the VM only) it goes inline, as in bench_iscsi.
     qemu_io = ["qemu-io", "--object", f"secret,id=chap,file={SECRET_FILE}", "--image-opts"]
     lean = "driver=raw," + ",".join(f"file.{kv}" for kv in iscsi.split(","))
-    # bench_iscsi's helpers size the reads by its own DISK_MIB (512 MiB): set to this
-    # bench's for the call (until they take the size as an argument).
-    with mock.patch.object(bench_iscsi, "DISK_MIB", DISK_MIB):
-        reads = bench_iscsi._reads()
-        cases = {
-            "raw": ("qemu-io", ["qemu-io", "-f", "raw", *reads, DISK]),
-            "iscsi": ("qemu-io", [*qemu_io, f"{iscsi},password-secret=chap", *reads]),
-        }
-        lean_cases = {
-            "raw": ("bench", bench_iscsi._bench_argv(path=DISK)),
-            "iscsi": ("bench", bench_iscsi._bench_argv(target=f"{lean},file.password={secret}")),
-        }
+    reads = bench_iscsi._reads(DISK_MIB)
+    cases = {
+        "raw": ("qemu-io", ["qemu-io", "-f", "raw", *reads, DISK]),
+        "iscsi": ("qemu-io", [*qemu_io, f"{iscsi},password-secret=chap", *reads]),
+    }
+    lean_cases = {
+        "raw": ("bench", bench_iscsi._bench_argv(path=DISK, disk_mib=DISK_MIB)),
+        "iscsi": (
+            "bench",
+            bench_iscsi._bench_argv(target=f"{lean},file.password={secret}", disk_mib=DISK_MIB),
+        ),
+    }
     return cases, lean_cases, f"{iscsi},password-secret=chap"
 
 
