@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # the lab: namespaces, VM image, qemu PCs (BIOS + UEFI), boot programs
-  iproute2 util-linux socat openssh-client qemu-system-x86 qemu-utils ovmf ipxe-qemu
+  iproute2 util-linux socat openssh-client qemu-system-x86 qemu-utils qemu-block-extra ovmf ipxe-qemu
   ipxe debootstrap e2fsprogs nasm mtools dosfstools gdisk gnu-efi tcpdump
   # daemons the integration tier runs for real on this machine
   zfs-fuse tgt dnsmasq libiscsi-bin
