@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   # the lab: namespaces, VM image, qemu PCs (BIOS + UEFI), boot programs
   iproute2 util-linux socat openssh-client qemu-system-x86 qemu-utils qemu-block-extra ovmf ipxe-qemu
-  ipxe debootstrap e2fsprogs nasm mtools dosfstools gdisk gnu-efi tcpdump
+  ipxe debootstrap e2fsprogs nasm gcc binutils mtools dosfstools gdisk gnu-efi tcpdump
   # daemons the integration tier runs for real on this machine
-  zfs-fuse tgt dnsmasq libiscsi-bin
+  zfs-fuse tgt dnsmasq dnsmasq-base libiscsi-bin util-linux-extra procps
   # monitoring checks
   prometheus prometheus-alertmanager prometheus-node-exporter
   # the console: noVNC in headless Chromium
@@ -25,6 +25,13 @@ stamp_dir=.cache/bootstrap
 mkdir -p "$stamp_dir"
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# pip, quiet, without this machine's notes about absent local indexes; a failure
+# still fails the bootstrap (and shows pip's whole output).
+pip_q() {
+  local out
+  if ! out=$("$VENV/bin/pip" "$@" 2>&1); then printf '%s\n' "$out" >&2; return 1; fi
+  printf '%s\n' "$out" | grep -v -e '^WARNING: Location' -e '^$' || true
+}
 
 apt_key=$(printf '%s\n' "${APT_PACKAGES[@]}" | sha256sum | cut -c1-16)
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null \
@@ -44,12 +51,17 @@ else
   step "Debian packages: all ${#APT_PACKAGES[@]} present"
 fi
 
-py_key=$(cat pyproject.toml | sha256sum | cut -c1-16)
+# The venv is installed from the lock (every package pinned, every file hashed), so two
+# fresh machines a week apart get the same set; `make lock` moves it on purpose.
+LOCK=requirements/dev.lock
+py_key=$( (cat pyproject.toml "$LOCK"; echo "$VENV") | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp_dir/py-$py_key" ]; then
-  step "Python venv $VENV: pip install -e .[dev] (ansible's collections take a minute)"
+  step "Python venv $VENV: pip install -r $LOCK (pinned, hashed; ansible's collections take a minute)"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+  pip_q install -q --require-hashes --no-deps -r "$LOCK"
+  # The project itself: no build isolation, so the build backend is the locked one.
+  pip_q install -q --no-deps --no-build-isolation -e .
+  pip_q check
   "$VENV/bin/python" -c 'import ansible, ansible_runner, flask, netaddr, rtslib_fb, ggnet, ggnet_api'
   touch "$stamp_dir/py-$py_key"
 else
