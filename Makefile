@@ -24,15 +24,19 @@ help:
 deps:
 	@scripts/bootstrap.sh
 
-# The Python lock: every package pinned with its hashes; the bootstrap installs only
-# from it.  `lock` keeps today's pins where pyproject.toml still allows them.
-LOCK_ARGS := pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
-	--python-platform x86_64-unknown-linux-gnu -o requirements/dev.lock
+# The Python locks: every package pinned with its hashes; the bootstrap installs only
+# from dev.lock, a boot server's job runner only from server-jobs.lock (constrained by
+# dev.lock, so it runs what the tests ran).  `lock` keeps today's pins where
+# pyproject.toml still allows them; `lock-upgrade` moves them all.
+UV_COMPILE := $(BIN)/uv pip compile -q --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu
 lock: deps
-	$(BIN)/uv pip compile -q $(LOCK_ARGS)
+	$(UV_COMPILE) $(UPGRADE) pyproject.toml --extra dev -o requirements/dev.lock
+	$(UV_COMPILE) $(UPGRADE) requirements/server-jobs.in -c requirements/dev.lock \
+		-o requirements/server-jobs.lock
 
-lock-upgrade: deps
-	$(BIN)/uv pip compile -q --upgrade $(LOCK_ARGS)
+lock-upgrade:
+	$(MAKE) --no-print-directory lock UPGRADE=--upgrade
 
 lint: deps
 	@echo "==> ruff"

@@ -78,6 +78,9 @@ chroot "$ROOT" systemctl enable systemd-networkd.service ssh.service ggnet-lab-s
 for unit in $DISABLE; do chroot "$ROOT" systemctl disable "$unit" || true; done
 for unit in $MASK; do chroot "$ROOT" systemctl mask "$unit"; done
 chroot "$ROOT" passwd -l root >/dev/null
+# Debian's mirrors keep only a suite's current versions, so the recipe names packages,
+# not versions: what went into this image is recorded beside it instead.
+chroot "$ROOT" dpkg-query -W -f='${Package}=${Version}\n' | LC_ALL=C sort > "$OUT/packages.lock"
 # Host keys stay in the cached image: the lab is throwaway and ssh ignores them.
 chroot "$ROOT" apt-get clean
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT/usr/sbin/policy-rc.d"
@@ -93,4 +96,4 @@ size_mib=$((used_mib + used_mib / 5 + FREE_MIB))
 step "mkfs.ext4 -d: ${size_mib} MiB sparse image (${used_mib} MiB used)"
 truncate -s "${size_mib}M" "$OUT/root.img"
 mkfs.ext4 -q -F -L ggnet-root -d "$ROOT" "$OUT/root.img"
-step "done"
+step "done: $(wc -l < "$OUT/packages.lock") Debian packages, versions in packages.lock"

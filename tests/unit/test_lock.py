@@ -20,9 +20,9 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 
 
-def locked() -> dict[str, tuple[str, int]]:
+def locked(name: str = "dev.lock") -> dict[str, tuple[str, int]]:
     """name -> (version, number of hashes)."""
-    text = (REPO / "requirements" / "dev.lock").read_text()
+    text = (REPO / "requirements" / name).read_text()
     pins: dict[str, tuple[str, int]] = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", text):
         head = re.match(r"([A-Za-z0-9._-]+)==([^\s\\;]+)", block)
@@ -52,3 +52,15 @@ def test_every_dependency_is_locked_at_an_allowed_version_with_hashes():
 def test_every_locked_package_has_hashes():
     assert all(hashes for _, hashes in locked().values())
     assert len(locked()) > 50  # the parser still reads the lock's format
+
+
+def test_a_boot_server_runs_jobs_with_the_versions_the_tests_ran():
+    dev, server = locked(), locked("server-jobs.lock")
+    assert {"ansible-core", "ansible-runner"} <= server.keys()
+    differ = {
+        n: (v, dev.get(n, ("absent",))[0])
+        for n, (v, _) in server.items()
+        if dev.get(n, ("",))[0] != v
+    }
+    assert differ == {}, f"server-jobs.lock vs dev.lock (run `make lock`): {differ}"
+    assert all(hashes for _, hashes in server.values())
