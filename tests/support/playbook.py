@@ -45,9 +45,11 @@ def run_playbook(
     diff: bool = False,
     verbosity: int = 0,
     timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
-    """ansible-playbook ARGV (inventory, playbook, extra vars) with the JSON callback;
-    returns what the callback printed and the whole output (for secret checks)."""
+    """ansible-playbook ARGV (inventory, playbook, extra vars) with the JSON callback,
+    ENV added to its environment; returns what the callback printed and the whole
+    output (for secret checks)."""
     cmd = [str(ANSIBLE_PLAYBOOK), *argv]
     if check:
         cmd.append("--check")
@@ -59,7 +61,7 @@ def run_playbook(
         cmd,
         capture_output=True,
         text=True,
-        env=ansible_env(),
+        env=ansible_env(**(env or {})),
         cwd=REPO,
         timeout=timeout,
         check=False,
