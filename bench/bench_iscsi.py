@@ -9,9 +9,9 @@
    without them, a target left at tgt's default login keys; CPU seconds of the reader
    and of tgtd, tgtd's page faults.  Hot, also the bound for any target behind TCP
    (bench/tcp_ceiling.py: a sendfile() sender, no protocol) and tgt's share of it.
-2. A reconcile that changes nothing, for 5 and for 250 clients: the module's own
-   converge() (one tgtadm show, the plan, the configuration compare) and the whole
-   ansible-playbook run.  Goal: 250 / 5 <= 1.3.
+2. A reconcile that changes nothing, for 5 and for 250 clients: the engine's part of
+   ggnet_targets' run (one tgtadm show, the plan, the configuration compare) in this
+   process, and the whole ansible-playbook run.  Goal: 250 / 5 <= 1.3.
 """
 
 from __future__ import annotations
@@ -27,16 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-sys.path.insert(0, str(REPO / "tests" / "unit"))
+from ggnet.iscsi import MASK, desired_targets, lun_number, make_driver, plan
+from ggnet.net import initiator_iqn, target_iqn
+from ggnet_testing.playbook import run_module
+from ggnet_testing.tgt_netns import ENV_C, PREFIX, nsexec, tgt_in_netns
 
-from ggnet.iscsi import MASK, lun_number  # noqa: E402
-from ggnet.net import initiator_iqn, target_iqn  # noqa: E402
-from targets_module import load as load_targets_module  # noqa: E402
-from tgt_netns import ENV_C, PREFIX, nsexec, run_module, tgt_in_netns  # noqa: E402
-
-from bench.tcp_ceiling import warm  # noqa: E402
+from bench.tcp_ceiling import warm
 
 DISK_MIB = 512
 BLOCK_MIB = 1
@@ -52,11 +48,39 @@ MALLOC_TUNABLES = {
 }
 
 
-def _params(module, **given) -> dict:
-    """converge()'s parameters as AnsibleModule would hand them over: every option the
-    module declares, at its default unless the bench sets it."""
-    defaults = {name: opt.get("default") for name, opt in module.argument_spec().items()}
-    return {**defaults, "backend": "tgt", "iqn_prefix": PREFIX, **given}
+def _params(tgt, **given) -> dict:
+    """ggnet_targets' parameters for the targets on TGT, as a playbook gives them."""
+    return {
+        "backend": "tgt",
+        "iqn_prefix": PREFIX,
+        "control_port": tgt.control_port,
+        "netns": tgt.netns,
+        **given,
+    }
+
+
+def _converge(params: dict, workdir: Path) -> dict:
+    """ggnet_targets through ansible-playbook, as a converge runs it; fails loudly."""
+    result, _ = run_module("ggnet_targets", params, workdir)
+    if result.get("failed"):
+        raise RuntimeError(f"ggnet_targets failed: {result.get('msg')}")
+    return result
+
+
+def _reconcile_in_process(params: dict) -> bool:
+    """The engine's part of ggnet_targets' run for PARAMS: read tgtd, plan, compare the
+    saved configuration.  True when anything would change."""
+    driver = make_driver(
+        "tgt",
+        control_port=params["control_port"],
+        netns=params["netns"],
+        conf_path=params["conf_path"],
+    )
+    found, live = driver.read()
+    wanted = desired_targets(params["targets"])
+    # Every target on this private tgtd is the bench's: no prefix needed to spare others'.
+    actions, refused = plan("tgt", wanted, found, live)
+    return bool(actions or refused) or driver.persist(wanted, check_mode=True)
 
 
 def _spec(tmp: Path, name: str, size: int) -> dict:
@@ -228,7 +252,7 @@ def _section(runs: dict[str, list[dict]], headline: str) -> dict:
     return out
 
 
-def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
+def bench_sequential_read(tgt, tmp: Path, shipped_tgt) -> dict:
     """tgt is tgtd as it ran before (no malloc tunables), shipped_tgt as tgt.service
     now starts it (MALLOC_TUNABLES); both hold the same targets."""
     pc = _spec(tmp, "bench-seq", 0)
@@ -236,13 +260,10 @@ def bench_sequential_read(tgt, tmp: Path, module, shipped_tgt) -> dict:
     with open(path, "wb") as fh:
         for _ in range(DISK_MIB):
             fh.write(os.urandom(1 << 20))
-    params = _params(module, targets=[pc], conf_path=None)
     lun = lun_number("tgt")
     old = {**pc, "target_iqn": target_iqn("bench-seq-tgt-defaults", PREFIX)}
     for t in (tgt, shipped_tgt):
-        module.converge(
-            {**params, "control_port": t.control_port, "netns": t.netns}, check_mode=False
-        )
+        _converge(_params(t, targets=[pc], persist=False), tmp)
     # The same disk behind a target left at tgt's own login keys, for comparison.
     t = shipped_tgt
     t.tgtadm("--op", "new", "--mode", "target", "--tid", "9", "--targetname", old["target_iqn"])
@@ -378,32 +399,23 @@ def _qemu_version() -> str:
     return out.split("\n", 1)[0].strip()
 
 
-def bench_noop_reconcile(tgt, tmp: Path, module) -> dict:
+def bench_noop_reconcile(tgt, tmp: Path) -> dict:
     out: dict = {}
     for count in (5, 250):
         specs = [_spec(tmp, f"pc-{i:03}", 1 << 20) for i in range(count)]
-        params = _params(
-            module,
-            targets=specs,
-            control_port=tgt.control_port,
-            netns=tgt.netns,
-            conf_path=str(tmp / "noop.conf"),
-        )
-        first = module.converge(params, check_mode=False)
+        params = _params(tgt, targets=specs, conf_path=str(tmp / "noop.conf"))
+        first = _converge(params, tmp)
         assert first["changed"], "the first converge should create the targets"
         in_process = []
         for _ in range(REPEATS):
             started = time.perf_counter()
-            again = module.converge(params, check_mode=False)
+            changes = _reconcile_in_process(params)
             in_process.append(time.perf_counter() - started)
-            assert not again["changed"], again["actions"][:3]
+            assert not changes, "a second reconcile should change nothing"
         playbook = []
         for _ in range(REPEATS):
             started = time.perf_counter()
-            # as a playbook would give them: the options it sets (ansible counts a null
-            # `clients` as given, against `targets`)
-            given = {k: v for k, v in params.items() if v is not None}
-            result, _ = run_module(given, workdir=tmp)
+            result, _ = run_module("ggnet_targets", params, tmp)
             playbook.append(time.perf_counter() - started)
             assert not result["changed"] and not result.get("failed"), result.get("msg")
         out[str(count)] = {
@@ -417,13 +429,12 @@ def bench_noop_reconcile(tgt, tmp: Path, module) -> dict:
 
 
 def run() -> dict:
-    module = load_targets_module()
     with tempfile.TemporaryDirectory(prefix="ggnet-bench-iscsi-") as d:
         tmp = Path(d)
         with tgt_in_netns(tmp) as tgt, tgt_in_netns(tmp, env=MALLOC_TUNABLES) as shipped:
-            seq = bench_sequential_read(tgt, tmp, module, shipped)
+            seq = bench_sequential_read(tgt, tmp, shipped)
         with tgt_in_netns(tmp) as tgt:
-            noop = bench_noop_reconcile(tgt, tmp, module)
+            noop = bench_noop_reconcile(tgt, tmp)
     return {"sequential_read": seq, "noop_reconcile": noop}
 
 

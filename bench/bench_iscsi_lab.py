@@ -25,10 +25,10 @@ from pathlib import Path
 
 from ggnet.iscsi import MASK, SESSION_PARAMS, lun_number
 from ggnet.net import initiator_iqn, target_iqn
+from ggnet_testing.playbook import run_on_lab
 
 from bench import bench_iscsi
 from ggnet_lab import leases, netns, vm
-from ggnet_lab.playbook import run_module
 
 # TCG reads ~10x slower than the host: 128 MiB keeps each run to a few seconds.
 DISK_MIB = 128
@@ -239,7 +239,7 @@ def run() -> dict | None:
             )  # fmt: skip
             if copied.returncode != 0:
                 raise RuntimeError(f"copying the iSCSI driver in: {copied.stderr.decode()}")
-            made = run_module("ggnet_targets", {**params, "targets": [spec]}, Path(tmp))
+            made = run_on_lab("ggnet_targets", {**params, "targets": [spec]}, Path(tmp))
             if made.get("failed"):
                 raise RuntimeError(f"ggnet_targets failed: {made.get('msg')}".replace(secret, MASK))
             load = os.getloadavg()[0]
@@ -248,7 +248,7 @@ def run() -> dict | None:
             cpus = int(_vm("nproc"))
         finally:
             # Empty the bench's prefix: its target and backstore go, the lab's stay.
-            gone = run_module("ggnet_targets", {**params, "targets": []}, Path(tmp))
+            gone = run_on_lab("ggnet_targets", {**params, "targets": []}, Path(tmp))
             _vm(f"rm -rf {WORK}")
             leases.release()
     if gone.get("failed"):

@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
-
-import netboot_env as nb  # noqa: E402
-import zfs_pool  # noqa: E402
-from ggnet import iscsi, layout, net, storage  # noqa: E402
+from ggnet import iscsi, layout, net, storage
+from ggnet_bootprog import build as bp
+from ggnet_testing import netboot_env as nb
+from ggnet_testing import zfs_pool
 
 KINDS = {
     # kind: (qemu firmware, MAC)
@@ -95,7 +92,6 @@ def run() -> dict:
 
 
 def _run(work: Path, cfg: dict) -> dict:
-    bp = nb.load_bootprog()
     env = nb.NetbootEnv(work)
     try:
         clients = [

@@ -26,21 +26,16 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-VENV_BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests" / "integration"))
+from ggnet import layout, storage
+from ggnet.zfs import Zfs
+from ggnet_testing.playbook import run_module
+from ggnet_testing.zfs_pool import destroy_pool, make_pool, storage_cfg
 
-from ggnet import layout, storage  # noqa: E402
-from ggnet.zfs import Zfs  # noqa: E402
-from zfs_pool import destroy_pool, make_pool, storage_cfg  # noqa: E402
-
-from bench.stats import percentile  # noqa: E402
+from bench.stats import percentile
 
 IMAGES = {"os": {"size": "64M", "kind": "system"}}
 SIZES = (5, 250)
@@ -70,46 +65,6 @@ def _timed(fn, rounds):
 
 def _ms(x):
     return round(x * 1000, 2)
-
-
-def _module_runner(workdir: Path, cfg: dict, clients: list) -> list[str]:
-    """argv of an ansible-playbook run of ggnet_writebacks with its args in a file."""
-    argsfile = workdir / f"args-{len(clients)}.json"
-    argsfile.write_text(
-        json.dumps({"storage": cfg, "images": IMAGES, "clients": clients, "sessions": {}})
-    )
-    playbook = workdir / "writebacks.yml"
-    playbook.write_text(
-        "- name: Reconcile writebacks\n"
-        "  hosts: localhost\n"
-        "  gather_facts: false\n"
-        "  tasks:\n"
-        "    - name: All writebacks\n"
-        "      ggnet_writebacks: \"{{ lookup('ansible.builtin.file', args_file) | from_json }}\"\n"
-    )
-    return [
-        str(VENV_BIN / "ansible-playbook"),
-        *("-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"),
-        *(str(playbook), "-e", f"args_file={argsfile}"),
-    ]
-
-
-def _run_module(argv: list[str]) -> dict:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
-    start = proc.stdout.find("{")
-    if start < 0:
-        raise RuntimeError(f"ansible-playbook printed no JSON: {proc.stdout}{proc.stderr}")
-    data = json.loads(proc.stdout[start:])
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 def _listing_commands(cfg: dict) -> dict[str, list[str]]:
@@ -293,12 +248,15 @@ def run() -> dict:
                 lib[n].append(time.perf_counter() - start)
                 assert not r.changed, r.actions
                 calls[n] = len(zfs.log)
-        argvs = {n: _module_runner(base / str(n), cfgs[n], clients[n]) for n in SIZES}
+        params = {
+            n: {"storage": cfgs[n], "images": IMAGES, "clients": clients[n], "sessions": {}}
+            for n in SIZES
+        }
         mod: dict[int, list[float]] = {n: [] for n in SIZES}
         for _ in range(MODULE_ROUNDS):
             for n in SIZES:
                 start = time.perf_counter()
-                result = _run_module(argvs[n])
+                result, _ = run_module("ggnet_writebacks", params[n], base / str(n))
                 mod[n].append(time.perf_counter() - start)
                 assert not result.get("failed") and not result["changed"], result.get("msg")
         out["listing_ms"] = _time_listing(cfgs)

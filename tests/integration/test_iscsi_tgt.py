@@ -13,7 +13,8 @@ import subprocess
 import pytest
 from ggnet.iscsi import SESSION_PARAMS, lun_number, san_uri
 from ggnet.net import initiator_iqn, target_iqn
-from tgt_netns import PREFIX, run_module, tgt_in_netns
+from ggnet_testing.playbook import run_module
+from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ def login(tgt, spec, initiator=None, secret=None, lun=LUN):
 
 def test_login_read_write_through_converged_target(tgt, tmp_path):
     pc = client(tmp_path, "pc-01", game=True)
-    result, _ = run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    result, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
     assert result["changed"], result
     ops = [a["op"] for a in result["actions"]]
     assert ops.count("add_lun") == 2 and "set_chap" in ops
@@ -105,7 +106,7 @@ def test_login_read_write_through_converged_target(tgt, tmp_path):
 
 def test_acl_refuses_another_initiator(tgt, tmp_path):
     pc1, pc2 = client(tmp_path, "pc-01", chap=False), client(tmp_path, "pc-02", chap=False)
-    run_module(args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
     assert login(tgt, pc1).returncode == 0
     refused = login(tgt, pc1, initiator=pc2["initiator_iqn"])
     assert refused.returncode != 0
@@ -113,7 +114,7 @@ def test_acl_refuses_another_initiator(tgt, tmp_path):
     # An address rule admits anyone whatever the name rule says: a converge removes it.
     tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "--initiator-address", "ALL")
     assert login(tgt, pc1, initiator=pc2["initiator_iqn"]).returncode == 0
-    closed, _ = run_module(args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
+    closed, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
     assert closed.get("actions") == [
         {"op": "remove_acl", "target": pc1["target_iqn"], "initiator": "ALL"}
     ], closed.get("msg")
@@ -123,7 +124,7 @@ def test_acl_refuses_another_initiator(tgt, tmp_path):
 
 def test_wrong_chap_secret_refused_right_one_accepted(tgt, tmp_path):
     pc = client(tmp_path, "pc-01")
-    run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
     wrong = login(tgt, pc, secret="Wrong-secret-1")
     assert wrong.returncode != 0 and "Authentication failure" in wrong.stdout + wrong.stderr
     no_chap = tgt.inq(pc["initiator_iqn"], pc["target_iqn"], LUN)
@@ -133,15 +134,15 @@ def test_wrong_chap_secret_refused_right_one_accepted(tgt, tmp_path):
 
 def test_second_converge_reports_no_change(tgt, tmp_path):
     pcs = [client(tmp_path, "pc-01", game=True), client(tmp_path, "pc-02", chap=False)]
-    first, _ = run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    first, _ = run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     assert first["changed"]
-    second, _ = run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    second, _ = run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     assert not second["changed"] and second["actions"] == [], second
 
 
 def test_check_mode_changes_nothing(tgt, tmp_path):
     pc = client(tmp_path, "pc-01")
-    result, _ = run_module(args(tgt, tmp_path, [pc]), check=True, workdir=tmp_path)
+    result, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), check=True, workdir=tmp_path)
     assert result["changed"] and result["actions"]
     assert "Target " not in tgt.show()
     assert not (tmp_path / "conf.d" / "ggnet.conf").exists()
@@ -149,11 +150,11 @@ def test_check_mode_changes_nothing(tgt, tmp_path):
 
 def test_reconcile_keeps_sessions_of_unchanged_clients(tgt, tmp_path):
     pc1, pc2, pc3 = (client(tmp_path, n) for n in ("pc-01", "pc-02", "pc-03"))
-    run_module(args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc1, pc2]), workdir=tmp_path)
     with tgt.session(pc1["initiator_iqn"], pc1["target_iqn"], LUN, **creds(pc1)) as sess:
         nexus_before = [line for line in tgt.show().splitlines() if "I_T nexus:" in line]
         # pc-02 leaves the room, pc-03 joins; pc-01 is running and not concerned.
-        result, _ = run_module(args(tgt, tmp_path, [pc1, pc3]), workdir=tmp_path)
+        result, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc1, pc3]), workdir=tmp_path)
         assert result["changed"], result
         touched = {a["target"] for a in result["actions"]}
         assert touched == {pc2["target_iqn"], pc3["target_iqn"]}
@@ -171,17 +172,19 @@ def test_reconcile_keeps_sessions_of_unchanged_clients(tgt, tmp_path):
 
 def test_live_session_blocks_change_unless_forced(tgt, tmp_path):
     pc1 = client(tmp_path, "pc-01")
-    run_module(args(tgt, tmp_path, [pc1]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc1]), workdir=tmp_path)
     moved = {**pc1, "luns": [{"path": make_disk(tmp_path, "pc-01-elsewhere"), "kind": "file"}]}
     with tgt.session(pc1["initiator_iqn"], pc1["target_iqn"], LUN, **creds(pc1)):
         before = tgt.show()
-        refused, _ = run_module(args(tgt, tmp_path, [moved]), workdir=tmp_path)
+        refused, _ = run_module("ggnet_targets", args(tgt, tmp_path, [moved]), workdir=tmp_path)
         assert refused.get("failed"), refused
         assert pc1["initiator_iqn"] in refused["msg"] and "force" in refused["msg"]
-        removed, _ = run_module(args(tgt, tmp_path, []), workdir=tmp_path)
+        removed, _ = run_module("ggnet_targets", args(tgt, tmp_path, []), workdir=tmp_path)
         assert removed.get("failed") and pc1["initiator_iqn"] in removed["msg"]
         assert tgt.show() == before
-        forced, _ = run_module(args(tgt, tmp_path, [moved], force=True), workdir=tmp_path)
+        forced, _ = run_module(
+            "ggnet_targets", args(tgt, tmp_path, [moved], force=True), workdir=tmp_path
+        )
         assert forced["changed"] and not forced.get("failed"), forced
         assert moved["luns"][0]["path"] in tgt.show()
 
@@ -189,13 +192,17 @@ def test_live_session_blocks_change_unless_forced(tgt, tmp_path):
 def test_secrets_stay_out_of_output_and_config_is_private(tgt, tmp_path):
     pc1, pc2 = client(tmp_path, "pc-01"), client(tmp_path, "pc-02", secret=OTHER_SECRET)
     result, output = run_module(
-        args(tgt, tmp_path, [pc1, pc2]), diff=True, verbosity=3, workdir=tmp_path
+        "ggnet_targets", args(tgt, tmp_path, [pc1, pc2]), diff=True, verbosity=3, workdir=tmp_path
     )
     assert result["changed"]
     # Rotate one secret: the diff shows a change, masked.
     rotated = {**pc2, "chap_secret": "Rotated-Secr3t"}
     result2, output2 = run_module(
-        args(tgt, tmp_path, [pc1, rotated]), diff=True, verbosity=3, workdir=tmp_path
+        "ggnet_targets",
+        args(tgt, tmp_path, [pc1, rotated]),
+        diff=True,
+        verbosity=3,
+        workdir=tmp_path,
     )
     assert [a["op"] for a in result2["actions"]] == ["set_chap"]
     for text in (output, output2, repr(result), repr(result2)):
@@ -210,7 +217,7 @@ def test_secrets_stay_out_of_output_and_config_is_private(tgt, tmp_path):
 def test_bad_input_changes_nothing(tgt, tmp_path):
     good = client(tmp_path, "pc-01")
     bad = client(tmp_path, "pc-02", secret="short")
-    result, output = run_module(args(tgt, tmp_path, [good, bad]), workdir=tmp_path)
+    result, output = run_module("ggnet_targets", args(tgt, tmp_path, [good, bad]), workdir=tmp_path)
     assert result.get("failed")
     assert "pc-02" in result["msg"] and "12 to 16" in result["msg"]
     assert "short" not in output.replace("12 to 16", "")
@@ -219,7 +226,7 @@ def test_bad_input_changes_nothing(tgt, tmp_path):
 
 def test_persisted_configuration_restores_after_tgt_restart(tgt, tmp_path):
     pcs = [client(tmp_path, "pc-01", game=True), client(tmp_path, "pc-02", chap=False)]
-    run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     before = tgt.show()
     tgt.stop()
     tgt.start()
@@ -245,7 +252,7 @@ def test_persisted_configuration_restores_after_tgt_restart(tgt, tmp_path):
     assert login(tgt, pcs[0], secret="Wrong-secret-1").returncode != 0
     assert login(tgt, pcs[1]).returncode == 0
     assert login(tgt, pcs[1], initiator=pcs[0]["initiator_iqn"]).returncode != 0
-    again, _ = run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    again, _ = run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     assert not again["changed"], again
 
 
@@ -277,7 +284,7 @@ def _keys(tgt, tid):
 
 def test_login_keys_are_set_and_drift_is_undone_under_a_live_session(tgt, tmp_path):
     pc = client(tmp_path, "pc-01")
-    run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
     keys = _keys(tgt, 1)
     assert {k: keys.get(k) for k in SESSION_PARAMS} == SESSION_PARAMS
     with tgt.session(pc["initiator_iqn"], pc["target_iqn"], LUN, **creds(pc)) as sess:
@@ -286,7 +293,7 @@ def test_login_keys_are_set_and_drift_is_undone_under_a_live_session(tgt, tmp_pa
             "--op", "update", "--mode", "target", "--tid", "1",
             "--name", "MaxXmitDataSegmentLength", "--value", "8192",
         )  # fmt: skip
-        result, _ = run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+        result, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
         assert not result.get("failed"), result.get("msg")
         assert result["actions"] == [{"op": "set_params", "target": pc["target_iqn"]}]
         assert _keys(tgt, 1)["MaxXmitDataSegmentLength"] == "262144"
@@ -295,16 +302,16 @@ def test_login_keys_are_set_and_drift_is_undone_under_a_live_session(tgt, tmp_pa
         sess.proc.stdin.flush()
     with open(pc["luns"][0]["path"], "rb") as fh:
         assert fh.read(65536) == b"\x6b" * 65536
-    again, _ = run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    again, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
     assert not again["changed"], again
 
 
 def test_live_sessions_are_reported(tgt, tmp_path):
     pc = client(tmp_path, "pc-01", chap=False)
-    run_module(args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
     with tgt.session(pc["initiator_iqn"], pc["target_iqn"], LUN) as sess:
         result, _ = run_module(
-            args(tgt, tmp_path, [pc], persist=False), check=True, workdir=tmp_path
+            "ggnet_targets", args(tgt, tmp_path, [pc], persist=False), check=True, workdir=tmp_path
         )
         assert result["sessions"] == {pc["target_iqn"]: [pc["initiator_iqn"]]}
         assert sess.alive()
@@ -314,7 +321,7 @@ def test_socket_and_tgtadm_read_the_same_login_keys(tgt, tmp_path):
     from ggnet import iscsi_tgt
 
     pcs = [client(tmp_path, f"pc-{i:02}", chap=False) for i in range(1, 4)]
-    run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     # One target changed by hand, as someone at the server might.
     tgt.tgtadm(
         "--op", "update", "--mode", "target", "--tid", "2",
@@ -329,5 +336,5 @@ def test_socket_and_tgtadm_read_the_same_login_keys(tgt, tmp_path):
     found, _ = driver.read(iqns=[pcs[1]["target_iqn"]])
     assert list(found) == [pcs[1]["target_iqn"]]
     assert found[pcs[1]["target_iqn"]].params["MaxBurstLength"] == "65536"
-    result, _ = run_module(args(tgt, tmp_path, pcs), workdir=tmp_path)
+    result, _ = run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
     assert result["actions"] == [{"op": "set_params", "target": pcs[1]["target_iqn"]}]

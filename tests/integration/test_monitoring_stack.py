@@ -20,7 +20,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-from daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
+from ggnet_testing.daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 
 pytestmark = pytest.mark.integration

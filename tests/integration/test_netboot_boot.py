@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 from ggnet import ipxe, iscsi, net
-from netboot_env import SERVER_IP, SUBNET, NetbootEnv, load_bootprog
+from ggnet_bootprog import build as bp
+from ggnet_testing.netboot_env import SERVER_IP, SUBNET, NetbootEnv
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,6 @@ UNKNOWN_MAC = "52:54:00:15:00:99"
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory):
-    bp = load_bootprog()
     return bp.build_disk(tmp_path_factory.mktemp("golden") / "golden.img", "golden")
 
 
@@ -56,7 +56,6 @@ def room(tmp_path_factory, golden):
     """Full-DHCP mode: role-rendered dnsmasq, API stand-in, tgt with pc-a and pc-b."""
     work = tmp_path_factory.mktemp("netboot-full")
     env = NetbootEnv(work)
-    bp = load_bootprog()
     try:
         out, first = env.render_role("full", inventory_clients())
         env.add_ula("fd67:676e:6574::1/64")
@@ -109,7 +108,6 @@ def test_role_converges_twice_without_changes(room):
 
 
 def test_each_bios_pc_runs_its_own_disk(room):
-    bp = load_bootprog()
     for name in ("pc-a", "pc-b"):
         boot = room.boot(name, PCS[name]["mac"])
         lines = bp.parse_serial(boot.text)
@@ -140,7 +138,6 @@ def tftp_sent(env, ip: str) -> list[str]:
     ids=["uefi-ipxe-rom", "uefi-native-pxe"],
 )
 def test_uefi_pc_runs_its_own_disk(room, name, firmware):
-    bp = load_bootprog()
     mac = net.normalize_mac(PCS[name]["mac"])
     boot = room.boot(name, PCS[name]["mac"], firmware=firmware, timeout=120)
     lines = bp.parse_serial(boot.text)
@@ -159,7 +156,6 @@ def test_uefi_pc_runs_its_own_disk(room, name, firmware):
 
 
 def test_disk_writes_persist_until_the_writeback_is_reset(room, golden):
-    bp = load_bootprog()
     disk = room.disks["pc-b"]
     before = bp.read_state(disk)[1]
     boot = room.boot("pc-b", PCS["pc-b"]["mac"])
@@ -229,7 +225,7 @@ def proxy_room(tmp_path_factory, golden):
         iqn, initiator = net.target_iqn(name), net.initiator_iqn(name)
         disk = work / f"{name}.img"
         shutil.copyfile(golden, disk)
-        load_bootprog().write_state(disk, name)
+        bp.write_state(disk, name)
         chap = {"user": initiator, "secret": CHAP_SECRET}
         tgt.add_target(iqn, initiator, [disk], chap)
         client = {"name": name, "mac": net.normalize_mac(mac), "initiator_iqn": initiator}
@@ -246,7 +242,6 @@ def test_proxy_mode_boots_beside_the_routers_dhcp(proxy_room):
     conf = (proxy_room.rendered / "dnsmasq.conf").read_text()
     assert f"dhcp-range={SUBNET}.0,proxy" in conf, conf
     assert "dhcp-authoritative" not in conf and "dhcp-leasefile" not in conf, conf
-    bp = load_bootprog()
     name, mac = PROXY_PC["name"], net.normalize_mac(PROXY_PC["mac"])
     boot = proxy_room.boot(name, PROXY_PC["mac"])
     assert [(ln.kind, ln.fw, ln.identity) for ln in bp.parse_serial(boot.text)] == [

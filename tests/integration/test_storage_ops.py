@@ -10,7 +10,7 @@ import time
 import pytest
 from ggnet import layout, storage
 from ggnet.zfs import Zfs
-from zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
+from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,9 @@ import yaml
 from ggnet import layout, storage
 from ggnet.iscsi import lun_number
 from ggnet.net import initiator_iqn, target_iqn
-from tgt_netns import REPO, VENV_BIN, tgt_in_netns
-from zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
+from ggnet_testing.playbook import REPO, VENV_BIN, run_playbook, task_result
+from ggnet_testing.tgt_netns import tgt_in_netns
+from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -96,32 +97,12 @@ def write_inventory(root: Path, cfg: dict) -> Path:
 def machine_op(inventory: Path, tgt, *extra: str, check: bool = False) -> tuple[dict, str]:
     """playbooks/machine.yml as an operator runs it; returns the op task's result."""
     opts = json.dumps({"iscsi_options": {"control_port": tgt.control_port, "netns": tgt.netns}})
-    cmd = [
-        str(VENV_BIN / "ansible-playbook"),
-        *("-i", str(inventory), str(REPO / "playbooks" / "machine.yml")),
-        *("-e", opts, *extra),
-    ]
-    if check:
-        cmd.append("--check")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False
-    )
-    output = proc.stdout + proc.stderr
-    start = proc.stdout.find("{")
-    assert start >= 0, f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{output}"
-    data = json.loads(proc.stdout[start:])
-    for play in data["plays"]:
-        for task in play["tasks"]:
-            if task["task"]["name"] == TASK:
-                return task["hosts"]["boot1"], output
-    raise AssertionError(f"the operation task did not run (rc {proc.returncode}):\n{output}")
+    argv = ["-i", str(inventory), str(REPO / "playbooks" / "machine.yml"), "-e", opts, *extra]
+    data, output = run_playbook(argv, check=check, timeout=600)
+    try:
+        return task_result(data, "boot1", TASK), output
+    except LookupError:
+        raise AssertionError(f"the operation task did not run:\n{output}") from None
 
 
 def pool_state(pool: str) -> str:

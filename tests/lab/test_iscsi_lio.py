@@ -12,8 +12,7 @@ import shlex
 import time
 
 import pytest
-
-from ggnet_lab.playbook import run_module
+from ggnet_testing.playbook import run_on_lab
 
 pytestmark = pytest.mark.lab
 
@@ -97,11 +96,11 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     pc2 = _spec("pc-02", "pc-02.img", "pc-02-game.img")
     # The lab converge may have made targets of its own under the same prefix: this
     # test owns the whole set while it runs (they come back at the next converge).
-    first = run_module("ggnet_targets", _params([pc1, pc2], force=True), tmp_path)
+    first = run_on_lab("ggnet_targets", _params([pc1, pc2], force=True), tmp_path)
     # (Unchanged when an earlier run's targets came back with the VM.)
     assert not first.get("failed"), first
     assert SECRET not in json.dumps(first)
-    again = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
+    again = run_on_lab("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert again.get("changed") is False, again
 
     assert _write_back(lio) == {"pc-01.img": True, "pc-02.img": True, "pc-02-game.img": True}
@@ -116,9 +115,9 @@ def test_lio_targets_login_acl_chap_and_restore_after_reboot(lio, tmp_path):
     _reboot(lio)
     assert f"{P}:target.pc-01" in lio.check("ls /sys/kernel/config/target/iscsi")
     assert set(_write_back(lio).values()) == {True}  # restored with their write cache
-    after = run_module("ggnet_targets", _params([pc1, pc2]), tmp_path)
+    after = run_on_lab("ggnet_targets", _params([pc1, pc2]), tmp_path)
     assert after.get("changed") is False, after
     assert _inq(lio, pc1, secret=SECRET).returncode == 0
     assert _inq(lio, pc1, secret="Wrong-secret-99").returncode != 0
     assert _inq(lio, pc2, initiator=pc1["initiator_iqn"]).returncode != 0
-    run_module("ggnet_targets", _params([]), tmp_path)
+    run_on_lab("ggnet_targets", _params([]), tmp_path)

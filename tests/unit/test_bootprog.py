@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from ggnet_bootprog import build as bp
 
 pytestmark = pytest.mark.unit
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bp():
-    name = "ggnet_bootprog_build"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bootprog" / "build.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def disk(bp, tmp_path_factory):
+def disk(tmp_path_factory):
     if not shutil.which("nasm") or not shutil.which("sgdisk"):
         pytest.skip(
             "nasm/gdisk not installed: apt-get install nasm gdisk gnu-efi mtools dosfstools"
@@ -34,7 +20,7 @@ def disk(bp, tmp_path_factory):
     return bp.build_disk(tmp_path_factory.mktemp("bp") / "disk.img", "golden-1", count=7)
 
 
-def test_mbr_has_boot_code_signature_and_gpt_protective_entry(bp, disk):
+def test_mbr_has_boot_code_signature_and_gpt_protective_entry(disk):
     data = disk.read_bytes()
     assert data[: bp.CODE_LEN] == bp.bios_code()
     assert data[510:512] == b"\x55\xaa"
@@ -42,7 +28,7 @@ def test_mbr_has_boot_code_signature_and_gpt_protective_entry(bp, disk):
     assert data[512:520] == b"EFI PART"
 
 
-def test_esp_holds_the_uefi_app(bp, disk):
+def test_esp_holds_the_uefi_app(disk):
     out = subprocess.run(
         ["sgdisk", "-i", "1", str(disk)], capture_output=True, text=True, check=True
     ).stdout
@@ -53,7 +39,7 @@ def test_esp_holds_the_uefi_app(bp, disk):
     assert app[:2] == b"MZ" and app in esp
 
 
-def test_state_sector_round_trip(bp, disk, tmp_path):
+def test_state_sector_round_trip(disk, tmp_path):
     assert bp.read_state(disk) == ("golden-1", 7)
     copy = tmp_path / "pc.img"
     shutil.copyfile(disk, copy)
@@ -62,12 +48,12 @@ def test_state_sector_round_trip(bp, disk, tmp_path):
 
 
 @pytest.mark.parametrize("identity", ["", "has space", "x" * 33, "caf\u00e9"])
-def test_bad_identity_is_refused(bp, identity):
+def test_bad_identity_is_refused(identity):
     with pytest.raises(bp.BuildError, match="identity"):
         bp.state_sector(identity)
 
 
-def test_parse_serial_ignores_firmware_noise(bp):
+def test_parse_serial_ignores_firmware_noise():
     text = "SeaBIOS...\r\nGGNET-BOOT fw=bios id=pc-a count=2\r\nGGNET-WROTE fw=bios count=3\r\nGGNET-ERROR fw=uefi what=read\r\n"
     lines = bp.parse_serial(text)
     assert [(ln.kind, ln.fw, ln.identity, ln.count, ln.what) for ln in lines] == [

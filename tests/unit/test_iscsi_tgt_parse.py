@@ -1,4 +1,4 @@
-"""tgtadm output parsing, the persisted configuration, and the module's converge()."""
+"""tgtadm output parsing, the persisted configuration, and the driver ggnet_targets picks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import stat
 
 import pytest
 from ggnet import iscsi_tgt
-from ggnet.iscsi import UNKNOWN_SECRET, desired_targets
-from targets_module import load as load_module
+from ggnet.iscsi import UNKNOWN_SECRET, desired_targets, make_driver
 
 pytestmark = pytest.mark.unit
 
@@ -182,69 +181,19 @@ def test_missing_tgtadm_says_what_to_install():
         iscsi_tgt.Tgtadm(binary="/nonexistent/tgtadm").run("--op", "show")
 
 
-class FakeDriver:
-    """Records what the module would do to a backend holding `found`."""
-
-    def __init__(self, found, live=None):
-        self.found, self.live, self.applied, self.persisted = found, live or {}, [], None
-
-    def read(self):
-        return self.found, self.live
-
-    def apply(self, actions, wanted, found, force=False):
-        self.applied.extend(actions)
-
-    def persist(self, wanted, check_mode=False):
-        self.persisted = check_mode
-        return bool(wanted) and not check_mode
+# The plan ggnet_targets applies (new targets, refusals under a live session, masked
+# secrets) is tested in test_iscsi_plan.py; the module itself through ansible-playbook
+# in tests/integration/test_iscsi_tgt.py.
 
 
-PARAMS = {
-    "backend": "tgt",
-    "targets": [
-        {
-            "name": "pc-01",
-            "target_iqn": f"{P}:target.pc-01",
-            "initiator_iqn": f"{P}:initiator.pc-01",
-            "luns": [{"path": "/wb/pc-01/system.img", "kind": "file"}],
-            "chap_secret": "Abcdefgh-1234",
-        }
-    ],
-    "iqn_prefix": P,
-    "force": False,
-    "persist": True,
-}
-
-
-def test_module_check_mode_plans_without_applying():
-    mod = load_module()
-    drv = FakeDriver({})
-    result = mod.converge(PARAMS, check_mode=True, driver=drv)
-    assert result["changed"] and drv.applied == [] and drv.persisted is True
-    assert [a["op"] for a in result["actions"]][:2] == ["create_target", "add_lun"]
-    assert "Abcdefgh-1234" not in repr(result)
-
-
-def test_module_refusal_applies_nothing():
-    mod = load_module()
-    found = desired_targets(PARAMS["targets"])
-    params = {
-        **PARAMS,
-        "targets": [{**PARAMS["targets"][0], "luns": [{"path": "/other", "kind": "file"}]}],
-    }
-    drv = FakeDriver(found, {f"{P}:target.pc-01": [f"{P}:initiator.pc-01"]})
-    with pytest.raises(
-        iscsi_tgt.IscsiError, match=r"live session from .*initiator\.pc-01.*Nothing was changed"
-    ):
-        mod.converge(params, check_mode=False, driver=drv)
-    assert drv.applied == [] and drv.persisted is None
-
-
-def test_module_managed_prefix_comes_from_net_derivation():
-    mod = load_module()
-    assert mod.managed_prefix(P) == f"{P}:target."
-    # No prefix in the inventory: ggnet's default, never "every target on the server".
-    assert mod.managed_prefix(None) == "iqn.2025-01.lan.ggnet:target."
+@pytest.mark.parametrize("backend", ["tgt", "lio"])
+def test_make_driver_takes_both_backends_options(backend):
+    # ggnet_targets hands over every option it declares, for either backend.
+    options = dict(
+        control_port=None, netns=None, conf_path=None, savefile=None, portal="0.0.0.0", port=3260
+    )
+    drv = make_driver(backend, **options)
+    assert type(drv).__module__.rsplit(".", 1)[-1] == f"iscsi_{backend}"
 
 
 class _FakeTgtd:
@@ -391,13 +340,3 @@ def test_read_of_some_iqns_reads_only_their_keys(tmp_path, monkeypatch):
     assert [t.tid for t in driver._raw] == [1, 2]
     found_all, _ = driver.read()
     assert asked[-1] == [1, 2] and set(found_all) == {f"{P}:target.pc-01", f"{P}:target.pc-02"}
-
-
-@pytest.mark.parametrize("backend", ["tgt", "lio"])
-def test_driver_for_reads_only_declared_options(backend):
-    # The bench and AnsibleModule both fill converge()'s params from argument_spec();
-    # an option read here but not declared there would break the bench, not Ansible.
-    mod = load_module()
-    params = {name: opt.get("default") for name, opt in mod.argument_spec().items()}
-    drv = mod.driver_for({**params, "backend": backend})
-    assert type(drv).__module__.rsplit(".", 1)[-1] == f"iscsi_{backend}"

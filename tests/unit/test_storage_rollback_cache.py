@@ -9,7 +9,7 @@ import threading
 import pytest
 from ggnet import storage, zfs
 from ggnet.zfs import Zfs, ZfsError
-from zfs_fakes import FakeZfsRunner
+from ggnet_testing.zfs_fakes import FakeZfsRunner
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from ggnet import layout, storage
 from ggnet.zfs import Zfs, parse_get
-from zfs_fakes import FakeZfsRunner
+from ggnet_testing.zfs_fakes import FakeZfsRunner
 
 pytestmark = pytest.mark.unit
 

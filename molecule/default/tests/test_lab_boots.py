@@ -29,12 +29,11 @@ from pathlib import Path
 import pytest
 import yaml
 from ggnet import layout
+from ggnet_bootprog.build import parse_serial
 
 from ggnet_lab import client, netns, vm
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO))
-from bootprog.build import parse_serial  # noqa: E402
 
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 

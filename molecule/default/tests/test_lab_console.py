@@ -6,24 +6,19 @@ ggnet_console_vnc; websockify in the VM reaches it there by the token file the r
 wrote.  websockify listens on the VM's loopback (the role's default: it has no
 authentication), so Chromium on this machine reaches it through an SSH tunnel whose
 connection enters the lab namespace; nothing is sent to any address outside the lab.  The page, the screenshot and the checks on it are the ones
-of tests/integration/test_console_novnc.py.
+of tests/integration/test_console_novnc.py (ggnet_testing.browser).
 """
 
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 from ggnet import console
+from ggnet_testing.browser import Chromium, console_shot, refused_shot, shows_console
+from ggnet_testing.daemons import Daemons, free_port, wait_for
 
 from ggnet_lab import client, paths, vm
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-from daemons import Daemons, free_port, wait_for  # noqa: E402
-from test_console_novnc import Chromium, console_shot, refused_shot, shows_console  # noqa: E402
 
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 PC = "pc-bios"

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 PREFIX = "iqn.2025-01.lan.ggnet"
 ENV_C = {**os.environ, "LC_ALL": "C"}
 
@@ -198,60 +194,3 @@ def tgt_in_netns(tmp_path: Path, control_port: int | None = None, env=None):
             tgt.stop()
         finally:
             subprocess.run(["ip", "netns", "del", netns], check=False)
-
-
-# --- the module, run by Ansible ---------------------------------------------------
-
-
-def run_module(
-    args: dict, *, check: bool = False, diff: bool = False, verbosity: int = 0, workdir: Path
-) -> tuple[dict, str]:
-    """Run ggnet_targets through ansible-playbook on localhost.
-
-    Returns the task result (from the json callback) and the whole output, so tests can
-    look for secrets in what Ansible prints.
-    """
-    argsfile = workdir / f"args-{time.monotonic_ns()}.json"
-    fd = os.open(argsfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(args, fh)
-    playbook = workdir / "targets.yml"
-    playbook.write_text(
-        "- name: Converge targets\n"
-        "  hosts: localhost\n"
-        "  gather_facts: false\n"
-        "  tasks:\n"
-        "    - name: All targets\n"
-        "      ggnet_targets: \"{{ lookup('ansible.builtin.file', args_file) | from_json }}\"\n"
-    )
-    cmd = [
-        str(VENV_BIN / "ansible-playbook"),
-        *("-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"),
-        *(str(playbook), "-e", f"args_file={argsfile}"),
-    ]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbosity:
-        cmd.append("-" + "v" * verbosity)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False
-    )
-    output = proc.stdout + proc.stderr
-    start = proc.stdout.find("{")
-    if start < 0:
-        raise RuntimeError(f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{output}")
-    data = json.loads(proc.stdout[start:])
-    result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    argsfile.unlink()
-    return result, output

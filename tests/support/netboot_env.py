@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import http.server
-import importlib.util
 import itertools
 import json
 import os
@@ -40,17 +39,6 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 CLONE_NEWNET = 0x40000000
 # Several environments in one process (a module's fixtures) need their own names.
 _ENV_COUNT = itertools.count(1)
-
-
-def load_bootprog():
-    """bootprog/build.py as a module (it is a script directory, not a package)."""
-    name = "ggnet_bootprog_build"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bootprog" / "build.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
