@@ -51,14 +51,7 @@ try:
 except ImportError:
     from ggnet.validate import UNRESOLVED, Problem, plain, role_knobs, validate
 
-try:
-    from ggnet_api.inventory import collect_origins, is_secret_key
-except ImportError:  # the ggnet package is not installed: problems are per host
-    collect_origins = None
-
-    def is_secret_key(key):
-        return "secret" in key or "password" in key
-
+from ggnet.inventory import collect_origins, is_secret_key
 
 _SETTINGS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
 

@@ -98,7 +98,7 @@ BEFORE = {
 
 def _history(e, names: list[str], per_client: int, rng: random.Random) -> None:
     """per_client finished boots of every PC (8 in 10 ok), a day or more ago."""
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     now = time.time()
     rows = []
     for name in names:
@@ -122,7 +122,7 @@ def room():
     yields (app, ext, names, new_sample) where new_sample() stands for one collector
     run (fresh writeback sizes and traffic)."""
     from ggnet_api.app import create_app
-    from ggnet_api.live import Sample
+    from ggnet_api.collector import Sample
 
     with tempfile.TemporaryDirectory(prefix="ggnet-bench-api-") as tmp:
         inv = Path(tmp) / "inventory"
@@ -140,16 +140,16 @@ def room():
         e = app.extensions["ggnet"]
         try:
             t = time.perf_counter()
-            assert e.live.reload(), e.live.load_error
+            assert e.inventory.reload(), e.inventory.load_error
             e.load_s = time.perf_counter() - t
-            snap = e.live.snapshot
+            snap = e.inventory.snapshot
             assert len(snap.clients) == CLIENTS, (len(snap.clients), snap.problems[:3])
             names = sorted(snap.clients)
             rng = random.Random(7)
             _history(e, names, BOOTS_PER_CLIENT, rng)
 
             def new_sample() -> None:
-                e.live.sample = Sample(
+                e.collector.sample = Sample(
                     at=time.time(),
                     writeback_bytes={n: rng.randrange(1 << 30) for n in names},
                     pools={"ggbench": (4 << 40, 2 << 40)},
@@ -176,7 +176,7 @@ def run() -> dict:
     from ggnet_api.auth import new_token
 
     with room() as (app, e, names, new_sample):
-        snap = e.live.snapshot
+        snap = e.inventory.snapshot
         client = app.test_client()
         operator = new_token()
         e.db.add_token("bench", "operator", operator)

@@ -1,10 +1,11 @@
 """The Flask app factory.  `create_app(overrides)` wires the state every blueprint
-reads from app.extensions["ggnet"]: settings, SQLite, the inventory snapshot and live
-state, the job runner, metrics and the authentication-failure limiter.
+reads from app.extensions["ggnet"]: settings, SQLite, the current inventory snapshot,
+the collector's latest sample, the boot service, the job runner, metrics and the
+authentication-failure limiter.
 
-The job runner and the collector are threads of this process, so the API is served
-by ONE gunicorn worker with threads (serve_cmd); a second worker would run a second
-job queue against the same database.
+The job runner, the inventory watcher and the collector are threads of this process,
+so the API is served by ONE gunicorn worker with threads (ggnet_cli/serve.py); a
+second worker would run a second job queue against the same database.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from werkzeug.exceptions import HTTPException
 
 from ggnet_api import config as config_mod
 from ggnet_api.auth import FailureLimiter
-from ggnet_api.db import Database
+from ggnet_api.boot_service import BootService
+from ggnet_api.collector import Collector
+from ggnet_api.db.database import Database
 from ggnet_api.jobs import JobRunner
-from ggnet_api.live import Live
 from ggnet_api.metrics import Metrics
+from ggnet_api.periodic import Periodic
+from ggnet_api.snapshot import CurrentInventory
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +37,38 @@ log = logging.getLogger(__name__)
 class Ggnet:
     config: dict[str, Any]
     db: Database
-    live: Live
+    inventory: CurrentInventory
+    collector: Collector
+    boot: BootService
     jobs: JobRunner
     limiter: FailureLimiter
     metrics: Metrics | None = None
-    started: bool = False
+    background: Periodic | None = None
+
+    def start(self) -> None:
+        """Load the inventory, then start the threads: inventory watcher, collector, jobs."""
+        self.inventory.reload()
+        self.background = Periodic()
+        self.background.every(
+            float(self.config["inventory_poll"]),
+            self.inventory.reload_if_changed,
+            "ggnet-inventory",
+        )
+        self.background.every(
+            float(self.config["collect_interval"]), self._collect, "ggnet-collector"
+        )
+        self.jobs.start()
+
+    def _collect(self) -> None:
+        self.collector.collect()
+        self.boot.expire(self.db)
 
     def close(self) -> None:
         """Stop the threads this app started (tests, and the end of the process)."""
-        if self.started:
-            self.started = False
+        if self.background is not None:
+            background, self.background = self.background, None
             self.jobs.stop()
-            self.live.stop()
+            background.stop()
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -52,13 +76,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     state_dir = Path(cfg["state_dir"])
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(str(state_dir / "api.db"))
-    live = Live(cfg, db)
-    jobs = JobRunner(db, cfg, secrets=live.secrets)
+    inventory = CurrentInventory(cfg)
     ext = Ggnet(
         cfg,
         db,
-        live,
-        jobs,
+        inventory,
+        Collector(cfg, inventory),
+        BootService(cfg, inventory),
+        JobRunner(db, cfg, secrets=inventory.secrets),
         FailureLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"])),
     )
     ext.metrics = Metrics(ext)
@@ -105,10 +130,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         return jsonify(error="internal error; see the API's log"), 500
 
     if cfg["background"]:
-        live.reload()
-        live.start()
-        jobs.start()
-        ext.started = True
+        ext.start()
         atexit.register(ext.close)
     return app
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ggnet.inventory import check
 from ggnet.net import check_iqn_name
 
 APPROVED = "approved.yml"
@@ -154,9 +155,7 @@ def approve(
 
 
 def _validate(root: Path) -> None:
-    from ggnet_api.validate_cmd import check
-
-    _inventory, lines, _problems = check(str(root))
+    _inventory, lines, _problems = check(root)
     if lines:
         raise ApprovalError(
             "the inventory would not validate with this machine; nothing was committed",

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from ggnet_api import REPO_ROOT
+from ggnet.inventory import REPO_ROOT
 
 # A value's shape: type, and for strings a pattern; "required" marks the ones a job
 # cannot start without.  Patterns are anchored by fullmatch.

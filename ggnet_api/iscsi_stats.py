@@ -1,4 +1,4 @@
-"""Per-client iSCSI traffic, read by Live's collector thread (never per scrape).
+"""Per-client iSCSI traffic, read by the collector thread (never per scrape).
 
 LIO keeps byte counters per session under configfs:
   <root>/<target_iqn>/tpgt_N/acls/<initiator_iqn>/fabric_statistics/iscsi_sess_stats/

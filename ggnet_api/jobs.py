@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 from ggnet_api.config import ExtraVarsError, check_extravars
-from ggnet_api.db import JOB_DONE, Database
+from ggnet_api.db.database import JOB_DONE, Database
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class JobRunner:
                 f"kind: {kind!r} runs playbooks/{spec['playbook']}, which this appliance does not have",
                 409,
             )
-        queued = self.db.one("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'")["n"]
+        queued = self.db.count_jobs("queued")
         if queued >= int(self.config["max_queued_jobs"]):
             raise JobError(f"the job queue is full ({queued} waiting); try again later", 503)
         job_id = uuid.uuid4().hex
@@ -204,11 +204,8 @@ class JobRunner:
                 self._cancel.setdefault(job_id, time.monotonic())
                 return self.db.job(job_id)
             # Still queued: the worker skips it when it comes to it.
-            cur = self.db.execute(
-                "UPDATE jobs SET state = 'canceled', finished = ?, detail = ? WHERE id = ? AND state = 'queued'",
-                (time.time(), "cancelled before it started", job_id),
-            )
-        if cur.rowcount == 0:
+            cancelled = self.db.cancel_queued_job(job_id, "cancelled before it started")
+        if not cancelled:
             # It started in between: cancel the run.
             with self._lock:
                 self._cancel.setdefault(job_id, time.monotonic())
@@ -226,11 +223,7 @@ class JobRunner:
             if job_id is None or self._stopping:
                 return
             with self._lock:
-                cur = self.db.execute(
-                    "UPDATE jobs SET state = 'running', started = ? WHERE id = ? AND state = 'queued'",
-                    (time.time(), job_id),
-                )
-                if cur.rowcount == 0:
+                if not self.db.start_queued_job(job_id):
                     continue  # cancelled while queued
                 self._running.add(job_id)
             try:

@@ -3,9 +3,9 @@
 Counts and histograms of jobs and boots come from SQLite, so they survive restarts and
 never disagree with the API's own answers: from the stats tables that db.py's triggers
 keep (a table the size of the room, never the boot history).  What needs a subprocess
-(zfs, tgtadm) is read by Live's collector thread on an interval and only copied here:
+(zfs, tgtadm) is read by the collector thread on an interval and only copied here:
 a scrape never forks.  Request and authentication counters live in this process (one
-gunicorn worker, see serve_cmd).
+gunicorn worker, see ggnet_cli/serve.py).
 
 With a room of 1,000 PCs the exposition is ~6,000 lines, most of them per-client
 series.  prometheus_client's generic formatting (a Sample object, label-name
@@ -13,8 +13,8 @@ validation and escaping for every line) cost two thirds of a scrape, so the fami
 read from SQLite and the collector's sample are written here as text by _Text, a small
 writer of the text format (version 0.0.4): HELP and TYPE once per family, `_total` on
 counters, label values escaped.  Both big blocks are rendered only when their source
-changed: the collector's once per Sample object (Live swaps the Sample whole, never
-mutates it), the stats once per stats generation (every change to them moves it) and
+changed: the collector's once per Sample object (the collector swaps the Sample
+whole, never mutates it), the stats once per stats generation (every change to them moves it) and
 inventory snapshot.  prometheus_client keeps the in-process counters.
 """
 
@@ -26,8 +26,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from ggnet_api.db import BOOT_BUCKETS, JOB_BUCKETS
-from ggnet_api.live import client_state
+from ggnet_api.boot_service import client_state
+from ggnet_api.db import stats
+from ggnet_api.db.stats import BOOT_BUCKETS, JOB_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The *_created series double every counter and no dashboard of ours reads them.
@@ -108,26 +109,14 @@ class _Text:
         return "".join(self.parts)
 
 
-# -- what is read from SQLite ---------------------------------------------------------------
+# -- what is read from SQLite (db/stats.py) ------------------------------------------------
 
 
-def _rows(db, sql: str, args=()):
-    """The rows as plain tuples, one at a time: each is gone before the next comes, so
-    a scrape of thousands of rows leaves the garbage collector's counts where they
-    were (fetchall() would hold them all and trigger collections, a full one now and
-    then: tens of milliseconds with the inventory in memory)."""
-    cur = db.conn().cursor()
-    cur.row_factory = None
-    return cur.execute(sql, args)
-
-
-def _histogram(
-    db, table: str, group: str, buckets
-) -> list[tuple[Any, tuple[list[int], int, float]]]:
-    """[(group, (cumulative bucket counts, count, sum))] from a stats table of
-    (group, first bucket, n, total) rows, sorted by group."""
+def _histogram(rows, buckets) -> list[tuple[Any, tuple[list[int], int, float]]]:
+    """[(group, (cumulative bucket counts, count, sum))] from stats rows of
+    (group, first bucket, n, total), sorted by group."""
     acc: dict[Any, tuple[list[int], list[float]]] = {}
-    for g, b, n, s in _rows(db, f"SELECT {group}, bucket, n, total FROM {table} WHERE n > 0"):
+    for g, b, n, s in rows:
         counts, total = acc.setdefault(g, ([0] * (len(buckets) + 1), [0.0]))
         counts[b] += n
         total[0] += s
@@ -145,35 +134,19 @@ def _small_families(db) -> str:
     """Jobs and the boot totals: a few rows, read whole at every render."""
     t = _Text()
     name = t.family("ggnet_jobs", "counter", "Finished jobs by playbook and result")
-    t.samples(
-        name,
-        ("playbook", "result"),
-        _rows(db, "SELECT playbook, state, n FROM stats_job_counts WHERE n > 0 ORDER BY 1, 2"),
-    )
+    t.samples(name, ("playbook", "result"), stats.job_counts(db))
 
     name = t.family("ggnet_jobs_active", "gauge", "Jobs queued or running")
-    counts = dict(
-        _rows(
-            db,
-            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state",
-        )
-    )
+    counts = stats.active_jobs(db)
     t.samples(name, ("state",), [(s, counts.get(s, 0)) for s in ("queued", "running")])
 
     name = t.family("ggnet_job_duration_seconds", "histogram", "Duration of finished jobs")
     t.histogram(
-        name,
-        "playbook",
-        JOB_BUCKETS,
-        _histogram(db, "stats_job_durations", "playbook", JOB_BUCKETS),
+        name, "playbook", JOB_BUCKETS, _histogram(stats.job_duration_buckets(db), JOB_BUCKETS)
     )
 
     name = t.family("ggnet_boots", "counter", "Boot requests by result")
-    t.samples(
-        name,
-        ("result",),
-        _rows(db, "SELECT result, n FROM stats_boot_results WHERE n > 0 ORDER BY result"),
-    )
+    t.samples(name, ("result",), stats.boot_results(db))
 
     name = t.family(
         "ggnet_boot_duration_seconds",
@@ -181,7 +154,7 @@ def _small_families(db) -> str:
         "From the boot request to the last stage reported (finished boots), by image",
     )
     t.histogram(
-        name, "image", BOOT_BUCKETS, _histogram(db, "stats_boot_durations", "image", BOOT_BUCKETS)
+        name, "image", BOOT_BUCKETS, _histogram(stats.boot_duration_buckets(db), BOOT_BUCKETS)
     )
     return t.text()
 
@@ -221,7 +194,7 @@ class StatsRenderer:
         self.generation = -1
         self.machine_boots = _Lines()
         self.last_duration = _Lines()
-        # Clients by state (what Live.client_states counts), kept per MAC: the MACs
+        # Clients by state (what count_client_states counts), kept per MAC: the MACs
         # whose latest boot changed are counted again, the room only with a new snapshot.
         self.snap: Any = None
         self.clients_of: dict[str, list[dict]] = {}
@@ -236,7 +209,7 @@ class StatsRenderer:
             last = db.last_results()
             changed = [(mac, last.get(mac)) for mac in self.clients_of]
         else:
-            changed = _rows(db, "SELECT mac, result FROM stats_boot_last WHERE gen > ?", (since,))
+            changed = stats.last_results_since(db, since)
         for mac, result in changed:  # result None: no boot (left) of that MAC
             clients = self.clients_of.get(mac)
             if clients is None:
@@ -248,14 +221,10 @@ class StatsRenderer:
             for new in self.state_of[mac]:
                 self.states[new] = self.states.get(new, 0) + 1
 
-    def render(self, db, live, snap, generation: int) -> str:
+    def render(self, db, snap, generation: int) -> str:
         """Call within one read transaction, `generation` read in it."""
         since, esc, out = self.generation, escape_label, []
-        for client, result, n in _rows(
-            db,
-            "SELECT client, result, n FROM stats_boot_counts WHERE known = 1 AND gen > ?",
-            (since,),
-        ):
+        for client, result, n in stats.machine_boots_since(db, since):
             self.machine_boots.set(
                 (client, result),
                 f'{self.MACHINE_BOOTS}{{client="{esc(client)}",result="{esc(result)}"}} '
@@ -263,9 +232,7 @@ class StatsRenderer:
                 if n > 0
                 else None,
             )
-        for client, duration in _rows(
-            db, "SELECT client, duration FROM stats_boot_last_ok WHERE gen > ?", (since,)
-        ):
+        for client, duration in stats.last_ok_durations_since(db, since):
             self.last_duration.set(
                 client,
                 None
@@ -304,7 +271,7 @@ def render_discovered(db) -> str:
     generation, and the table is bounded (max_discovered)."""
     t = _Text()
     name = t.family("ggnet_discovered_machines", "gauge", "Unknown machines waiting for approval")
-    t.samples(name, (), _rows(db, "SELECT COUNT(*) FROM discovered WHERE state = 'discovered'"))
+    t.samples(name, (), stats.waiting_discovered(db))
     return t.text()
 
 
@@ -394,31 +361,23 @@ class Metrics:
         snapshot moved since the last scrape."""
         db = self.ext.db
         cached = self._stats_block
-        if cached is not None and _same(cached[0], _generation(db), snap):
+        if cached is not None and _same(cached[0], stats.generation(db), snap):
             return cached[1]
         with self._lock:
             cached = self._stats_block
-            if cached is not None and _same(cached[0], _generation(db), snap):
+            if cached is not None and _same(cached[0], stats.generation(db), snap):
                 return cached[1]
-            conn = db.conn()
             # One read transaction: the generation is the one of the rows read, so a
             # write committed meanwhile moves it past what is cached here.
-            own = not conn.in_transaction
-            if own:
-                conn.execute("BEGIN")
-            try:
-                generation = _generation(db)
-                text = self._stats.render(db, self.ext.live, snap, generation)
+            with db.reading():
+                generation = stats.generation(db)
+                text = self._stats.render(db, snap, generation)
                 cached = ((generation, snap), text.encode())
-            finally:
-                if own:
-                    conn.execute("COMMIT")
             self._stats_block = cached
         return cached[1]
 
     def exposition(self) -> bytes:
-        live = self.ext.live
-        snap, sample = live.snapshot, live.sample
+        snap, sample = self.ext.inventory.snapshot, self.ext.collector.sample
         return b"".join(
             (
                 generate_latest(self.registry),
@@ -427,10 +386,6 @@ class Metrics:
                 self.sample_block(sample),
             )
         )
-
-
-def _generation(db) -> int:
-    return db.conn().execute("SELECT generation FROM stats_state").fetchone()[0]
 
 
 def _same(key: tuple[int, Any], generation: int, snap) -> bool:

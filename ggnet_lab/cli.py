@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+HELP = "the built-in lab: up | status | boot CLIENT | down | demo"
+
 
 def say(message: str) -> None:
     print(message, flush=True)

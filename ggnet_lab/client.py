@@ -125,7 +125,7 @@ def pc_from_vars(name: str, hostvars: dict) -> LabPC:
 
 
 def lab_pcs(inventory: Path | None = None) -> dict[str, LabPC]:
-    from ggnet_api.inventory import load_inventory
+    from ggnet.inventory import load_inventory
 
     inv = load_inventory(inventory or paths.repo_root() / "inventory" / "lab")
     return {name: pc_from_vars(name, hv) for name, hv in sorted(inv.clients.items())}

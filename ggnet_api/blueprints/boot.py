@@ -8,7 +8,6 @@ the script makes (see ggnet.ipxe) move that boot through its stages.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -18,7 +17,7 @@ from ggnet.ipxe import DISCOVERY_FIELDS
 from ggnet.net import normalize_mac
 
 from ggnet_api.blueprints.common import ext
-from ggnet_api.live import BootRefused
+from ggnet_api.boot_service import BootRefused
 
 bp = Blueprint("boot", __name__, url_prefix="/boot")
 log = logging.getLogger(__name__)
@@ -54,19 +53,19 @@ def script(raw_mac: str):
     if isinstance(mac, Response):
         return mac
     e = ext()
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     name = snap.by_mac.get(mac)
     if name is None:
         _seen_unknown(e.db, mac)
-        return _text(e.live.discovery_script(_api_url()))
+        return _text(e.boot.discovery_script(_api_url()))
     # The image the PC boots now: boot durations are compared per image.
     image = snap.clients[name].get("image")
     try:
-        body, kind = e.live.boot_script(name, _api_url())
+        body, kind = e.boot.script(name, _api_url())
     except BootRefused as exc:
         e.db.add_boot(mac, name, "normal", result="refused", detail=str(exc)[:500], image=image)
         log.warning("boot of %s (%s) refused: %s", name, mac, exc)
-        return _text(e.live.refusal_script(str(exc), _api_url(), mac))
+        return _text(e.boot.refusal_script(str(exc), _api_url(), mac))
     e.db.add_boot(mac, name, kind, image=image)
     return _text(body)
 
@@ -74,9 +73,9 @@ def script(raw_mac: str):
 def _seen_unknown(db, mac: str) -> None:
     """An unknown PC asks every few seconds while it waits: one boot row, refreshed."""
     now = time.time()
-    last = db.one("SELECT id, kind FROM boots WHERE mac = ? ORDER BY id DESC LIMIT 1", (mac,))
+    last = db.last_boot(mac)
     if last and last["kind"] == "discovery":
-        db.execute("UPDATE boots SET stage_at = ? WHERE id = ?", (now, last["id"]))
+        db.touch_boot(last["id"], now)
     else:
         db.add_boot(mac, None, "discovery", result="discovery")
     _upsert_discovered(db, mac, None, None)
@@ -84,23 +83,11 @@ def _seen_unknown(db, mac: str) -> None:
 
 def _upsert_discovered(db, mac: str, facts: dict | None, report: dict | None) -> bool:
     now = time.time()
-    row = db.one("SELECT mac, state FROM discovered WHERE mac = ?", (mac,))
-    if row is None:
-        n = db.one("SELECT COUNT(*) AS n FROM discovered")["n"]
-        if n >= int(ext().config["max_discovered"]):
+    if db.discovered(mac) is None:
+        if db.count_discovered() >= int(ext().config["max_discovered"]):
             return False
-        db.execute(
-            "INSERT OR IGNORE INTO discovered (mac, first_seen, last_seen, facts) VALUES (?, ?, ?, '{}')",
-            (mac, now, now),
-        )
-    sets, args = ["last_seen = ?"], [now]
-    if facts is not None:
-        sets.append("facts = ?")
-        args.append(json.dumps(facts))
-    if report is not None:
-        sets.append("report = ?")
-        args.append(json.dumps(report))
-    db.execute(f"UPDATE discovered SET {', '.join(sets)} WHERE mac = ?", (*args, mac))
+        db.add_discovered(mac, now)
+    db.seen_discovered(mac, now, facts, report)
     return True
 
 
@@ -111,9 +98,9 @@ def stage(raw_mac: str):
         return mac
     e = ext()
     name = request.args.get("name", "")
-    if name not in e.live.STAGES:
+    if name not in e.boot.STAGES:
         return _text(
-            f"query parameter name: {name[:40]!r} is not one of {', '.join(e.live.STAGES)}\n", 400
+            f"query parameter name: {name[:40]!r} is not one of {', '.join(e.boot.STAGES)}\n", 400
         )
     error = request.args.get("error")
     _record_stage(e.db, mac, name, error[:64] if error else None)
@@ -121,9 +108,7 @@ def stage(raw_mac: str):
 
 
 def _record_stage(db, mac: str, name: str, detail: str | None) -> bool:
-    boot = db.one(
-        "SELECT * FROM boots WHERE mac = ? AND kind != 'discovery' ORDER BY id DESC LIMIT 1", (mac,)
-    )
+    boot = db.last_boot(mac, discovery=False)
     if boot is None:
         return False
     now = time.time()
@@ -134,10 +119,7 @@ def _record_stage(db, mac: str, name: str, detail: str | None) -> bool:
     # OS's own report when one comes.
     duration = now - boot["started"] if name in FINAL else boot["duration"]
     text = f"{name}: {detail}" if detail else boot["detail"]
-    db.execute(
-        "UPDATE boots SET stage = ?, stage_at = ?, result = ?, duration = ?, detail = ? WHERE id = ?",
-        (name, now, result, duration, text, boot["id"]),
-    )
+    db.set_boot_stage(boot["id"], name, now, result, duration, text)
     return True
 
 
@@ -147,7 +129,7 @@ def discover(raw_mac: str):
     if isinstance(mac, Response):
         return mac
     e = ext()
-    if mac in e.live.snapshot.by_mac:
+    if mac in e.inventory.snapshot.by_mac:
         return _text("known\n")
     # Not request.args: iPXE leaves '+', '&' and '=' unescaped inside values.
     raw = ipxe.parse_discover_query(request.query_string)
@@ -159,7 +141,7 @@ def discover(raw_mac: str):
 
 @bp.post("/<raw_mac>/report")
 def report(raw_mac: str):
-    """The richer report of ggnet_api/report_os.py from a booted OS; marks the boot up."""
+    """The richer report of pc/report_os.py from a booted OS; marks the boot up."""
     mac = _mac(raw_mac)
     if isinstance(mac, Response):
         return mac
@@ -167,7 +149,7 @@ def report(raw_mac: str):
     if not isinstance(data, dict):
         return _text("body: send a JSON object with Content-Type: application/json\n", 400)
     e = ext()
-    if mac in e.live.snapshot.by_mac:
+    if mac in e.inventory.snapshot.by_mac:
         _record_stage(e.db, mac, "os", None)
         return _text("ok\n")
     if not _upsert_discovered(e.db, mac, None, data):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from flask import Blueprint, jsonify, request
 from ggnet.net import normalize_mac
@@ -36,16 +35,12 @@ def list_discovered():
     state = request.args.get("state", "discovered")
     if state not in ("discovered", "approved", "all"):
         fail(400, f"query parameter state: {state[:20]!r} is not one of discovered, approved, all")
-    db = ext().db
-    if state == "all":
-        rows = db.query("SELECT * FROM discovered ORDER BY first_seen")
-    else:
-        rows = db.query("SELECT * FROM discovered WHERE state = ? ORDER BY first_seen", (state,))
+    rows = ext().db.discovered_list(None if state == "all" else state)
     return jsonify(discovered=[_view(r) for r in rows])
 
 
 def _row_or_404(mac: str) -> dict:
-    row = ext().db.one("SELECT * FROM discovered WHERE mac = ?", (mac,))
+    row = ext().db.discovered(mac)
     if row is None:
         fail(404, f"{mac}: no discovered machine with this MAC")
     return row
@@ -68,7 +63,7 @@ def approve_machine(raw_mac: str):
     e = ext()
     who = auth.principal_name()
     try:
-        name, image, groups = check_request(body, e.live.snapshot, mac)
+        name, image, groups = check_request(body, e.inventory.snapshot, mac)
         commit = approve(
             e.config["inventory"], mac, name, image, groups, who, e.config["git_author"]
         )
@@ -79,16 +74,13 @@ def approve_machine(raw_mac: str):
         resp = jsonify(payload)
         resp.status_code = exc.status
         return resp
-    e.live.reload(force=True)
+    e.inventory.reload(force=True)
     try:
         job = e.jobs.submit("converge", {}, who)
         job_id, job_error = job["id"], None
     except JobError as exc:
         job_id, job_error = None, str(exc)
-    e.db.execute(
-        "UPDATE discovered SET state = 'approved', name = ?, approved_by = ?, approved_at = ?, job_id = ? WHERE mac = ?",
-        (name, who, time.time(), job_id, mac),
-    )
+    e.db.approve_discovered(mac, name, who, job_id)
     return jsonify(
         mac=mac,
         name=name,
@@ -105,5 +97,5 @@ def approve_machine(raw_mac: str):
 def forget(raw_mac: str):
     mac = _mac(raw_mac)
     _row_or_404(mac)
-    ext().db.execute("DELETE FROM discovered WHERE mac = ?", (mac,))
+    ext().db.forget_discovered(mac)
     return jsonify(forgotten=mac)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from ggnet_api import auth
 from ggnet_api.blueprints.common import ext
+from ggnet_api.boot_service import count_client_states
 from ggnet_api.metrics import CONTENT_TYPE
 
 bp = Blueprint("health", __name__)
@@ -18,7 +19,7 @@ bp = Blueprint("health", __name__)
 def health():
     e = ext()
     try:
-        e.db.one("SELECT 1 AS ok")
+        e.db.ping()
     except Exception:
         return jsonify(status="error", error="the API's database cannot be read"), 503
     return jsonify(status="ok")
@@ -33,24 +34,20 @@ def metrics():
 @auth.require("viewer")
 def status():
     e = ext()
-    snap, sample = e.live.snapshot, e.live.sample
-    counts = {
-        r["state"]: r["n"]
-        for r in e.db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-    }
+    snap, sample = e.inventory.snapshot, e.collector.sample
     return jsonify(
         server=snap.server,
         inventory={
             "path": str(e.config["inventory"]),
             "loaded_at": snap.loaded_at or None,
-            "error": e.live.load_error,
+            "error": e.inventory.load_error,
             "problems": list(snap.problems),
             "clients": len(snap.clients),
             "images": len(snap.images),
         },
         jobs={
             "running": e.jobs.running(),
-            "counts": counts,
+            "counts": e.db.job_counts(),
             "max_concurrent": e.config["max_concurrent_jobs"],
         },
         collector={
@@ -58,8 +55,8 @@ def status():
             "age_seconds": round(time.time() - sample.at, 1) if sample.at else None,
             "errors": sample.errors,
         },
-        clients=e.live.client_states(),
-        discovered=e.db.one("SELECT COUNT(*) AS n FROM discovered WHERE state = 'discovered'")["n"],
+        clients=count_client_states(snap, e.db.last_results()),
+        discovered=e.db.count_discovered("discovered"),
     )
 
 

@@ -29,9 +29,11 @@ def _view(name: str, spec: dict, sample, clients: dict) -> dict:
 @auth.require("viewer")
 def list_images():
     e = ext()
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     return jsonify(
-        images=[_view(n, s, e.live.sample, snap.clients) for n, s in sorted(snap.images.items())]
+        images=[
+            _view(n, s, e.collector.sample, snap.clients) for n, s in sorted(snap.images.items())
+        ]
     )
 
 
@@ -39,7 +41,7 @@ def list_images():
 @auth.require("viewer")
 def get_image(name: str):
     e = ext()
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     if name not in snap.images:
         fail(404, f"image {name[:64]!r}: not in ggnet_images of the inventory")
-    return jsonify(_view(name, snap.images[name], e.live.sample, snap.clients))
+    return jsonify(_view(name, snap.images[name], e.collector.sample, snap.clients))

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from ggnet_api import auth
 from ggnet_api.blueprints.common import ext, fail, int_arg, json_body
-from ggnet_api.db import JOB_DONE
+from ggnet_api.db.database import JOB_DONE
 from ggnet_api.jobs import JobError
 
 bp = Blueprint("jobs", __name__, url_prefix="/api")

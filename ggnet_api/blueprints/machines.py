@@ -7,7 +7,7 @@ from ggnet import console
 
 from ggnet_api import auth
 from ggnet_api.blueprints.common import ext, fail
-from ggnet_api.live import client_state
+from ggnet_api.boot_service import client_state
 
 bp = Blueprint("machines", __name__, url_prefix="/api")
 
@@ -54,7 +54,7 @@ def _view(c: dict, last: dict | None, sample, images: dict) -> dict:
 @auth.require("viewer")
 def list_machines():
     e = ext()
-    snap, sample, last = e.live.snapshot, e.live.sample, e.db.last_boots()
+    snap, sample, last = e.inventory.snapshot, e.collector.sample, e.db.last_boots()
     return jsonify(
         machines=[
             _view(c, last.get(c["mac"]), sample, snap.images)
@@ -67,14 +67,10 @@ def list_machines():
 @auth.require("viewer")
 def get_machine(name: str):
     e = ext()
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     c = snap.clients.get(name)
     if c is None:
         fail(404, f"machine {name[:64]!r}: not a client of this server's inventory")
-    last = e.db.one("SELECT * FROM boots WHERE mac = ? ORDER BY id DESC LIMIT 1", (c["mac"],))
-    out = _view(c, last, e.live.sample, snap.images)
-    out["boots"] = e.db.query(
-        "SELECT id, kind, started, stage, result, duration, detail FROM boots WHERE mac = ? ORDER BY id DESC LIMIT 20",
-        (c["mac"],),
-    )
+    out = _view(c, e.db.last_boot(c["mac"]), e.collector.sample, snap.images)
+    out["boots"] = e.db.recent_boots(c["mac"], 20)
     return jsonify(out)

@@ -3,8 +3,6 @@ server, so a token is only ever shown once, on the terminal of whoever made it."
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, jsonify
 
 from ggnet_api import auth
@@ -16,16 +14,12 @@ bp = Blueprint("tokens", __name__, url_prefix="/api")
 @bp.get("/tokens")
 @auth.require("admin")
 def list_tokens():
-    rows = ext().db.query("SELECT id, name, role, created, revoked FROM tokens ORDER BY id")
-    return jsonify(tokens=rows)
+    return jsonify(tokens=ext().db.tokens())
 
 
 @bp.delete("/tokens/<int:token_id>")
 @auth.require("admin")
 def revoke(token_id: int):
-    cur = ext().db.execute(
-        "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id)
-    )
-    if cur.rowcount == 0:
+    if not ext().db.revoke_token(token_id):
         fail(404, f"token {token_id}: no such active token")
     return jsonify(revoked=token_id)

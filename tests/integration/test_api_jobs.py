@@ -251,7 +251,7 @@ def test_discovery_approval_commits_and_converges(api):
     # The machine is a client now: it boots its own script, in its machine group.
     text = client.get(f"/boot/{mac}").get_data(as_text=True)
     assert "target.pc-07" in text
-    assert app.extensions["ggnet"].live.snapshot.clients["pc-07"]["groups"] == ["office"]
+    assert app.extensions["ggnet"].inventory.snapshot.clients["pc-07"]["groups"] == ["office"]
     job = finished(client, body["job_id"])
     assert (
         job["state"] == "successful"

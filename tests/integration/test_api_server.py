@@ -23,9 +23,9 @@ import yaml
 from test_api_jobs import make_project, settings
 
 from ggnet_api.auth import new_token
-from ggnet_api.db import Database
+from ggnet_api.db.database import Database
 from ggnet_api.jobs import processes_of
-from ggnet_api.serve_cmd import gunicorn_argv
+from ggnet_cli.serve import gunicorn_argv
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent

@@ -98,7 +98,7 @@ def api_server(tmp_path, pool):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"port": server.server_port, "cfg": cfg, "live": ext.live}
+        yield {"port": server.server_port, "cfg": cfg, "collector": ext.collector}
     finally:
         server.shutdown()
         server.server_close()

@@ -125,7 +125,7 @@ def preflight_textfile(tmp: Path, pidfile: Path) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-m",
-            "ggnet_api.preflight_cmd",
+            "ggnet_cli.preflight",
             "--no-inventory",
             "--settings",
             str(settings),

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ggnet_api import REPO_ROOT
+from ggnet.inventory import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -65,7 +65,7 @@ def app(tmp_path):
             "auth_fail_limit": 5,
         }
     )
-    assert app.extensions["ggnet"].live.reload(), app.extensions["ggnet"].live.load_error
+    assert app.extensions["ggnet"].inventory.reload(), app.extensions["ggnet"].inventory.load_error
     yield app
     app.extensions["ggnet"].close()
 
@@ -252,7 +252,7 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     )
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
-    app.extensions["ggnet"].live.reload()
+    app.extensions["ggnet"].inventory.reload()
     c = app.test_client()
     assert c.get("/boot/52:54:00:aa:00:01").status_code == 200
     assert c.get("/boot/52:54:00:aa:00:02").status_code == 200
@@ -269,7 +269,7 @@ def test_boot_refused_below_reserve(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "reset", full)
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
-    app.extensions["ggnet"].live.reload()
+    app.extensions["ggnet"].inventory.reload()
     c = app.test_client()
     text = c.get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
     assert "echo ggnet: pool ggtest has 1M free, below its reserve" in text
@@ -428,7 +428,7 @@ def test_boot_duration_is_labelled_with_the_image_booted(client, app):
 def test_old_database_gets_the_image_column(tmp_path):
     import sqlite3
 
-    from ggnet_api.db import Database
+    from ggnet_api.db.database import Database
 
     path = tmp_path / "api.db"
     con = sqlite3.connect(path)
@@ -456,24 +456,24 @@ def _lio_session(root, target, initiator, tx, rx):
 def test_iscsi_traffic_from_lio_counters_survives_session_resets(tmp_path, app, client):
     import dataclasses
 
-    from ggnet_api import live as live_mod
+    from ggnet_api.collector import Sample
 
     e = app.extensions["ggnet"]
-    snap = e.live.snapshot
+    snap = e.inventory.snapshot
     iqn1, iqn2 = snap.clients["pc-01"]["target_iqn"], snap.clients["pc-02"]["target_iqn"]
     root = tmp_path / "configfs"
     _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 1000, 300)
     _lio_session(root, iqn2, "iqn.x:initiator.pc-02", None, None)  # no session: empty files
     _lio_session(root, "iqn.2099-01.other:target.x", "iqn.x:i", 5, 5)  # not in the inventory
-    e.live.config["lio_stats_root"] = str(root)
+    e.collector.config["lio_stats_root"] = str(root)
     lio = dataclasses.replace(snap, iscsi={**snap.iscsi, "backend": "lio"}, storage={})
-    e.live.set_snapshot(lio)
-    assert e.live._collect_traffic(lio) == {"pc-01": (1000, 300), "pc-02": (0, 0)}
+    e.inventory.set(lio)
+    assert e.collector.traffic(lio) == {"pc-01": (1000, 300), "pc-02": (0, 0)}
     _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 1500, 400)
-    assert e.live._collect_traffic(lio)["pc-01"] == (1500, 400)
+    assert e.collector.traffic(lio)["pc-01"] == (1500, 400)
     # The PC rebooted: a new session starts at 0; the totals keep growing.
     _lio_session(root, iqn1, "iqn.x:initiator.pc-01", 200, 50)
-    e.live.sample = live_mod.Sample(at=1.0, traffic=e.live._collect_traffic(lio))
+    e.collector.sample = Sample(at=1.0, traffic=e.collector.traffic(lio))
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'ggnet_iscsi_read_bytes_total{client="pc-01"} 1700.0' in metrics
     assert 'ggnet_iscsi_write_bytes_total{client="pc-01"} 450.0' in metrics
@@ -482,14 +482,14 @@ def test_iscsi_traffic_from_lio_counters_survives_session_resets(tmp_path, app, 
 
 def test_iscsi_traffic_is_absent_without_lio(tmp_path, app, client):
     e = app.extensions["ggnet"]
-    e.live.config["lio_stats_root"] = str(tmp_path / "missing")
-    assert e.live._collect_traffic(e.live.snapshot) is None
+    e.collector.config["lio_stats_root"] = str(tmp_path / "missing")
+    assert e.collector.traffic(e.inventory.snapshot) is None
     assert "ggnet_iscsi_read_bytes" not in client.get("/metrics").get_data(as_text=True)
 
 
 def test_inventory_reload_sees_host_vars_added_since(tmp_path):
     """Ansible caches which host_vars files exist; load_inventory must not keep it."""
-    from ggnet_api.inventory import load_inventory
+    from ggnet.inventory import load_inventory
 
     inv = write_inventory(tmp_path / "inventory")
     assert load_inventory(inv).hostvars["pc-01"].get("ggnet_boot") != "uefi"
@@ -517,11 +517,11 @@ def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_pa
     chap = {"pc-01": {"user": user, "secret": converged}}
     targets_file.write_text(json.dumps({"backend": "lio", "chap": chap}))
     app = _app_with(tmp_path, reset_on_boot=False, targets_file=str(targets_file))
-    live = app.extensions["ggnet"].live
-    assert live.reload(), live.load_error
+    inventory = app.extensions["ggnet"].inventory
+    assert inventory.reload(), inventory.load_error
     text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
     assert f"set password {converged}" in text and CHAP not in text
-    assert converged in live.secrets()  # redacted from logs like every other secret
+    assert converged in inventory.secrets()  # redacted from logs like every other secret
     # A client missing from the file boots without CHAP credentials rather than stale ones.
     text = app.test_client().get("/boot/52:54:00:aa:00:02").get_data(as_text=True)
     assert "set password" not in text
@@ -532,12 +532,12 @@ def test_boot_script_points_at_the_converged_backends_lun_not_the_inventory_copy
     # whose disk is LUN 1.  A script with LIO's LUN 0 would sanboot tgt's controller.
     targets_file = tmp_path / "targets.json"
     app = _app_with(tmp_path, reset_on_boot=False, targets_file=str(targets_file))
-    live = app.extensions["ggnet"].live
+    inventory = app.extensions["ggnet"].inventory
     iqn = "iqn.2025-01.lan.ggnet:target.pc-01"
     for backend, lun in (("tgt", 1), ("lio", 0)):
         targets_file.write_text(json.dumps({"backend": backend, "chap": {}}))
-        assert live.reload(), live.load_error
-        assert live.snapshot.iscsi["backend"] == backend
+        assert inventory.reload(), inventory.load_error
+        assert inventory.snapshot.iscsi["backend"] == backend
         text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
         assert f":3260:{lun}:{iqn}" in text, text
 
@@ -556,13 +556,15 @@ def test_a_bad_targets_file_is_a_load_error_that_names_the_problem(tmp_path, con
     targets_file = tmp_path / "targets.json"
     targets_file.write_text(content)
     app = _app_with(tmp_path, targets_file=str(targets_file))
-    live = app.extensions["ggnet"].live
-    assert not live.reload()
-    assert str(targets_file) in live.load_error and named in live.load_error, live.load_error
+    inventory = app.extensions["ggnet"].inventory
+    assert not inventory.reload()
+    assert str(targets_file) in inventory.load_error and named in inventory.load_error, (
+        inventory.load_error
+    )
 
 
 def test_an_unreadable_targets_file_is_a_load_error(tmp_path):
     app = _app_with(tmp_path, targets_file=str(tmp_path / "missing.json"))
-    live = app.extensions["ggnet"].live
-    assert not live.reload()
-    assert "missing.json" in live.load_error
+    inventory = app.extensions["ggnet"].inventory
+    assert not inventory.reload()
+    assert "missing.json" in inventory.load_error

@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ggnet_api import metrics as m
 from ggnet_api.app import create_app
-from ggnet_api.live import Sample
+from ggnet_api.boot_service import count_client_states
+from ggnet_api.collector import Sample
+from ggnet_api.db import stats
 
 pytestmark = pytest.mark.unit
 
@@ -160,7 +162,7 @@ def ext(tmp_path):
         }
     )
     e = app.extensions["ggnet"]
-    assert e.live.reload(), e.live.load_error
+    assert e.inventory.reload(), e.inventory.load_error
     with e.db.tx() as c:
         for i, (mac, client, result, duration, image) in enumerate(BOOTS):
             c.execute(
@@ -174,7 +176,7 @@ def ext(tmp_path):
                 "VALUES (?, 'converge', ?, ?, 1.0, ?, ?)",
                 (job_id, playbook, state, started, finished),
             )
-    e.live.sample = Sample(
+    e.collector.sample = Sample(
         at=1234.5,
         writeback_bytes={"pc-02": 2**33 + 1, "pc-01": 4096},
         pools={"ggtest": (2**40, 2**39)},
@@ -263,7 +265,7 @@ def reference(e) -> bytes:
             inv = GaugeMetricFamily(
                 "ggnet_inventory_loaded_timestamp_seconds", "When the inventory was last loaded"
             )
-            inv.add_metric([], e.live.snapshot.loaded_at)
+            inv.add_metric([], e.inventory.snapshot.loaded_at)
             yield inv
             wb = GaugeMetricFamily(
                 "ggnet_writeback_bytes", "Bytes written to a client's writeback", labels=["client"]
@@ -324,7 +326,9 @@ def test_exposition_reads_back_as_prometheus_client_would_render_it(ext):
 
 def test_sample_block_follows_each_collector_run_and_sql_stays_live(ext):
     first = ext.metrics.exposition().decode()
-    assert ext.metrics.sample_block(ext.live.sample) is ext.metrics.sample_block(ext.live.sample)
+    assert ext.metrics.sample_block(ext.collector.sample) is ext.metrics.sample_block(
+        ext.collector.sample
+    )
     # A boot between two scrapes of the same sample is counted at once.
     ext.db.add_boot("52:54:00:bb:00:02", "pc-02", "normal", result="failed", image="lin")
     second = parse(ext.metrics.exposition().decode())
@@ -336,7 +340,9 @@ def test_sample_block_follows_each_collector_run_and_sql_stays_live(ext):
     )
     assert second["ggnet_clients"][2][("ggnet_clients", (("state", "failed"),))] == 2.0
     # The collector ran: the new sizes and traffic are served, the old ones gone.
-    ext.live.sample = Sample(at=2000.0, writeback_bytes={"pc-01": 1}, traffic={"pc-01": (9, 8)})
+    ext.collector.sample = Sample(
+        at=2000.0, writeback_bytes={"pc-01": 1}, traffic={"pc-01": (9, 8)}
+    )
     third = parse(ext.metrics.exposition().decode())
     assert third["ggnet_writeback_bytes"][2] == {
         ("ggnet_writeback_bytes", (("client", "pc-01"),)): 1.0
@@ -440,7 +446,7 @@ def _generation(db) -> int:
 def test_stats_follow_every_insert_update_and_delete(tmp_path):
     import random
 
-    from ggnet_api.db import Database
+    from ggnet_api.db.database import Database
 
     db = Database(str(tmp_path / "api.db"))
     rng = random.Random(3)
@@ -502,10 +508,10 @@ def test_stats_follow_every_insert_update_and_delete(tmp_path):
 
 
 def test_stats_are_built_for_an_existing_database_and_the_generation_moves_on(tmp_path):
-    from ggnet_api import db as dbmod
+    from ggnet_api.db.database import Database
 
     path = str(tmp_path / "api.db")
-    db = dbmod.Database(path)
+    db = Database(path)
     db.add_boot("52:54:00:bb:00:01", "pc-01", "normal", result="ok", image="win11")
     db.execute("UPDATE boots SET duration = 7.5")
     before = _generation(db)
@@ -523,14 +529,14 @@ def test_stats_are_built_for_an_existing_database_and_the_generation_moves_on(tm
         "INSERT INTO boots (mac, client, kind, started, result, duration) "
         "VALUES ('52:54:00:bb:00:02', 'pc-02', 'normal', 0, 'failed', NULL)"
     )
-    again = dbmod.Database(path)
+    again = Database(path)
     assert_stats_match(again)
     assert again.last_results() == {"52:54:00:bb:00:01": "ok", "52:54:00:bb:00:02": "failed"}
     # Other stats (another version of ggnet) are replaced, and the generation never
     # comes back to a value a running API may have cached.
     again.execute("UPDATE stats_state SET version = 'older', generation = ?", (before + 5,))
-    third = dbmod.Database(path)
-    assert third.one("SELECT version FROM stats_state")["version"] == dbmod.STATS_VERSION
+    third = Database(path)
+    assert third.one("SELECT version FROM stats_state")["version"] == stats.STATS_VERSION
     assert _generation(third) > before + 5
     assert_stats_match(third)
 
@@ -549,9 +555,9 @@ def test_a_stage_report_moves_the_generation_a_waiting_pc_does_not(ext):
 def test_stats_block_is_reused_until_the_data_or_the_inventory_change(ext, tmp_path):
     import threading
 
-    from ggnet_api.db import Database
+    from ggnet_api.db.database import Database
 
-    snap = ext.live.snapshot
+    snap = ext.inventory.snapshot
     first = ext.metrics.stats_block(snap)
     assert ext.metrics.stats_block(snap) is first
     # A write through another connection (another thread, the CLI) is seen at once.
@@ -578,7 +584,7 @@ def test_stats_block_is_reused_until_the_data_or_the_inventory_change(ext, tmp_p
     # A new inventory with the same rows: its clients and load time are served.
     data = {k: getattr(snap, k) for k in snap.__dataclass_fields__}
     clients = {k: v for k, v in snap.clients.items() if k != "pc-03"}
-    ext.live.set_snapshot(type(snap)(**{**data, "clients": clients, "loaded_at": 99.0}))
+    ext.inventory.set(type(snap)(**{**data, "clients": clients, "loaded_at": 99.0}))
     fourth = parse(ext.metrics.exposition().decode())
     assert ("ggnet_clients", (("state", "maintenance"),)) not in fourth["ggnet_clients"][2]
     assert fourth["ggnet_inventory_loaded_timestamp_seconds"][2] == {
@@ -594,13 +600,9 @@ def test_stats_block_is_reused_until_the_data_or_the_inventory_change(ext, tmp_p
 
 def _fresh_stats(e) -> bytes:
     """The stats block rendered from nothing (every row read)."""
-    conn = e.db.conn()
-    conn.execute("BEGIN")
-    try:
-        generation = m._generation(e.db)
-        return m.StatsRenderer().render(e.db, e.live, e.live.snapshot, generation).encode()
-    finally:
-        conn.execute("COMMIT")
+    with e.db.reading():
+        generation = stats.generation(e.db)
+        return m.StatsRenderer().render(e.db, e.inventory.snapshot, generation).encode()
 
 
 def test_stats_block_patched_from_changed_rows_is_what_a_fresh_render_says(ext):
@@ -609,15 +611,19 @@ def test_stats_block_patched_from_changed_rows_is_what_a_fresh_render_says(ext):
     rng = random.Random(11)
     db = ext.db
     clients = {"52:54:00:bb:00:01": "pc-01", "52:54:00:bb:00:02": WEIRD, "52:54:00:bb:00:03": None}
-    assert ext.metrics.stats_block(ext.live.snapshot) == _fresh_stats(ext)
+    assert ext.metrics.stats_block(ext.inventory.snapshot) == _fresh_stats(ext)
     # A machine's one ok boot: its latest duration comes, then goes when the boot fails.
     only = db.add_boot("52:54:00:bb:00:04", "pc-04", "normal", result="ok")
     db.execute("UPDATE boots SET duration = 4.25 WHERE id = ?", (only,))
-    assert b'duration_seconds{client="pc-04"} 4.25' in ext.metrics.stats_block(ext.live.snapshot)
+    assert b'duration_seconds{client="pc-04"} 4.25' in ext.metrics.stats_block(
+        ext.inventory.snapshot
+    )
     db.execute("UPDATE boots SET result = 'failed' WHERE id = ?", (only,))
-    assert b'client="pc-04"} 4.25' not in ext.metrics.stats_block(ext.live.snapshot)
-    assert b'{client="pc-04",result="failed"} 1.0' in ext.metrics.stats_block(ext.live.snapshot)
-    assert b'{client="pc-04",result="ok"}' not in ext.metrics.stats_block(ext.live.snapshot)
+    assert b'client="pc-04"} 4.25' not in ext.metrics.stats_block(ext.inventory.snapshot)
+    assert b'{client="pc-04",result="failed"} 1.0' in ext.metrics.stats_block(
+        ext.inventory.snapshot
+    )
+    assert b'{client="pc-04",result="ok"}' not in ext.metrics.stats_block(ext.inventory.snapshot)
     for _ in range(120):
         ids = [r["id"] for r in db.query("SELECT id FROM boots ORDER BY id")]
         action = rng.random()
@@ -642,8 +648,10 @@ def test_stats_block_patched_from_changed_rows_is_what_a_fresh_render_says(ext):
                 "UPDATE jobs SET state = ?, finished = ? WHERE id = 'j4'",
                 rng.choice([("running", None), ("successful", 150.0)]),
             )
-        assert ext.metrics.stats_block(ext.live.snapshot) == _fresh_stats(ext)
+        assert ext.metrics.stats_block(ext.inventory.snapshot) == _fresh_stats(ext)
         states = parse(ext.metrics.exposition().decode())["ggnet_clients"][2]
-        assert {k[1][0][1]: v for k, v in states.items()} == ext.live.client_states()
+        assert {k[1][0][1]: v for k, v in states.items()} == count_client_states(
+            ext.inventory.snapshot, ext.db.last_results()
+        )
     text = ext.metrics.exposition().decode()
     assert parse(text)["ggnet_machine_boots"]  # still parses, families whole

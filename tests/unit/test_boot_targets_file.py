@@ -7,9 +7,9 @@ import importlib.util
 import json
 
 import pytest
+from ggnet.inventory import REPO_ROOT, load_inventory
 
-from ggnet_api import REPO_ROOT, converged
-from ggnet_api.inventory import load_inventory
+from ggnet_api import converged
 
 pytestmark = pytest.mark.unit
 

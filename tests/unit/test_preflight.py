@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from ggnet.inventory import REPO_ROOT
 from ggnet.preflight import (
     check_api_database,
     check_boot_interface,
@@ -22,8 +23,6 @@ from ggnet.preflight import (
     run_checks,
     textfile,
 )
-
-from ggnet_api import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 MiB = 2**20
@@ -158,7 +157,7 @@ def test_human_ends_in_summary_and_textfile_has_every_check(tmp_path):
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "ggnet_api.preflight_cmd", "--no-inventory", *args],
+        [sys.executable, "-m", "ggnet_cli.preflight", "--no-inventory", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -185,7 +184,7 @@ def test_on_a_boot_server_the_backend_checked_is_the_converged_one(tmp_path, mon
     # tgt; the check must ask tgtd then, not report LIO as the backend that serves PCs.
     import argparse
 
-    from ggnet_api import preflight_cmd
+    from ggnet_cli import preflight as preflight_cmd
 
     targets_file = tmp_path / "targets.json"
     api_settings = tmp_path / "api.yml"

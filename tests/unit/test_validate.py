@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from ggnet import validate as validation
+from ggnet.inventory import REPO_ROOT
 
-from ggnet_api import REPO_ROOT
-from ggnet_api.validate_cmd import check
+from ggnet_cli.validate import check
 
 pytestmark = pytest.mark.unit
 
@@ -131,7 +131,7 @@ def test_cli_json_output(tmp_path):
 
 
 def test_default_inventory_comes_from_ansible_inventory(monkeypatch):
-    from ggnet_api.inventory import default_inventory
+    from ggnet_cli.inventory import default_inventory
 
     monkeypatch.setenv("ANSIBLE_INVENTORY", "/somewhere/site")
     assert default_inventory() == Path("/somewhere/site")
@@ -142,7 +142,7 @@ def test_default_inventory_comes_from_ansible_inventory(monkeypatch):
 
 def test_on_a_boot_server_the_default_inventory_is_the_apis(monkeypatch, tmp_path):
     # `ggnet preflight` from the service (ExecStartPre, the metrics timer) has no -i.
-    from ggnet_api.inventory import default_inventory
+    from ggnet_cli.inventory import default_inventory
 
     settings = tmp_path / "api.yml"
     settings.write_text("inventory: /var/lib/ggnet/inventory\n")
@@ -152,7 +152,7 @@ def test_on_a_boot_server_the_default_inventory_is_the_apis(monkeypatch, tmp_pat
 
 
 def test_loader_gives_plain_templated_data():
-    from ggnet_api.inventory import load_inventory
+    from ggnet.inventory import load_inventory
 
     inventory = load_inventory(REPO_ROOT / "inventory" / "lab")
     assert set(inventory.servers) == {"boot1"}

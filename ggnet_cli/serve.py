@@ -1,13 +1,15 @@
 """`ggnet serve`: the API under gunicorn, as the systemd unit of roles/ggnet_api runs it.
 
 One worker with threads: the job queue and the collector live in the worker's process
-(see app.py), and server-sent event streams each hold a thread while they last.
+(see ggnet_api/app.py), and server-sent event streams each hold a thread while they last.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+HELP = "run the API under gunicorn (one worker, threads)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

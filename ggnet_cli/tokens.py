@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+HELP = "API tokens: create --name N --role R | list | revoke ID"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -47,15 +49,12 @@ def run(args: argparse.Namespace) -> int:
         print(token)
         return 0
     if args.action == "list":
-        for row in db.query("SELECT id, name, role, created, revoked FROM tokens ORDER BY id"):
+        for row in db.tokens():
             state = "revoked" if row["revoked"] else "active"
             made = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
             print(f"{row['id']:>4}  {row['role']:<8}  {state:<7}  {made}  {row['name']}")
         return 0
-    cur = db.execute(
-        "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), args.id)
-    )
-    if cur.rowcount == 0:
+    if not db.revoke_token(args.id):
         print(f"token {args.id}: no such active token", file=sys.stderr)
         return 1
     print(f"token {args.id} revoked")

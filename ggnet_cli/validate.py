@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+HELP = "check an inventory; exit 2 with one line per problem"
 EXIT_OK = 0
 EXIT_INVALID = 2
 
@@ -27,18 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(path=None, vault_password_files=None):
-    """(inventory or None, problems as lines) for the inventory at path."""
-    from ggnet.validate import role_knobs, validate
+    """(inventory or None, problems as lines, Problems) for the inventory at path."""
+    from ggnet.inventory import check as check_inventory
 
-    from ggnet_api import REPO_ROOT
-    from ggnet_api.inventory import InventoryError, load_inventory
+    from ggnet_cli.inventory import default_inventory
 
-    try:
-        inventory = load_inventory(path, vault_password_files=vault_password_files)
-    except InventoryError as exc:
-        return None, [str(exc)], []
-    problems = validate(inventory, extra_keys=role_knobs(REPO_ROOT / "roles"))
-    return inventory, [str(p) for p in problems], problems
+    return check_inventory(path if path is not None else default_inventory(), vault_password_files)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ggnet.validate import UNRESOLVED, Problem, plain
 
-from ggnet_api import REPO_ROOT
+from .model import CLIENTS_GROUP, SERVERS_GROUP
+from .validate import UNRESOLVED, Problem, plain, role_knobs, validate
 
-SERVERS_GROUP = "ggnet_servers"
-CLIENTS_GROUP = "ggnet_clients"
+# The repository this engine is part of (<repo>/module_utils/ggnet): its ansible.cfg
+# applies to every load, and its playbooks, roles and inventories sit beside it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Variables Ansible adds to every host; they are not part of the inventory.
 _MAGIC_VARS = frozenset(
@@ -83,19 +84,6 @@ class Inventory:
 def is_secret_key(key: str) -> bool:
     leaf = key.rsplit(".", 1)[-1].lower()
     return any(marker in leaf for marker in SECRET_MARKERS)
-
-
-def default_inventory() -> Path:
-    """ANSIBLE_INVENTORY; on a boot server (GGNET_API_CONFIG set, as the service and
-    the installed `ggnet` command do) the API's own inventory; else the lab's."""
-    env = os.environ.get("ANSIBLE_INVENTORY")
-    if env:
-        return Path(env.split(",")[0])
-    if os.environ.get("GGNET_API_CONFIG"):
-        from ggnet_api import config
-
-        return Path(config.load()["inventory"])
-    return REPO_ROOT / "inventory" / "lab"
 
 
 def _use_repo_config() -> None:
@@ -250,7 +238,7 @@ def _init_plugins(init_plugin_loader) -> None:
 
 
 def load_inventory(
-    path: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str],
     *,
     vault_password_files: list[str] | None = None,
 ) -> Inventory:
@@ -259,8 +247,7 @@ def load_inventory(
     Raises InventoryError when the inventory cannot be read at all.  Values that cannot
     be templated are reported in Inventory.problems and set to UNRESOLVED.
     """
-    root = Path(path) if path is not None else default_inventory()
-    root = root.resolve()
+    root = Path(path).resolve()
     if not root.exists():
         raise InventoryError(f"{root}: inventory not found")
     check_yaml(root)
@@ -318,3 +305,16 @@ def load_inventory(
     for problem in inventory.problems:
         problem.origin = inventory.origins.get(problem.where, {}).get(problem.key.split("[")[0])
     return inventory
+
+
+def check(
+    path: str | os.PathLike[str], vault_password_files: list[str] | None = None
+) -> tuple[Inventory | None, list[str], list[Problem]]:
+    """Load and validate a whole inventory, knowing the repository's role knobs:
+    (inventory or None when it does not load, problems as lines, the Problems)."""
+    try:
+        inventory = load_inventory(path, vault_password_files=vault_password_files)
+    except InventoryError as exc:
+        return None, [str(exc)], []
+    problems = validate(inventory, extra_keys=role_knobs(REPO_ROOT / "roles"))
+    return inventory, [str(p) for p in problems], problems

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+HELP = "check this boot server: pool, iSCSI, dnsmasq, TFTP, interface, API db, Prometheus"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -85,9 +86,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     if not args.no_inventory:
-        from ggnet_api.inventory import load_inventory
+        from ggnet.inventory import load_inventory
 
-        result = settings_from_inventory(load_inventory(args.inventory), args.server)
+        from ggnet_cli.inventory import default_inventory
+
+        path = args.inventory if args.inventory is not None else default_inventory()
+        result = settings_from_inventory(load_inventory(path), args.server)
         backend = _converged_backend()
         if backend:
             result["iscsi_backend"] = backend

@@ -1,8 +1,9 @@
-"""ggnet_api/report_os.py: the report it builds on this machine, the optional tools
+"""pc/report_os.py: the report it builds on this machine, the optional tools
 (dmidecode, lshw) through stand-ins on PATH, and the POST to a real API on 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import stat
@@ -12,9 +13,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ggnet_api import report_os
-
 pytestmark = pytest.mark.unit
+
+
+def _load_script():
+    """The script as a PC runs it: one file on its own, not part of a package."""
+    path = Path(__file__).resolve().parents[2] / "pc" / "report_os.py"
+    spec = importlib.util.spec_from_file_location("report_os", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report_os = _load_script()
 
 
 def _sys_macs() -> set[str]:

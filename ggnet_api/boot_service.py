@@ -1,0 +1,86 @@
+"""The boot path's decisions: what script a PC gets, and what its boots came to.
+
+A known PC's writeback is reset before it gets its script (unless it is kept for
+maintenance), on the backend the script points it at; a boot that would fail (the
+pool below its reserve, an image without a version) is refused with a message the PC
+shows.  The calls into the engine for it (storage.reset, iscsi.san_uri,
+ipxe.boot_script) are here, the one place that knows their signatures.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ggnet import ipxe, iscsi, lun_release, storage
+
+from ggnet_api.db.database import Database
+from ggnet_api.snapshot import CurrentInventory, Snapshot
+
+
+class BootRefused(Exception):
+    """The boot server will not boot this PC now; the message is shown on its screen."""
+
+
+class BootService:
+    STAGES = ipxe.STAGES
+
+    def __init__(self, config: dict[str, Any], inventory: CurrentInventory):
+        self.config = config
+        self.inventory = inventory
+
+    def script(self, name: str, api_url: str) -> tuple[str, str]:
+        """(script, kind) for a known client: reset its writeback first unless kept.
+
+        kind is `normal` or `maintenance`.  Raises BootRefused when the boot would fail
+        (the pool is below its reserve, the image has no version)."""
+        snap = self.inventory.snapshot
+        client = snap.clients[name]
+        kind = "maintenance" if client["keep_writeback"] else "normal"
+        backend = snap.iscsi_backend
+        if kind == "normal" and self.config["reset_on_boot"]:
+            try:
+                # The LUNs to close are on the backend the script points the PC at.
+                closer = lun_release.closer(
+                    backend if snap.iscsi else None, [client], self.config.get("iscsi_options")
+                )
+                storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
+            except (storage.StorageError, iscsi.IscsiError) as exc:
+                raise BootRefused(str(exc)) from exc
+        server_ip = snap.network.get("server_ip")
+        if not server_ip:
+            raise BootRefused("ggnet_network.server_ip is not set in the inventory")
+        disks = 2 if client.get("game_disk") else 1
+        uris = [iscsi.san_uri(server_ip, client["target_iqn"], backend, i) for i in range(disks)]
+        return ipxe.boot_script(client, uris, api_url, snap.chap.get(name)), kind
+
+    @staticmethod
+    def discovery_script(api_url: str) -> str:
+        return ipxe.discovery_script(api_url)
+
+    @staticmethod
+    def refusal_script(message: str, api_url: str, mac: str) -> str:
+        return ipxe.error_script(message, api_url, mac)
+
+    def expire(self, db: Database) -> None:
+        """Boots that reported no stage within boot_timeout become `timeout`."""
+        db.expire_boots(time.time() - float(self.config["boot_timeout"]))
+
+
+def client_state(client: dict[str, Any], last_boot: dict[str, Any] | None) -> str:
+    """maintenance, or what the last boot came to: never_booted, booting, booted, ..."""
+    if client.get("keep_writeback"):
+        return "maintenance"
+    if last_boot is None:
+        return "never_booted"
+    return {"pending": "booting", "ok": "booted"}.get(last_boot["result"], last_boot["result"])
+
+
+def count_client_states(snap: Snapshot, last_results: dict[str, str]) -> dict[str, int]:
+    """state -> how many of the snapshot's clients are in it."""
+    counts: dict[str, int] = {}
+    for c in snap.clients.values():
+        result = last_results.get(c["mac"])
+        state = client_state(c, None if result is None else {"result": result})
+        counts[state] = counts.get(state, 0) + 1
+    return counts

@@ -1,0 +1,332 @@
+"""The API's state in SQLite: jobs and their events, boots, discovered machines, tokens.
+
+Every statement the API runs is a named method here (the stats /metrics reads are in
+stats.py): the blueprints, the job runner and the collector say what they want, never
+how it is stored.  query(), one() and execute() stay for tests and one-off tools.
+
+One connection per thread (sqlite3 connections must not be shared across threads), in
+WAL mode so readers (SSE streams, /metrics) never wait on the job runner's writes.
+Tokens are stored as SHA-256 hashes: they are random 256-bit strings, so a plain hash
+is enough and lets a lookup be one indexed query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ggnet_api.db import schema, stats
+
+JOB_DONE = ("successful", "failed", "canceled", "interrupted", "error")
+BOOT_STAGES = ("requested", "script", "san", "os")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Database:
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        schema.create(self.conn())
+        with self.tx() as c:
+            stats.install_stats(c)
+        os.chmod(path, 0o600)
+
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = c
+        return c
+
+    def tx(self):
+        return _Tx(self.conn())
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction (unless one is open already): every read in it sees
+        the database as it was at the first."""
+        conn = self.conn()
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if own:
+                conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn().execute(sql, tuple(args)).fetchall()]
+
+    def one(self, sql: str, args: Iterable[Any] = ()) -> dict[str, Any] | None:
+        row = self.conn().execute(sql, tuple(args)).fetchone()
+        return dict(row) if row is not None else None
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self.conn().execute(sql, tuple(args))
+
+    def ping(self) -> None:
+        """Raises when the database cannot be read."""
+        self.one("SELECT 1 AS ok")
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def add_job(
+        self, job_id: str, kind: str, playbook: str, extravars: dict, requested_by: str
+    ) -> None:
+        self.execute(
+            "INSERT INTO jobs (id, kind, playbook, extravars, state, created, requested_by) "
+            "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+            (job_id, kind, playbook, json.dumps(extravars), time.time(), requested_by),
+        )
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        row = self.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is not None:
+            row["extravars"] = json.loads(row["extravars"])
+        return row
+
+    def jobs(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+        if state:
+            rows = self.query(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY created DESC LIMIT ?", (state, limit)
+            )
+        else:
+            rows = self.query("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+        for row in rows:
+            row["extravars"] = json.loads(row["extravars"])
+        return rows
+
+    def count_jobs(self, state: str) -> int:
+        return self.one("SELECT COUNT(*) AS n FROM jobs WHERE state = ?", (state,))["n"]
+
+    def job_counts(self) -> dict[str, int]:
+        """state -> how many jobs are in it."""
+        rows = self.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        keys = ", ".join(f"{k} = ?" for k in fields)
+        self.execute(f"UPDATE jobs SET {keys} WHERE id = ?", (*fields.values(), job_id))
+
+    def start_queued_job(self, job_id: str) -> bool:
+        """Mark a queued job running; False when it is no longer queued (cancelled)."""
+        cur = self.execute(
+            "UPDATE jobs SET state = 'running', started = ? WHERE id = ? AND state = 'queued'",
+            (time.time(), job_id),
+        )
+        return cur.rowcount > 0
+
+    def cancel_queued_job(self, job_id: str, detail: str) -> bool:
+        """Mark a queued job canceled; False when it is no longer queued (it started)."""
+        cur = self.execute(
+            "UPDATE jobs SET state = 'canceled', finished = ?, detail = ? "
+            "WHERE id = ? AND state = 'queued'",
+            (time.time(), detail, job_id),
+        )
+        return cur.rowcount > 0
+
+    def add_event(self, job_id: str, seq: int, event: dict[str, Any]) -> None:
+        self.execute(
+            "INSERT OR IGNORE INTO job_events (job_id, seq, event, host, task, stdout, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                seq,
+                event["event"],
+                event.get("host"),
+                event.get("task"),
+                event.get("stdout"),
+                time.time(),
+            ),
+        )
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT seq, event, host, task, stdout, created FROM job_events "
+            "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        )
+
+    # -- boots --------------------------------------------------------------------------
+
+    def add_boot(
+        self,
+        mac: str,
+        client: str | None,
+        kind: str,
+        result: str = "pending",
+        detail: str | None = None,
+        image: str | None = None,
+    ) -> int:
+        now = time.time()
+        duration = 0.0 if result != "pending" else None
+        cur = self.execute(
+            "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mac, client, kind, now, now, result, detail, duration, image),
+        )
+        return int(cur.lastrowid)
+
+    def boot(self, boot_id: int) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM boots WHERE id = ?", (boot_id,))
+
+    def last_boot(self, mac: str, discovery: bool = True) -> dict[str, Any] | None:
+        """The latest boot of a MAC; with discovery=False, the latest that is not an
+        unknown PC's wait for approval."""
+        where = "" if discovery else " AND kind != 'discovery'"
+        return self.one(
+            f"SELECT * FROM boots WHERE mac = ?{where} ORDER BY id DESC LIMIT 1", (mac,)
+        )
+
+    def recent_boots(self, mac: str, limit: int = 20) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT id, kind, started, stage, result, duration, detail FROM boots "
+            "WHERE mac = ? ORDER BY id DESC LIMIT ?",
+            (mac, limit),
+        )
+
+    def last_boots(self) -> dict[str, dict[str, Any]]:
+        """The latest boot of every MAC."""
+        rows = self.query(
+            "SELECT b.* FROM boots b JOIN (SELECT mac, MAX(id) AS id FROM boots GROUP BY mac) l "
+            "ON b.id = l.id"
+        )
+        return {r["mac"]: r for r in rows}
+
+    def last_results(self) -> dict[str, str]:
+        """The result of the latest boot of every MAC (what client states need)."""
+        cur = self.conn().cursor()
+        cur.row_factory = None  # plain pairs, each freed as dict() takes it
+        return dict(cur.execute("SELECT mac, result FROM stats_boot_last WHERE id IS NOT NULL"))
+
+    def touch_boot(self, boot_id: int, at: float) -> None:
+        """The boot asked again at `at` (stage_at moves, nothing else)."""
+        self.execute("UPDATE boots SET stage_at = ? WHERE id = ?", (at, boot_id))
+
+    def set_boot_stage(
+        self,
+        boot_id: int,
+        stage: str,
+        at: float,
+        result: str,
+        duration: float | None,
+        detail: str | None,
+    ) -> None:
+        self.execute(
+            "UPDATE boots SET stage = ?, stage_at = ?, result = ?, duration = ?, detail = ? "
+            "WHERE id = ?",
+            (stage, at, result, duration, detail, boot_id),
+        )
+
+    def expire_boots(self, before: float) -> None:
+        """Boots of PCs still pending with no stage since `before` become `timeout`."""
+        self.execute(
+            "UPDATE boots SET result = 'timeout' "
+            "WHERE result = 'pending' AND kind != 'discovery' AND stage_at < ?",
+            (before,),
+        )
+
+    # -- discovered machines ------------------------------------------------------------
+
+    def discovered(self, mac: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM discovered WHERE mac = ?", (mac,))
+
+    def discovered_list(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every discovered machine, or those in `state`, oldest first."""
+        if state is None:
+            return self.query("SELECT * FROM discovered ORDER BY first_seen")
+        return self.query("SELECT * FROM discovered WHERE state = ? ORDER BY first_seen", (state,))
+
+    def count_discovered(self, state: str | None = None) -> int:
+        if state is None:
+            return self.one("SELECT COUNT(*) AS n FROM discovered")["n"]
+        return self.one("SELECT COUNT(*) AS n FROM discovered WHERE state = ?", (state,))["n"]
+
+    def add_discovered(self, mac: str, at: float) -> None:
+        self.execute(
+            "INSERT OR IGNORE INTO discovered (mac, first_seen, last_seen, facts) "
+            "VALUES (?, ?, ?, '{}')",
+            (mac, at, at),
+        )
+
+    def seen_discovered(
+        self, mac: str, at: float, facts: dict | None = None, report: dict | None = None
+    ) -> None:
+        """The machine was seen at `at`; the facts or the report it sent replace the old."""
+        sets, args = ["last_seen = ?"], [at]
+        if facts is not None:
+            sets.append("facts = ?")
+            args.append(json.dumps(facts))
+        if report is not None:
+            sets.append("report = ?")
+            args.append(json.dumps(report))
+        self.execute(f"UPDATE discovered SET {', '.join(sets)} WHERE mac = ?", (*args, mac))
+
+    def approve_discovered(self, mac: str, name: str, by: str, job_id: str | None) -> None:
+        self.execute(
+            "UPDATE discovered SET state = 'approved', name = ?, approved_by = ?, "
+            "approved_at = ?, job_id = ? WHERE mac = ?",
+            (name, by, time.time(), job_id, mac),
+        )
+
+    def forget_discovered(self, mac: str) -> None:
+        self.execute("DELETE FROM discovered WHERE mac = ?", (mac,))
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, token: str) -> int:
+        cur = self.execute(
+            "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
+            (name, role, hash_token(token), time.time()),
+        )
+        return int(cur.lastrowid)
+
+    def token(self, token: str) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT id, name, role FROM tokens WHERE hash = ? AND revoked IS NULL",
+            (hash_token(token),),
+        )
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every token made, revoked ones too; never the token or its hash."""
+        return self.query("SELECT id, name, role, created, revoked FROM tokens ORDER BY id")
+
+    def revoke_token(self, token_id: int) -> bool:
+        """False when there is no such token, or it is revoked already."""
+        cur = self.execute(
+            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
+            (time.time(), token_id),
+        )
+        return cur.rowcount > 0
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.c = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.c.execute("BEGIN IMMEDIATE")
+        return self.c
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.c.execute("ROLLBACK" if exc_type else "COMMIT")

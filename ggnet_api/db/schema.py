@@ -1,0 +1,87 @@
+"""The API's tables, and the changes a database made by an older version needs.
+
+CREATE TABLE IF NOT EXISTS keeps an old table as it was, so create() adds the columns
+and indexes added since.  The stats tables and their triggers are stats.py's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    extravars TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,
+    rc INTEGER,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    requested_by TEXT,
+    pid INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    host TEXT,
+    task TEXT,
+    stdout TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS boots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mac TEXT NOT NULL,
+    client TEXT,
+    kind TEXT NOT NULL,
+    started REAL NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'requested',
+    stage_at REAL,
+    result TEXT NOT NULL DEFAULT 'pending',
+    duration REAL,
+    detail TEXT,
+    image TEXT
+);
+CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
+CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
+CREATE TABLE IF NOT EXISTS discovered (
+    mac TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    facts TEXT NOT NULL DEFAULT '{}',
+    report TEXT,
+    state TEXT NOT NULL DEFAULT 'discovered',
+    name TEXT,
+    approved_by TEXT,
+    approved_at REAL,
+    job_id TEXT
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    revoked REAL
+);
+"""
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """The tables as this version wants them, from nothing or from an older database."""
+    conn.executescript(SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(boots)")}
+    if "image" not in have:
+        conn.execute("ALTER TABLE boots ADD COLUMN image TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
+    # The scans /metrics once made at every scrape; the stats tables replace them.
+    for name in ("boots_client_result", "boots_result_image", "boots_mac_result"):
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    # A machine's latest ok boot, found from the top of its (client, 'ok') range.
+    conn.execute("CREATE INDEX IF NOT EXISTS boots_client_result_id ON boots(client, result, id)")

@@ -1,0 +1,185 @@
+"""The inventory as the API sees it: an immutable Snapshot, swapped whole.
+
+The inventory is loaded with ggnet.inventory (Ansible's own loader) into a Snapshot
+that CurrentInventory replaces in one assignment, so a request never sees half a
+reload.  The watcher thread (app.py) reloads it when a file under the inventory
+changes; an inventory that no longer loads keeps the last good snapshot and reports
+why on /api/status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ggnet import model
+from ggnet.inventory import SECRET_MARKERS, InventoryError, load_inventory
+
+from ggnet_api import converged
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    loaded_at: float = 0.0
+    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_mac: dict[str, str] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    machine_groups: tuple[str, ...] = ()
+    hosts: frozenset[str] = frozenset()
+    server: str | None = None
+    storage: dict[str, Any] = field(default_factory=dict)
+    iscsi: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+    chap: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def iscsi_backend(self) -> str:
+        """The backend the PCs' targets are on: the converged one when the API knows it."""
+        return self.iscsi.get("backend", "lio")
+
+
+def _secret_values(value: Any, key: str, out: set[str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _secret_values(v, str(k), out)
+    elif isinstance(value, list):
+        for v in value:
+            _secret_values(v, key, out)
+    elif isinstance(value, str) and any(m in key.lower() for m in SECRET_MARKERS) and value:
+        out.add(value)
+
+
+def build_snapshot(
+    groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]], server: str | None = None
+) -> Snapshot:
+    """A Snapshot from Ansible's groups and hostvars (what load_inventory returns)."""
+    servers = model.servers_of(groups)
+    if server is None and len(servers) == 1:
+        server = servers[0]
+    problems: list[str] = []
+    clients: dict[str, dict[str, Any]] = {}
+    by_mac: dict[str, str] = {}
+    chap: dict[str, dict[str, str]] = {}
+    for name in model.clients_of(groups):
+        try:
+            c = model.client(name, hostvars[name], groups)
+            creds = model.chap_credentials(name, hostvars[name])
+        except (model.ModelError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        if server is not None and c["server"] != server:
+            continue
+        clients[name] = c
+        if c["mac"] in by_mac:
+            problems.append(f"{name}: ggnet_mac {c['mac']} is also {by_mac[c['mac']]}'s")
+        by_mac[c["mac"]] = name
+        if creds:
+            chap[name] = creds
+    shv = hostvars.get(server, {}) if server else {}
+    images = dict(shv.get("ggnet_images") or {})
+    skip = {"all", "ungrouped", model.CLIENTS_GROUP, model.SERVERS_GROUP}
+    groups_under_clients = set(groups.get(model.CLIENTS_GROUP) or [])
+    mgroups = sorted(
+        g
+        for g, members in groups.items()
+        if g not in skip and set(members or []) <= groups_under_clients
+    )
+    secrets: set[str] = set()
+    for hv in hostvars.values():
+        _secret_values(hv, "", secrets)
+    for creds in chap.values():
+        secrets.add(creds["secret"])
+    return Snapshot(
+        loaded_at=time.time(),
+        clients=clients,
+        by_mac=by_mac,
+        images=images,
+        machine_groups=tuple(mgroups),
+        hosts=frozenset(hostvars),
+        server=server,
+        storage=model.settings(shv, "ggnet_storage") if server else {},
+        iscsi=model.settings(shv, "ggnet_iscsi") if server else {},
+        network=dict(shv.get("ggnet_network") or {}),
+        chap=chap,
+        secrets=tuple(sorted(secrets)),
+        problems=tuple(problems),
+    )
+
+
+def with_converged_targets(snap: Snapshot, targets_file: str | None) -> Snapshot:
+    """The snapshot with the backend and CHAP the last converge gave the targets."""
+    if not targets_file:
+        return snap
+    targets = converged.load(targets_file)
+    chap = {name: targets["chap"][name] for name in snap.clients if name in targets["chap"]}
+    secrets = set(snap.secrets) | {c["secret"] for c in chap.values()}
+    iscsi_settings = {**snap.iscsi, "backend": targets["backend"]} if snap.iscsi else {}
+    return dataclasses.replace(
+        snap, chap=chap, secrets=tuple(sorted(secrets)), iscsi=iscsi_settings
+    )
+
+
+def _signature(root: Path) -> tuple:
+    """Changes whenever a file under the inventory is added, removed or written."""
+    sig = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            try:
+                st = os.stat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            sig.append((dirpath, f, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(sig))
+
+
+class CurrentInventory:
+    """The latest Snapshot that loaded, and why the last load failed if it did."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.snapshot = Snapshot()
+        self.load_error: str | None = None
+        self._sig: tuple | None = None
+        self._lock = threading.Lock()
+
+    def reload(self, force: bool = True) -> bool:
+        """Load the inventory again (unless force is off and no file changed); False
+        (and load_error set) when it does not load."""
+        root = Path(self.config["inventory"])
+        with self._lock:
+            sig = _signature(root) if root.is_dir() else None
+            if not force and sig is not None and sig == self._sig:
+                return True
+            try:
+                inv = load_inventory(root)
+                snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
+                snap = with_converged_targets(snap, self.config.get("targets_file"))
+            except (InventoryError, model.ModelError, ValueError, OSError) as exc:
+                self.load_error = str(exc)
+                self._sig = sig
+                log.warning("inventory not loaded: %s", exc)
+                return False
+            self.snapshot = snap
+            self.load_error = None
+            self._sig = sig
+            return True
+
+    def reload_if_changed(self) -> None:
+        self.reload(force=False)
+
+    def set(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+
+    def secrets(self) -> tuple[str, ...]:
+        return self.snapshot.secrets

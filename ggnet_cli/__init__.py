@@ -1,0 +1,1 @@
+"""The `ggnet` command: main.py dispatches to one module per subcommand."""
