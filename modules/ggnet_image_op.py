@@ -75,12 +75,10 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
+from ansible.module_utils.ggnet.storage import delete_version, prune, rollback
+from ansible.module_utils.ggnet.storage.module_glue import (
     ISCSI_OPTIONS,
-    delete_version,
     iscsi_options,
-    prune,
-    rollback,
     run_module,
     sessions_from_backend,
 )

@@ -45,7 +45,8 @@ images:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.storage import converge_images, run_module
+from ansible.module_utils.ggnet.storage import converge_images
+from ansible.module_utils.ggnet.storage.module_glue import run_module
 
 
 def main():

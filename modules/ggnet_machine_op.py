@@ -80,14 +80,12 @@ version:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
+from ansible.module_utils.ggnet.storage import apply_writeback, reset, set_keep
+from ansible.module_utils.ggnet.storage.module_glue import (
     ISCSI_OPTIONS,
-    apply_writeback,
     iscsi_options,
-    reset,
     run_module,
     sessions_from_backend,
-    set_keep,
 )
 
 

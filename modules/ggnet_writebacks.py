@@ -58,9 +58,9 @@ pending:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
+from ansible.module_utils.ggnet.storage import converge_writebacks
+from ansible.module_utils.ggnet.storage.module_glue import (
     ISCSI_OPTIONS,
-    converge_writebacks,
     iscsi_options,
     run_module,
     sessions_from_backend,

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .iscsi import LUN_BASE, Action, IscsiError, make_driver
-from .storage import Closer
+from .storage.disks import Closer
 
 
 @contextlib.contextmanager
