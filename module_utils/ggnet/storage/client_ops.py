@@ -23,10 +23,10 @@ from .disks import (
     rollback_disk,
     writeback_is_fresh,
 )
-from .images import desired_snapshot, image_specs, snapshot_version
+from .images import ImageSpec, desired_snapshot, image_specs, snapshot_version
 from .properties import P_CURRENT, P_KEEP
 from .results import FORCE_HINT, Action, Result, StorageError
-from .state import Image, read_state
+from .state import Image, State, read_state
 
 _VERSION_N = re.compile(r"^v(\d+)$")
 CHUNK = 1 << 20
@@ -72,7 +72,32 @@ def reset(
             f"{client_name} has a live iSCSI session: resetting would pull its disk from under "
             f"the running OS; shut it down first, or {FORCE_HINT}"
         )
-    # (role, version snapshot, how): how is "create", "rollback" or "recreate".
+    stale = _plan_reset(state, specs, client_name, wanted, keep and not force, zfs, result)
+    if result.actions:
+        check_capacity(state, [client_name])
+    result.before = {
+        f"{client_name}/{r}": (w.origin if w else None)
+        for r in wanted
+        for w in [state.writebacks.get((client_name, r))]
+    }
+    result.after = {**result.before, **{f"{client_name}/{r}": s for r, s, _ in stale}}
+    if result.actions and not check:
+        _apply_reset(state, client_name, stale, zfs, closer)
+    return result
+
+
+def _plan_reset(
+    state: State,
+    specs: dict[str, ImageSpec],
+    client_name: str,
+    wanted: dict[str, str],
+    skip_kept: bool,
+    zfs: Zfs,
+    result: Result,
+) -> list[tuple[str, str, str]]:
+    """The client's disks that need a reset, as (role, version snapshot, how): how is
+    "create", "rollback" or "recreate"; their Actions go to `result`."""
+    cfg = state.cfg
     stale: list[tuple[str, str, str]] = []
     for role, image in sorted(wanted.items()):
         snapshot = desired_snapshot(state, specs, image, f"{client_name} ({role} disk)")
@@ -81,7 +106,7 @@ def reset(
         if have is None:
             how, detail = "create", f"clone of {snapshot}"
             result.actions.append(Action("create_writeback", dataset, detail, client_name))
-        elif keep and not force:
+        elif skip_kept:
             continue
         elif have.origin != snapshot:
             # A version change needs a new clone (anything holding the disk file open
@@ -99,38 +124,39 @@ def reset(
         else:
             continue
         stale.append((role, snapshot, how))
-    if result.actions:
-        check_capacity(state, [client_name])
-    result.before = {
-        f"{client_name}/{r}": (w.origin if w else None)
-        for r in wanted
-        for w in [state.writebacks.get((client_name, r))]
-    }
-    result.after = {**result.before, **{f"{client_name}/{r}": s for r, s, _ in stale}}
-    if result.actions and not check:
-        for role, _snapshot, how in stale:
-            if how == "rollback":
-                # Origin and quota stay: the client's ggnet:disks record stays true.
-                rollback_disk(
-                    zfs,
-                    base_snapshot(layout.writeback_dataset(cfg, client_name, role)),
-                    layout.writeback_backing(cfg, client_name, role),
-                    recursive=True,
-                )
-        if any(how != "rollback" for _, _, how in stale):
-            # One close of the client's LUNs for all its re-clones (system and game).
-            recloning = any(how == "recreate" for _, _, how in stale)
-            with (
-                recording(state, client_name, zfs) as rec,
-                closed(closer if recloning else None, client_name),
-            ):
-                for role, snapshot, how in stale:
-                    if how == "recreate":
-                        recreate(cfg, client_name, role, snapshot, zfs)
-                    elif how == "create":
-                        clone_writeback(cfg, client_name, role, snapshot, zfs)
-                    rec.disks[role] = (snapshot, quota_bytes(cfg))
-    return result
+    return stale
+
+
+def _apply_reset(
+    state: State,
+    client_name: str,
+    stale: list[tuple[str, str, str]],
+    zfs: Zfs,
+    closer: Closer | None,
+) -> None:
+    cfg = state.cfg
+    for role, _snapshot, how in stale:
+        if how == "rollback":
+            # Origin and quota stay: the client's ggnet:disks record stays true.
+            rollback_disk(
+                zfs,
+                base_snapshot(layout.writeback_dataset(cfg, client_name, role)),
+                layout.writeback_backing(cfg, client_name, role),
+                recursive=True,
+            )
+    if any(how != "rollback" for _, _, how in stale):
+        # One close of the client's LUNs for all its re-clones (system and game).
+        recloning = any(how == "recreate" for _, _, how in stale)
+        with (
+            recording(state, client_name, zfs) as rec,
+            closed(closer if recloning else None, client_name),
+        ):
+            for role, snapshot, how in stale:
+                if how == "recreate":
+                    recreate(cfg, client_name, role, snapshot, zfs)
+                elif how == "create":
+                    clone_writeback(cfg, client_name, role, snapshot, zfs)
+                rec.disks[role] = (snapshot, quota_bytes(cfg))
 
 
 def set_keep(

@@ -132,54 +132,93 @@ def read_state(
     - otherwise: `zfs get` of the pool's space, then `zfs get -d 2` of `<pool>/images`
       (versions) and, with writebacks=DISKS, `<pool>/writebacks` (client datasets and
       their disks but not the disks' @ggnet-base snapshots at depth 3)."""
-    pool = layout.pool(cfg)
-    wb_root = layout.writebacks_root(cfg)
     if names is not None:
-        props = STATE_PROPS
-        if layout.disk_format(cfg) == "zvol":
-            # OpenZFS only (zfs-fuse has no zvols and no `written`): freshness comes in
-            # the same read instead of a second one.
-            props = (*props, "written")
-        # Never `-r` on the pool here: the boot path must not enumerate every client.
-        # The pool's own read, when its cached size is stale, runs beside it.
-        pool_read = PoolRead(zfs, pool) if pool_total_stale(pool) else None
-        raw = zfs.get(names, props, recursive=True)
-        pool_props = pool_space(zfs, pool, raw, names, pool_read)
-        pool_exists = bool(pool_props)
+        raw, pool_props, pool_exists = _read_names(cfg, zfs, names)
     elif images is not None:
-        targets = [pool]
-        if writebacks != NO_WRITEBACKS:
-            targets.append(wb_root)
-        targets += [layout.image_dataset(cfg, image) for image in images]
-        raw = zfs.get(targets, SHALLOW_PROPS, depth=1)
-        pool_props = raw.get(pool, {})
-        pool_exists = pool in raw
+        raw, pool_props, pool_exists = _read_shallow(cfg, zfs, images, writebacks)
     else:
-        roots = [layout.images_root(cfg)]
-        if writebacks == NO_WRITEBACKS:
-            # One level below the pool still shows whether the writebacks root exists.
-            top = zfs.get([pool], ["available", "used"], depth=1)
-        else:
-            top = zfs.get([pool], ["available", "used"])
-            roots.append(wb_root)
-        pool_props = top.get(pool, {})
-        pool_exists = bool(pool_props)
-        raw = {**top, **zfs.get(roots, READ_PROPS, depth=2)} if pool_exists else {}
+        raw, pool_props, pool_exists = _read_roots(cfg, zfs, writebacks)
     records: dict[str, dict[str, tuple[str | None, int]]] = {}
     unrecorded: set[str] = set()
     if images is not None and writebacks == RECORDS:
-        for name, props in raw.items():
-            if (client := layout.split_client(cfg, name)) is not None:
-                disks = parse_disks(props.get(P_DISKS))
-                if disks is None:
-                    unrecorded.add(client)
-                else:
-                    records[client] = disks
-        if unrecorded:
-            clients = sorted(layout.client_dataset(cfg, c) for c in unrecorded)
-            raw.update(zfs.get(clients, DISK_PROPS, depth=1))
-    images_found: dict[str, Image] = {}
-    snapshots: list[tuple[str, str, dict]] = []
+        records, unrecorded = _read_records(cfg, zfs, raw)
+    found = _writebacks_from_records(cfg, raw, records)
+    images_found = _images_and_disks(cfg, raw, records, found)
+    available = int(pool_props.get("available") or 0)
+    total = available + int(pool_props.get("used") or 0)
+    return State(cfg, pool_exists, raw, images_found, found, available, total, unrecorded)
+
+
+# The three reads of read_state: each returns (rows by dataset, the pool's own row,
+# whether the pool exists).
+_Read = tuple[dict[str, dict[str, str | None]], dict[str, str | None], bool]
+
+
+def _read_names(cfg: dict, zfs: Zfs, names: Iterable[str]) -> _Read:
+    pool = layout.pool(cfg)
+    props = STATE_PROPS
+    if layout.disk_format(cfg) == "zvol":
+        # OpenZFS only (zfs-fuse has no zvols and no `written`): freshness comes in
+        # the same read instead of a second one.
+        props = (*props, "written")
+    # Never `-r` on the pool here: the boot path must not enumerate every client.
+    # The pool's own read, when its cached size is stale, runs beside it.
+    pool_read = PoolRead(zfs, pool) if pool_total_stale(pool) else None
+    raw = zfs.get(names, props, recursive=True)
+    pool_props = pool_space(zfs, pool, raw, names, pool_read)
+    return raw, pool_props, bool(pool_props)
+
+
+def _read_shallow(cfg: dict, zfs: Zfs, images: Iterable[str], writebacks: str) -> _Read:
+    pool = layout.pool(cfg)
+    targets = [pool]
+    if writebacks != NO_WRITEBACKS:
+        targets.append(layout.writebacks_root(cfg))
+    targets += [layout.image_dataset(cfg, image) for image in images]
+    raw = zfs.get(targets, SHALLOW_PROPS, depth=1)
+    return raw, raw.get(pool, {}), pool in raw
+
+
+def _read_roots(cfg: dict, zfs: Zfs, writebacks: str) -> _Read:
+    pool = layout.pool(cfg)
+    roots = [layout.images_root(cfg)]
+    if writebacks == NO_WRITEBACKS:
+        # One level below the pool still shows whether the writebacks root exists.
+        top = zfs.get([pool], ["available", "used"], depth=1)
+    else:
+        top = zfs.get([pool], ["available", "used"])
+        roots.append(layout.writebacks_root(cfg))
+    pool_props = top.get(pool, {})
+    pool_exists = bool(pool_props)
+    raw = {**top, **zfs.get(roots, READ_PROPS, depth=2)} if pool_exists else {}
+    return raw, pool_props, pool_exists
+
+
+def _read_records(
+    cfg: dict, zfs: Zfs, raw: dict[str, dict[str, str | None]]
+) -> tuple[dict[str, dict[str, tuple[str | None, int]]], set[str]]:
+    """The clients' ggnet:disks records, and the clients without one, whose disks are
+    read into `raw` instead."""
+    records: dict[str, dict[str, tuple[str | None, int]]] = {}
+    unrecorded: set[str] = set()
+    for name, props in raw.items():
+        if (client := layout.split_client(cfg, name)) is not None:
+            disks = parse_disks(props.get(P_DISKS))
+            if disks is None:
+                unrecorded.add(client)
+            else:
+                records[client] = disks
+    if unrecorded:
+        clients = sorted(layout.client_dataset(cfg, c) for c in unrecorded)
+        raw.update(zfs.get(clients, DISK_PROPS, depth=1))
+    return records, unrecorded
+
+
+def _writebacks_from_records(
+    cfg: dict,
+    raw: dict[str, dict[str, str | None]],
+    records: dict[str, dict[str, tuple[str | None, int]]],
+) -> dict[tuple[str, str], Writeback]:
     found: dict[tuple[str, str], Writeback] = {}
     for client, disks in records.items():
         keep = raw[layout.client_dataset(cfg, client)].get(P_KEEP) == "on"
@@ -193,6 +232,19 @@ def read_state(
                 quota=quota,
                 keep=keep,
             )
+    return found
+
+
+def _images_and_disks(
+    cfg: dict,
+    raw: dict[str, dict[str, str | None]],
+    records: dict[str, dict[str, tuple[str | None, int]]],
+    found: dict[tuple[str, str], Writeback],
+) -> dict[str, Image]:
+    """The images with their versions from `raw`; the disks read one by one (of
+    clients without a record) are added to `found`."""
+    images_found: dict[str, Image] = {}
+    snapshots: list[tuple[str, str, dict]] = []
     for name, props in raw.items():
         if (wb := layout.split_writeback(cfg, name)) is not None:
             if wb[0] in records:
@@ -229,9 +281,7 @@ def read_state(
             )
     for img in images_found.values():
         img.versions.sort(key=lambda v: (v.created, v.name))
-    available = int(pool_props.get("available") or 0)
-    total = available + int(pool_props.get("used") or 0)
-    return State(cfg, pool_exists, raw, images_found, found, available, total, unrecorded)
+    return images_found
 
 
 def _iso(seconds: int) -> str:

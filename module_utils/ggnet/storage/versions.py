@@ -12,10 +12,10 @@ from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
 from .disks import Closer, recording, recreate, writeback_is_fresh
-from .images import desired_snapshot, effective_version, image_specs
+from .images import ImageSpec, desired_snapshot, effective_version, image_specs
 from .properties import P_CURRENT
 from .results import FORCE_HINT, Action, Result, StorageError, parse_duration
-from .state import read_state
+from .state import State, read_state
 
 DEFAULT_KEEP_VERSIONS = 3
 
@@ -142,47 +142,17 @@ def prune(
     wanted_disks(clients)
     state = read_state(cfg, zfs)
     result = Result()
-    by_name = {c["name"]: c for c in clients}
-    released: set[str] = set()
-    replaced: dict[tuple[str, str], str] = {}
     if sessions is None and state.writebacks:
         result.warnings.append("no iSCSI session information: idle writebacks were not pruned")
-    for key, wb in sorted(state.writebacks.items()):
-        client = by_name.get(wb.client)
-        if client is None or sessions is None or now - wb.creation < idle_s:
-            continue
-        if wb.keep or client.get("keep_writeback") or client_running(client, sessions):
-            continue
-        image = client.get("image") if wb.role == "system" else client.get("game_disk")
-        try:
-            snapshot = desired_snapshot(state, specs, image, wb.client)
-        except StorageError:
-            continue
-        if wb.origin == snapshot and writeback_is_fresh(cfg, wb, zfs):
-            continue  # nothing to free: re-cloning it would only churn
-        result.actions.append(
-            Action("reset_writeback", wb.dataset, f"idle, clone of {snapshot}", wb.client)
-        )
-        replaced[key] = snapshot
-        if wb.origin:
-            released.add(wb.origin)
+    replaced = (
+        {}
+        if sessions is None
+        else _idle_writebacks(state, specs, clients, sessions, now, idle_s, zfs, result)
+    )
     origins = {w.origin for k, w in state.writebacks.items() if k not in replaced} | set(
         replaced.values()
     )
-    doomed = []
-    for name, image in sorted(state.images.items()):
-        chosen = effective_version(image, specs.get(name))
-        for v in image.versions[: max(0, len(image.versions) - keep_versions)]:
-            if (
-                (chosen and v.name == chosen.name)
-                or v.name == image.current
-                or v.snapshot in origins
-            ):
-                continue
-            result.actions.append(
-                Action("destroy_version", v.snapshot, "older than the kept versions")
-            )
-            doomed.append(v.snapshot)
+    doomed = _old_versions(state, specs, keep_versions, origins, result)
     if any(a.action == "reset_writeback" for a in result.actions):
         check_capacity(state, sorted({a.client for a in result.actions if a.client}))
     result.before = {
@@ -198,3 +168,63 @@ def prune(
         for snapshot in doomed:
             zfs.destroy(snapshot)
     return result
+
+
+def _idle_writebacks(
+    state: State,
+    specs: dict[str, ImageSpec],
+    clients: list[Mapping[str, Any]],
+    sessions: Mapping[str, list],
+    now: float,
+    idle_s: int,
+    zfs: Zfs,
+    result: Result,
+) -> dict[tuple[str, str], str]:
+    """The writebacks to re-clone, {(client, role): version snapshot}: older than
+    `idle_s`, client off and not in maintenance, written to or of an older version."""
+    by_name = {c["name"]: c for c in clients}
+    replaced: dict[tuple[str, str], str] = {}
+    for key, wb in sorted(state.writebacks.items()):
+        client = by_name.get(wb.client)
+        if client is None or now - wb.creation < idle_s:
+            continue
+        if wb.keep or client.get("keep_writeback") or client_running(client, sessions):
+            continue
+        image = client.get("image") if wb.role == "system" else client.get("game_disk")
+        try:
+            snapshot = desired_snapshot(state, specs, image, wb.client)
+        except StorageError:
+            continue
+        if wb.origin == snapshot and writeback_is_fresh(state.cfg, wb, zfs):
+            continue  # nothing to free: re-cloning it would only churn
+        result.actions.append(
+            Action("reset_writeback", wb.dataset, f"idle, clone of {snapshot}", wb.client)
+        )
+        replaced[key] = snapshot
+    return replaced
+
+
+def _old_versions(
+    state: State,
+    specs: dict[str, ImageSpec],
+    keep_versions: int,
+    origins: set[str | None],
+    result: Result,
+) -> list[str]:
+    """The versions older than the newest `keep_versions` of each image that no
+    writeback (`origins`) depends on and that are not booted."""
+    doomed = []
+    for name, image in sorted(state.images.items()):
+        chosen = effective_version(image, specs.get(name))
+        for v in image.versions[: max(0, len(image.versions) - keep_versions)]:
+            if (
+                (chosen and v.name == chosen.name)
+                or v.name == image.current
+                or v.snapshot in origins
+            ):
+                continue
+            result.actions.append(
+                Action("destroy_version", v.snapshot, "older than the kept versions")
+            )
+            doomed.append(v.snapshot)
+    return doomed
