@@ -8,7 +8,8 @@ import stat
 
 import pytest
 from ggnet import iscsi_tgt
-from ggnet.iscsi import UNKNOWN_SECRET, desired_targets
+from ggnet.iscsi import desired_targets
+from ggnet.iscsi_types import UNKNOWN_SECRET
 from targets_module import load as load_module
 
 pytestmark = pytest.mark.unit

@@ -16,7 +16,7 @@ from .properties import P_CLIENT, P_DISK, P_DISKS, P_MANAGED, format_disks
 from .state import State, Writeback
 
 # client name -> a context inside which nothing holds that client's disk files open
-# (ggnet.lun_release.closer builds one from the iSCSI backend).
+# (ggnet.lun_release.closer builds one from the iSCSI backend, without importing this).
 Closer = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
