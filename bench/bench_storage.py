@@ -307,7 +307,7 @@ def run() -> dict:
         head = layout.image_backing(cfg, "os")[0]
         with open(head, "r+b") as f:
             f.write(b"v2")
-        storage._snapshot_version(cfg, "os", "v2", "bench", Zfs())
+        storage.snapshot_version(cfg, "os", "v2", "bench", Zfs())
         samples = []
         for i in range(RECLONES):
             images = {"os": {**IMAGES["os"], "version": "v2" if i % 2 == 0 else "v1"}}

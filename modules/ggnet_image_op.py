@@ -74,15 +74,12 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
-    ISCSI_OPTIONS,
-    delete_version,
-    iscsi_options,
-    prune,
-    rollback,
+from ansible.module_utils.ggnet.storage import delete_version, prune, rollback
+from ansible.module_utils.ggnet.storage.module_glue import (
+    SESSION_ARGS,
+    STORAGE_ARGS,
     run_module,
-    sessions_from_backend,
+    sessions_and_closer,
 )
 
 
@@ -94,12 +91,9 @@ def main():
             "version": {"type": "str"},
             "keep_versions": {"type": "int"},
             "idle": {"type": "str"},
-            "storage": {"type": "dict", "required": True},
-            "images": {"type": "dict", "required": True},
+            **STORAGE_ARGS,
             "clients": {"type": "list", "elements": "dict", "default": []},
-            "sessions": {"type": "dict"},
-            "iscsi_backend": {"type": "str"},
-            "iscsi_options": ISCSI_OPTIONS,
+            **SESSION_ARGS,
             "force": {"type": "bool", "default": False},
         },
         required_if=[
@@ -119,11 +113,7 @@ def main():
                 p["storage"], p["images"], p["image"], p["version"], check=check, force=p["force"]
             )
         else:
-            sessions, closer = p["sessions"], None
-            if sessions is None:
-                options = iscsi_options(p["iscsi_options"])
-                sessions = sessions_from_backend(p["iscsi_backend"], options)
-                closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
+            sessions, closer = sessions_and_closer(p)
             return prune(
                 p["storage"], p["images"], p["clients"], keep_versions=p["keep_versions"],
                 idle=p["idle"], check=check, sessions=sessions, closer=closer,

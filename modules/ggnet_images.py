@@ -45,15 +45,13 @@ images:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.storage import converge_images, run_module
+from ansible.module_utils.ggnet.storage import converge_images
+from ansible.module_utils.ggnet.storage.module_glue import STORAGE_ARGS, run_module
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "storage": {"type": "dict", "required": True},
-            "images": {"type": "dict", "required": True},
-        },
+        argument_spec={**STORAGE_ARGS},
         supports_check_mode=True,
     )
 

@@ -79,15 +79,12 @@ version:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
-    ISCSI_OPTIONS,
-    apply_writeback,
-    iscsi_options,
-    reset,
+from ansible.module_utils.ggnet.storage import apply_writeback, reset, set_keep
+from ansible.module_utils.ggnet.storage.module_glue import (
+    SESSION_ARGS,
+    STORAGE_ARGS,
     run_module,
-    sessions_from_backend,
-    set_keep,
+    sessions_and_closer,
 )
 
 
@@ -100,15 +97,12 @@ def main():
                 "choices": ["reset", "keep", "release", "apply"],
             },
             "client": {"type": "str", "required": True},
-            "storage": {"type": "dict", "required": True},
-            "images": {"type": "dict", "required": True},
+            **STORAGE_ARGS,
             "clients": {"type": "list", "elements": "dict", "required": True},
             "comment": {"type": "str"},
             "version": {"type": "str"},
             "disk": {"type": "str", "default": "system", "choices": ["system", "game"]},
-            "sessions": {"type": "dict"},
-            "iscsi_backend": {"type": "str"},
-            "iscsi_options": ISCSI_OPTIONS,
+            **SESSION_ARGS,
             "force": {"type": "bool", "default": False},
         },
         required_if=[("op", "apply", ("comment",))],
@@ -116,11 +110,7 @@ def main():
     )
     p = module.params
     check = module.check_mode
-    sessions, closer = p["sessions"], None
-    if sessions is None:
-        options = iscsi_options(p["iscsi_options"])
-        sessions = sessions_from_backend(p["iscsi_backend"], options)
-        closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
+    sessions, closer = sessions_and_closer(p)
     common = {"check": check}
 
     def operation():

@@ -57,35 +57,27 @@ pending:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet import lun_release
-from ansible.module_utils.ggnet.storage import (
-    ISCSI_OPTIONS,
-    converge_writebacks,
-    iscsi_options,
+from ansible.module_utils.ggnet.storage import converge_writebacks
+from ansible.module_utils.ggnet.storage.module_glue import (
+    SESSION_ARGS,
+    STORAGE_ARGS,
     run_module,
-    sessions_from_backend,
+    sessions_and_closer,
 )
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "storage": {"type": "dict", "required": True},
-            "images": {"type": "dict", "required": True},
+            **STORAGE_ARGS,
             "clients": {"type": "list", "elements": "dict", "required": True},
-            "sessions": {"type": "dict"},
-            "iscsi_backend": {"type": "str"},
-            "iscsi_options": ISCSI_OPTIONS,
+            **SESSION_ARGS,
             "force": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     p = module.params
-    sessions, closer = p["sessions"], None
-    if sessions is None:
-        options = iscsi_options(p["iscsi_options"])
-        sessions = sessions_from_backend(p["iscsi_backend"], options)
-        closer = lun_release.closer(p["iscsi_backend"], p["clients"], options)
+    sessions, closer = sessions_and_closer(p)
 
     def operation():
         return converge_writebacks(

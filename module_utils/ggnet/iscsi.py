@@ -13,158 +13,31 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+# The shared types, handed on: the modules, the API and the bench import them from here.
+from .iscsi_types import (  # noqa: F401
+    DISK_KINDS,
+    LUN_BASE,
+    MASK,
+    OPS,
+    SESSION_PARAMS,
+    UNKNOWN_SECRET,
+    Action,
+    Backend,
+    Driver,
+    IscsiError,
+    Lun,
+    Target,
+)
+
 BACKENDS = ("lio", "tgt")
-LUN_BASE = {"lio": 0, "tgt": 1}
-DISK_KINDS = ("file", "block")
 DEFAULT_PORT = 3260
-MASK = "********"
 # The Windows initiator (and so a Windows client booted through iBFT) accepts 12 to
 # 16 characters; tgt and LIO accept longer ones, but the client would not log in.
 CHAP_MIN, CHAP_MAX = 12, 16
-# iSCSI login keys every ggnet target offers (RFC 7143 names, the same in tgt and
-# LIO).  tgt's defaults send Data-In in 8 KiB PDUs and LIO's accept 8 KiB Data-Out
-# PDUs: a 1 MiB read then takes 128 PDUs.  Each value is an upper bound the login
-# negotiates down to the initiator's own (iPXE, Windows), so larger ones are safe.
-# InitialR2T=No with ImmediateData lets a write carry its first burst unasked.
-SESSION_PARAMS = {
-    "MaxRecvDataSegmentLength": "262144",
-    "MaxXmitDataSegmentLength": "262144",
-    "MaxBurstLength": "1048576",
-    "FirstBurstLength": "262144",
-    "ImmediateData": "Yes",
-    "InitialR2T": "No",
-}
 
 
-class IscsiError(Exception):
-    """A problem an operator can act on; the message says what, where and what to do."""
-
-
-@dataclass(frozen=True)
-class Lun:
-    path: str
-    kind: str = "file"
-
-    def __post_init__(self) -> None:
-        if self.kind not in DISK_KINDS:
-            raise IscsiError(f"LUN {self.path}: kind {self.kind!r} is not one of {DISK_KINDS}")
-
-
-@dataclass
-class Target:
-    """A target as wanted (from the inventory) or as found (from the backend).
-
-    chap_secret is None when CHAP is off; a found target whose secret the backend
-    cannot tell (tgt never shows it) carries UNKNOWN_SECRET so plan() resets it.
-    """
-
-    iqn: str
-    initiator: str | None
-    luns: list[Lun] = field(default_factory=list)
-    chap_user: str | None = None
-    chap_secret: str | None = field(default=None, repr=False)
-    name: str = ""
-    # Initiators admitted besides `initiator` (only ever found, never wanted).
-    extra_initiators: list[str] = field(default_factory=list)
-    # Login keys (SESSION_PARAMS when wanted; as the backend reports them when found).
-    params: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_live(
-        cls,
-        iqn: str,
-        *,
-        luns: Mapping[int, Lun],
-        first_lun: int,
-        initiators: Sequence[str] = (),
-        chap_user: str | None = None,
-        chap_secret: str | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> Target:
-        """A found target, from what a backend lists: LUNs by number, admitted initiators.
-
-        Disks are kept in LUN order from first_lun; a gap would shift every disk
-        after it, so such a target gets LUNs no wanted one equals and plan() rewrites
-        them, which is what a gap needs anyway.
-        """
-        numbers = sorted(luns)
-        ordered = [luns[n] for n in numbers]
-        if numbers != list(range(first_lun, first_lun + len(numbers))):
-            ordered = [Lun("\x00gap")] * len(numbers)
-        return cls(
-            iqn=iqn,
-            initiator=initiators[0] if initiators else None,
-            extra_initiators=list(initiators[1:]),
-            luns=ordered,
-            chap_user=chap_user,
-            chap_secret=chap_secret,
-            params={k: str(v) for k, v in (params or {}).items()},
-        )
-
-    @property
-    def chap(self) -> bool:
-        return self.chap_user is not None
-
-    def params_differ(self, have: Target) -> bool:
-        """Whether `have` lacks one of this target's login keys; keys not wanted are the backend's."""
-        return any(have.params.get(k) != v for k, v in self.params.items())
-
-    def summary(self) -> dict[str, Any]:
-        """What diffs and results show: everything but the secret."""
-        out: dict[str, Any] = {
-            "initiator": self.initiator,
-            "luns": [{"path": lun.path, "kind": lun.kind} for lun in self.luns],
-            "chap_user": self.chap_user,
-            "chap_secret": MASK if self.chap_secret is not None else None,
-        }
-        if self.extra_initiators:
-            out["extra_initiators"] = list(self.extra_initiators)
-        if self.params:
-            out["params"] = dict(self.params)
-        if self.name:
-            out["name"] = self.name
-        return out
-
-
-UNKNOWN_SECRET = "\x00unknown"  # never equal to a real secret
-
-
-@dataclass(frozen=True)
-class Action:
-    """One step of a plan.  `op` is one of OPS; drivers implement each of them."""
-
-    op: str
-    iqn: str
-    lun: int | None = None
-    backing: Lun | None = None
-    initiator: str | None = None
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"op": self.op, "target": self.iqn}
-        if self.lun is not None:
-            out["lun"] = self.lun
-        if self.backing is not None:
-            out["path"] = self.backing.path
-            out["kind"] = self.backing.kind
-        if self.initiator is not None:
-            out["initiator"] = self.initiator
-        return out
-
-
-OPS = (
-    "create_target",
-    "delete_target",
-    "add_lun",
-    "remove_lun",
-    "add_acl",
-    "remove_acl",
-    "set_chap",
-    "clear_chap",
-    "set_params",
-)
 # Login keys apply to the next login only: changing them never touches a live
 # session, so a live session does not hold them back (an upgrade of ggnet on a busy
 # server must not fail on every running client).
@@ -410,7 +283,7 @@ def diff(
     return {"before": before, "after": after}
 
 
-def _driver(backend: str):
+def _driver(backend: str) -> Backend:
     if check_backend(backend) == "tgt":
         from . import iscsi_tgt as drv
     else:
@@ -427,7 +300,7 @@ def active_sessions(backend: str, **options: Any) -> dict[str, list[str]]:
     return _driver(backend).sessions(**options)
 
 
-def driver(backend: str):
+def driver(backend: str) -> Backend:
     """The module (iscsi_tgt or iscsi_lio) that reads and changes the backend."""
     return _driver(backend)
 
@@ -440,7 +313,7 @@ _DRIVER_OPTIONS = {
 }
 
 
-def make_driver(backend: str, **options: Any):
+def make_driver(backend: str, **options: Any) -> Driver:
     """The backend's Driver from the options it takes; the other backend's are left
     out, so a caller may pass both backends' settings (None for a file: no persisting)."""
     drv = _driver(backend)

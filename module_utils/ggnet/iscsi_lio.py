@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .iscsi import LUN_BASE, SESSION_PARAMS, Action, IscsiError, Lun, Target
+from .iscsi_types import LUN_BASE, SESSION_PARAMS, Action, IscsiError, Lun, Target
 
 # Debian patches rtslib-fb's default save file to this path (upstream:
 # /etc/target/saveconfig.json); `targetctl restore` at boot reads it.

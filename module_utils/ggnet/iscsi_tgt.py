@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .iscsi import LUN_BASE, MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
+from .iscsi_types import LUN_BASE, MASK, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
 
 TGTADM = "tgtadm"
 DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"

@@ -5,20 +5,21 @@ open file survives (docs/storage.md, "Reset and open files"), but a re-clone des
 the dataset, and on zfs-fuse a dataset destroyed under an open file stays busy until
 the daemon restarts.  So the storage operations that re-clone (reset after a version
 change, apply, prune, the reconcile's replace) run inside `luns_closed` (through the
-Closer that `closer()` builds): the client's LUNs are removed from its target, the clone is replaced, and the same LUNs
-are put back at the same numbers.  The target, its ACL and CHAP stay as they are, and
-the saved configuration needs no rewrite because the result is what it was.
+Closer that `closer()` builds): the client's LUNs are removed from its target, the
+clone is replaced, and the same LUNs are put back at the same numbers.  The target, its
+ACL and CHAP stay as they are, and the saved configuration needs no rewrite because the
+result is what it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .iscsi import LUN_BASE, Action, IscsiError, make_driver
-from .storage import Closer
+from .iscsi import make_driver
+from .iscsi_types import LUN_BASE, Action, IscsiError
 
 
 @contextlib.contextmanager
@@ -64,8 +65,9 @@ def closer(
     backend: str | None,
     clients: list[Mapping[str, Any]],
     options: Mapping[str, Any] | None = None,
-) -> Closer | None:
-    """A Closer for these clients on this backend, or None when there is no backend."""
+) -> Callable[[str], contextlib.AbstractContextManager[None]] | None:
+    """A Closer (what storage's operations take as `closer`) for these clients on this
+    backend, or None when there is no backend."""
     if not backend:
         return None
     iqns = {c["name"]: c.get("target_iqn") for c in clients}

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ggnet.iscsi import (
-    MASK,
-    SESSION_PARAMS,
-    UNKNOWN_SECRET,
-    IscsiError,
-    Lun,
-    Target,
-    desired_targets,
-    diff,
-    lun_number,
-    plan,
-    san_uri,
-    target_from_spec,
-)
+from ggnet.iscsi import desired_targets, diff, lun_number, plan, san_uri, target_from_spec
+from ggnet.iscsi_types import MASK, SESSION_PARAMS, UNKNOWN_SECRET, IscsiError, Lun, Target
 
 pytestmark = pytest.mark.unit
 

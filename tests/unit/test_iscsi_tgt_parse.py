@@ -8,7 +8,8 @@ import stat
 
 import pytest
 from ggnet import iscsi_tgt
-from ggnet.iscsi import UNKNOWN_SECRET, desired_targets, make_driver
+from ggnet.iscsi import desired_targets, make_driver
+from ggnet.iscsi_types import UNKNOWN_SECRET
 
 pytestmark = pytest.mark.unit
 

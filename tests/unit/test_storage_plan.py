@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import pytest
 from ggnet import layout, storage
+from ggnet.storage.capacity import quota_bytes, reserve_bytes
+from ggnet.storage.client_ops import copy_changed_blocks
+from ggnet.storage.images import ImageSpec, effective_version, image_specs
+from ggnet.storage.properties import format_disks, parse_disks
+from ggnet.storage.results import parse_duration
+from ggnet.storage.state import Image, Version
+from ggnet.zfs import Zfs
 
 pytestmark = pytest.mark.unit
 
@@ -47,36 +54,36 @@ def test_layout_refuses_unknown_format_and_role():
 )
 def test_bad_image_specs_name_key_and_value(images, message):
     with pytest.raises(storage.StorageError, match=message):
-        storage.image_specs(images)
+        image_specs(images)
 
 
 def test_reserve_and_quota_parsing():
-    assert storage.reserve_bytes({"reserve": "10%"}, 1000) == 100
-    assert storage.reserve_bytes({"reserve": "1K"}, 10**9) == 1024
-    assert storage.quota_bytes({"writeback_quota": "40G"}) == 40 << 30
-    assert storage.quota_bytes({"writeback_quota": "none"}) == 0
+    assert reserve_bytes({"reserve": "10%"}, 1000) == 100
+    assert reserve_bytes({"reserve": "1K"}, 10**9) == 1024
+    assert quota_bytes({"writeback_quota": "40G"}) == 40 << 30
+    assert quota_bytes({"writeback_quota": "none"}) == 0
     with pytest.raises(storage.StorageError, match=r"ggnet_storage\.reserve: 'lots'"):
-        storage.reserve_bytes({"reserve": "lots"}, 1)
+        reserve_bytes({"reserve": "lots"}, 1)
 
 
 def test_durations():
-    assert storage.parse_duration("7d", "x") == 7 * 86400
-    assert storage.parse_duration("90m", "x") == 5400
+    assert parse_duration("7d", "x") == 7 * 86400
+    assert parse_duration("90m", "x") == 5400
     with pytest.raises(storage.StorageError, match="x: 'soon' is not a duration"):
-        storage.parse_duration("soon", "x")
+        parse_duration("soon", "x")
 
 
 def test_effective_version_order():
     versions = [
-        storage.Version(n, f"p/images/i@{n}", f"2025-01-0{i}", None, None)
+        Version(n, f"p/images/i@{n}", f"2025-01-0{i}", None, None)
         for i, n in enumerate(["v1", "v2", "v3"], 1)
     ]
-    image = storage.Image("i", "p/images/i", "system", None, versions)
-    assert storage.effective_version(image, None).name == "v3"
+    image = Image("i", "p/images/i", "system", None, versions)
+    assert effective_version(image, None).name == "v3"
     image.current = "v2"
-    assert storage.effective_version(image, None).name == "v2"
-    spec = storage.ImageSpec("i", 1, "system", "v1", None)
-    assert storage.effective_version(image, spec).name == "v1"
+    assert effective_version(image, None).name == "v2"
+    spec = ImageSpec("i", 1, "system", "v1", None)
+    assert effective_version(image, spec).name == "v1"
 
 
 def test_copy_changed_blocks_writes_only_differences(tmp_path):
@@ -85,9 +92,9 @@ def test_copy_changed_blocks_writes_only_differences(tmp_path):
     dst.write_bytes(bytes(data))
     data[(2 << 20) + 7] = 1
     src.write_bytes(bytes(data))
-    assert storage.copy_changed_blocks(str(src), str(dst)) == 1 << 20
+    assert copy_changed_blocks(str(src), str(dst)) == 1 << 20
     assert dst.read_bytes() == src.read_bytes()
-    assert storage.copy_changed_blocks(str(src), str(dst)) == 0
+    assert copy_changed_blocks(str(src), str(dst)) == 0
 
 
 @pytest.mark.parametrize(
@@ -100,12 +107,12 @@ def test_copy_changed_blocks_writes_only_differences(tmp_path):
     ],
 )
 def test_disks_record_round_trips(disks):
-    assert storage.parse_disks(storage.format_disks(disks)) == disks
+    assert parse_disks(format_disks(disks)) == disks
 
 
 @pytest.mark.parametrize("bad", [None, "", "system", "system=x", "data=p/i@v1,0", "system=p@v,1G"])
 def test_unreadable_disks_record_means_read_the_disks(bad):
-    assert storage.parse_disks(bad) is None
+    assert parse_disks(bad) is None
 
 
 class FakeZfs:
@@ -147,7 +154,7 @@ def test_reconcile_reads_one_level_and_trusts_the_records():
     ]
     fake = FakeZfs([(lambda argv: True, rows)])
     result = storage.converge_writebacks(
-        CFG, IMAGES, _clients("pc-1", "pc-2"), False, sessions={}, zfs=storage.Zfs(fake)
+        CFG, IMAGES, _clients("pc-1", "pc-2"), False, sessions={}, zfs=Zfs(fake)
     )
     assert result.changed is False
     assert len(fake.calls) == 1
@@ -167,14 +174,12 @@ def test_a_client_without_a_record_is_read_one_level_down_and_recorded_once():
     answers = [(lambda argv: argv[-1] == "ggpool/writebacks/pc-1", disks), (lambda a: True, rows)]
     fake = FakeZfs(answers)
     checked = storage.converge_writebacks(
-        CFG, IMAGES, _clients("pc-1"), True, sessions={}, zfs=storage.Zfs(fake)
+        CFG, IMAGES, _clients("pc-1"), True, sessions={}, zfs=Zfs(fake)
     )
     assert [a.action for a in checked.actions] == ["record_disks"]
     assert [c[1] for c in fake.calls] == ["get", "get"]  # check mode writes nothing
     fake.calls.clear()
-    storage.converge_writebacks(
-        CFG, IMAGES, _clients("pc-1"), False, sessions={}, zfs=storage.Zfs(fake)
-    )
+    storage.converge_writebacks(CFG, IMAGES, _clients("pc-1"), False, sessions={}, zfs=Zfs(fake))
     assert fake.calls[-1] == [
         "zfs",
         "set",
@@ -196,7 +201,7 @@ def test_a_version_change_clears_the_record_first_and_writes_it_after():
         _clients("pc-1"),
         False,
         sessions={},
-        zfs=storage.Zfs(fake),
+        zfs=Zfs(fake),
     )
     assert [a.action for a in result.actions] == ["replace_writeback"]
     verbs = [c[1] for c in fake.calls if c[1] != "get"]
@@ -217,9 +222,7 @@ def test_a_version_change_clears_the_record_first_and_writes_it_after():
 def test_a_bad_client_is_refused_naming_client_and_key(client, message):
     fake = FakeZfs([])
     with pytest.raises(storage.StorageError, match=message):
-        storage.converge_writebacks(
-            CFG, IMAGES, [client], False, sessions={}, zfs=storage.Zfs(fake)
-        )
+        storage.converge_writebacks(CFG, IMAGES, [client], False, sessions={}, zfs=Zfs(fake))
     assert fake.calls == []
 
 
@@ -227,7 +230,7 @@ def test_the_boot_path_checks_only_its_own_client():
     fake = FakeZfs([])
     clients = ["junk", {"name": "pc-1", "image": "w", "keep_writeback": "yes"}]
     with pytest.raises(storage.StorageError, match=r"client 'pc-1': keep_writeback must"):
-        storage.reset(CFG, IMAGES, clients, "pc-1", boot=True, zfs=storage.Zfs(fake))
+        storage.reset(CFG, IMAGES, clients, "pc-1", boot=True, zfs=Zfs(fake))
     with pytest.raises(storage.StorageError, match=r"unknown client 'pc-2'"):
-        storage.reset(CFG, IMAGES, clients, "pc-2", boot=True, zfs=storage.Zfs(fake))
+        storage.reset(CFG, IMAGES, clients, "pc-2", boot=True, zfs=Zfs(fake))
     assert fake.calls == []

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from ggnet import storage, zfs
+from ggnet.storage import pool_size
 from ggnet.zfs import Zfs, ZfsError
 from ggnet_testing.zfs_fakes import FakeZfsRunner
 
@@ -21,7 +22,7 @@ PLAIN = ["zfs", "rollback", "-r", SNAP]
 def namespace_state(monkeypatch):
     """Each test starts with a working namespace and records the pages it drops."""
     monkeypatch.setattr(zfs, "_namespace_works", [True])
-    monkeypatch.setattr(storage, "_POOL_TOTAL", {})  # the pool-size cache stays per test
+    monkeypatch.setattr(pool_size, "_POOL_TOTAL", {})  # the pool-size cache stays per test
     dropped: list[list[str]] = []
     monkeypatch.setattr(zfs, "drop_pages", lambda paths: dropped.append(list(paths)))
     return dropped
@@ -169,7 +170,7 @@ def test_a_stale_pool_size_is_read_beside_the_boot_paths_read():
     state = storage.read_state(cfg, Zfs(run, fuse=True), names)
     assert sorted(c[-1] for c in run.calls) == ["tank", "tank/images/win11"]
     assert (state.available, state.total) == (900 << 30, 1000 << 30)
-    assert storage._POOL_TOTAL["tank"][1] == 1000 << 30
+    assert pool_size._POOL_TOTAL["tank"][1] == 1000 << 30
     # fresh now: the next read is the boot path's alone
     run2 = PoolBesideRunner()
     run2.started.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ggnet import layout, storage
+from ggnet.storage import pool_size
 from ggnet.zfs import Zfs, parse_get
 from ggnet_testing.zfs_fakes import FakeZfsRunner
 
@@ -39,7 +40,7 @@ def test_zvol_backing_paths_are_device_nodes_fake_zfs():
 
 def test_zvol_image_create_is_sparse_volume_fake_zfs(monkeypatch):
     fake = FakeZfsRunner(listing=listing(POOL_ROWS[:5]))
-    monkeypatch.setattr(storage, "_wait_for", lambda path, timeout=30.0: None)
+    monkeypatch.setattr("ggnet.storage.images._wait_for", lambda path, timeout=30.0: None)
     result = storage.converge_images(
         CFG, {"games": {"size": "200G", "kind": "data"}}, False, Zfs(fake)
     )
@@ -135,13 +136,13 @@ def test_zvol_boot_reset_reads_written_with_the_state_fake_zfs():
     ]
     fake = FakeZfsRunner(listing=listing(rows))
     clients = [{"name": "pc-01", "image": "win11", "target_iqn": "iqn.x:pc-01"}]
-    storage._POOL_TOTAL["tank"] = (float("inf"), 1000 << 30)
+    pool_size._POOL_TOTAL["tank"] = (float("inf"), 1000 << 30)
     try:
         result = storage.reset(
             CFG, {"win11": {"size": "64G"}}, clients, "pc-01", boot=True, zfs=Zfs(fake)
         )
     finally:
-        storage._POOL_TOTAL.pop("tank", None)
+        pool_size._POOL_TOTAL.pop("tank", None)
     assert result.changed is False
     # one `zfs get -r` answers everything, `written` included: untouched, nothing to do
     assert len(fake.calls) == 1 and fake.calls[0][1] == "get"

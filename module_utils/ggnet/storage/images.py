@@ -1,0 +1,282 @@
+"""Images: the wanted ones (ggnet_images), the version each boots, and the pool, its
+top datasets and the missing images created, empty or imported, with a first version."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import layout
+from ..model import parse_size
+from ..zfs import Zfs
+from .properties import P_APPLIED_FROM, P_COMMENT, P_CREATED, P_KIND, P_MANAGED, P_SOURCE
+from .results import Action, Result, StorageError
+from .state import NO_WRITEBACKS, Image, State, Version, read_state
+
+IMAGE_KINDS = ("system", "data")
+
+
+@dataclass
+class ImageSpec:
+    name: str
+    size: int | None
+    kind: str
+    version: str | None
+    source: str | None
+
+
+def image_specs(images: Mapping[str, Any]) -> dict[str, ImageSpec]:
+    specs = {}
+    for name, spec in (images or {}).items():
+        where = f"ggnet_images.{name}"
+        try:
+            layout.image_dataset({"pool": "p"}, name)
+        except layout.LayoutError as exc:
+            raise StorageError(f"{where}: {exc}") from None
+        spec = spec or {}
+        if not isinstance(spec, Mapping):
+            raise StorageError(f"{where}: must be a mapping with size, kind, version, source")
+        size = spec.get("size")
+        if size is not None:
+            try:
+                size = parse_size(size)
+            except ValueError as exc:
+                raise StorageError(f"{where}.size: {size!r} {exc}") from None
+        kind = spec.get("kind") or "system"
+        if kind not in IMAGE_KINDS:
+            raise StorageError(f"{where}.kind: {kind!r} is not one of {', '.join(IMAGE_KINDS)}")
+        version = spec.get("version")
+        if version is not None:
+            version = str(version)
+            try:
+                layout.version_snapshot({"pool": "p"}, name, version)
+            except layout.LayoutError as exc:
+                raise StorageError(f"{where}.version: {exc}") from None
+        source = spec.get("source")
+        if size is None and not source:
+            raise StorageError(f"{where}: needs size (an empty disk) or source (a raw/qcow2 file)")
+        specs[name] = ImageSpec(name, size, kind, version, source)
+    return specs
+
+
+def effective_version(image: Image, spec: ImageSpec | None) -> Version | None:
+    """The version clients of `image` boot (see the package docstring); None if it has none."""
+    if spec is not None and spec.version:
+        return image.version(spec.version)
+    if image.current and (chosen := image.version(image.current)):
+        return chosen
+    return image.versions[-1] if image.versions else None
+
+
+def desired_snapshot(state: State, specs: dict[str, ImageSpec], image: str, where: str) -> str:
+    if image not in specs:
+        raise StorageError(
+            f"{where}: image {image!r} is not in ggnet_images (known: {', '.join(sorted(specs)) or 'none'})"
+        )
+    found = state.images.get(image)
+    if found is None or not found.versions:
+        raise StorageError(
+            f"{where}: image {image!r} does not exist on pool {layout.pool(state.cfg)} yet: "
+            "converge the storage role (ggnet_images) first"
+        )
+    chosen = effective_version(found, specs[image])
+    if chosen is None:
+        raise StorageError(
+            f"ggnet_images.{image}.version: unknown version {specs[image].version!r} "
+            f"(existing: {', '.join(v.name for v in found.versions)})"
+        )
+    return chosen.snapshot
+
+
+def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
+    cfg = state.cfg
+    pool = layout.pool(cfg)
+    actions: list[Action] = []
+    if not state.pool_exists:
+        vdevs = cfg.get("vdevs") or []
+        if not vdevs:
+            raise StorageError(
+                f"ggnet_storage.pool: pool {pool!r} does not exist: create it, or list the "
+                "devices/files to build it from in ggnet_storage.vdevs"
+            )
+        actions.append(Action("create_pool", pool, " ".join(vdevs)))
+    for dataset, mountpoint in layout.top_mountpoints(cfg).items():
+        have = state.raw.get(dataset)
+        if have is None:
+            actions.append(Action("create_dataset", dataset, f"mountpoint={mountpoint}"))
+    fmt = layout.disk_format(cfg)
+    for name, spec in sorted(specs.items()):
+        image = state.images.get(name)
+        dataset = layout.image_dataset(cfg, name)
+        if image is None:
+            # A block device (an install medium, a disk to copy) imports like a file.
+            if spec.source and not (os.path.isfile(spec.source) or _is_block(spec.source)):
+                raise StorageError(
+                    f"ggnet_images.{name}.source: {spec.source!r} is not a file or block "
+                    "device on this server"
+                )
+            how = f"import {spec.source}" if spec.source else f"empty {spec.size} bytes"
+            first = spec.version or "v1"
+            actions.append(Action("create_image", dataset, f"{fmt}, {how}, first version {first}"))
+            continue
+        if not image.versions:
+            actions.append(Action("snapshot_version", f"{dataset}@{spec.version or 'v1'}"))
+        elif spec.version and image.version(spec.version) is None:
+            raise StorageError(
+                f"ggnet_images.{name}.version: unknown version {spec.version!r} "
+                f"(existing: {', '.join(v.name for v in image.versions)})"
+            )
+    return actions
+
+
+def apply_images(
+    state: State, specs: dict[str, ImageSpec], actions: list[Action], zfs: Zfs
+) -> None:
+    cfg = state.cfg
+    for action in actions:
+        if action.action == "create_pool":
+            zfs.zpool_create(action.target, cfg["vdevs"], None)
+        elif action.action == "create_dataset":
+            mountpoint = layout.top_mountpoints(cfg)[action.target]
+            # atime off: reading a version's file must not dirty the head.
+            zfs.create(action.target, {"mountpoint": mountpoint, "atime": "off"}, parents=True)
+        elif action.action == "create_image":
+            name = layout.split_image(cfg, action.target)[0]
+            _create_image(cfg, specs[name], zfs)
+        elif action.action == "snapshot_version":
+            name, version = layout.split_image(cfg, action.target)
+            snapshot_version(cfg, name, version, "first version", zfs)
+
+
+def _is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _source_size(source: str) -> int:
+    proc = subprocess.run(
+        ["qemu-img", "info", "--output=json", source],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    if proc.returncode != 0:
+        raise StorageError(f"cannot read source image {source}: {proc.stderr.strip()}")
+    import json
+
+    return int(json.loads(proc.stdout)["virtual-size"])
+
+
+def _round_up(n: int, unit: int = 1 << 20) -> int:
+    return (n + unit - 1) // unit * unit
+
+
+def _create_image(cfg: dict, spec: ImageSpec, zfs: Zfs) -> None:
+    dataset = layout.image_dataset(cfg, spec.name)
+    size = spec.size or 0
+    if spec.source:
+        source_size = _source_size(spec.source)
+        if spec.size and source_size > spec.size:
+            raise StorageError(
+                f"ggnet_images.{spec.name}: source {spec.source} is {source_size} bytes, larger "
+                f"than size {spec.size}: raise size or leave it out"
+            )
+        size = max(size, source_size)
+    size = _round_up(size)
+    props = {P_MANAGED: "yes", P_KIND: spec.kind}
+    if spec.source:
+        props[P_SOURCE] = spec.source
+    path, _ = layout.image_backing(cfg, spec.name)
+    if layout.disk_format(cfg) == "zvol":
+        zfs.create(dataset, props, volsize=size)
+        _wait_for(path)
+    else:
+        zfs.create(dataset, props)
+        with open(path, "wb") as disk:
+            disk.truncate(size)
+    if spec.source:
+        _qemu_img_convert(spec.source, path)
+    comment = f"imported from {spec.source}" if spec.source else "empty disk"
+    snapshot_version(cfg, spec.name, spec.version or "v1", comment, zfs)
+
+
+def _qemu_img_convert(source: str, target: str) -> None:
+    # -n: the target (file or zvol) exists with its size; never recreate it.
+    proc = subprocess.run(
+        ["qemu-img", "convert", "-n", "-O", "raw", source, target],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StorageError(f"importing {source} into {target} failed: {proc.stderr.strip()}")
+
+
+def _wait_for(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise StorageError(f"{path} did not appear within {timeout:.0f}s (udev running?)")
+        time.sleep(0.05)
+
+
+def snapshot_version(
+    cfg: dict, image: str, version: str, comment: str, zfs: Zfs, applied_from: str | None = None
+) -> None:
+    path, kind = layout.image_backing(cfg, image)
+    if kind == "file" and os.path.exists(path):
+        # Back-date the version's file so a writeback's file is "untouched" exactly while
+        # its mtime is older than the writeback itself (see writeback_is_fresh).
+        past = time.time() - 2
+        os.utime(path, (past, past))
+    props = {P_COMMENT: comment, P_CREATED: now_iso()}
+    if applied_from:
+        props[P_APPLIED_FROM] = applied_from
+    zfs.snapshot(layout.version_snapshot(cfg, image, version), props)
+
+
+def converge_images(
+    cfg: dict, images: Mapping[str, Any], check: bool, zfs: Zfs | None = None
+) -> Result:
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    state = read_state(cfg, zfs, writebacks=NO_WRITEBACKS)
+    result = Result()
+    result.actions = plan_images(state, specs)
+    result.before = _images_summary(state, specs)
+    if result.actions and not check:
+        apply_images(state, specs, result.actions, zfs)
+        state = read_state(cfg, zfs, writebacks=NO_WRITEBACKS)
+        result.after = _images_summary(state, specs)
+    else:
+        result.after = _images_summary(state, specs, result.actions)
+    result.info["images"] = result.after
+    return result
+
+
+def _images_summary(state: State, specs: dict[str, ImageSpec], planned: list[Action] = ()) -> dict:
+    out = {}
+    for name, img in sorted(state.images.items()):
+        chosen = effective_version(img, specs.get(name))
+        out[name] = {
+            "versions": [v.name for v in img.versions],
+            "version": chosen.name if chosen else None,
+        }
+    for action in planned:
+        if action.action == "create_image":
+            name = layout.split_image(state.cfg, action.target)[0]
+            first = specs[name].version or "v1"
+            out[name] = {"versions": [first], "version": first}
+    return out
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"

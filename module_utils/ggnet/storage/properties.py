@@ -1,0 +1,47 @@
+"""The ZFS user properties ggnet keeps on its datasets, and the ggnet:disks record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .. import layout
+
+P_MANAGED = "ggnet:managed"
+P_KIND = "ggnet:kind"
+P_SOURCE = "ggnet:source"
+P_CURRENT = "ggnet:current"
+P_COMMENT = "ggnet:comment"
+P_CREATED = "ggnet:created"
+P_APPLIED_FROM = "ggnet:applied_from"
+P_CLIENT = "ggnet:client"
+P_DISK = "ggnet:disk"
+P_KEEP = "ggnet:keep"
+# On each client dataset: its disks as ggnet last made them, "<role>=<origin>,<quota>"
+# separated by spaces ("none" for no disks).  The reconcile reads it from a one-level
+# listing instead of walking every writeback: zfs-fuse pays a socket round trip per
+# dataset listed.  Cleared before ggnet changes a disk and written after, so an
+# interrupted change leaves no record, and a missing record means "read the disks".
+P_DISKS = "ggnet:disks"
+
+
+def format_disks(disks: Mapping[str, tuple[str | None, int]]) -> str:
+    """The ggnet:disks value for {role: (origin, quota)}."""
+    items = [f"{role}={origin or '-'},{quota}" for role, (origin, quota) in sorted(disks.items())]
+    return " ".join(items) or "none"
+
+
+def parse_disks(value: str | None) -> dict[str, tuple[str | None, int]] | None:
+    """{role: (origin, quota)} from a ggnet:disks value; None when absent or unreadable
+    (the caller then reads the disks themselves)."""
+    if not value:
+        return None
+    if value == "none":
+        return {}
+    disks: dict[str, tuple[str | None, int]] = {}
+    for item in value.split():
+        role, eq, rest = item.partition("=")
+        origin, comma, quota = rest.rpartition(",")
+        if not (eq and comma and origin and quota.isdigit()) or role not in layout.DISK_ROLES:
+            return None
+        disks[role] = (None if origin == "-" else origin, int(quota))
+    return disks
