@@ -39,21 +39,9 @@ from pathlib import Path
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
-
-try:
-    from ansible.module_utils.ggnet.validate import (
-        UNRESOLVED,
-        Problem,
-        plain,
-        role_knobs,
-        validate,
-    )
-except ImportError:
-    from ggnet.validate import UNRESOLVED, Problem, plain, role_knobs, validate
-
-from ggnet.inventory import collect_origins, is_secret_key
-
-_SETTINGS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
+from ggnet.inventory import collect_origins
+from ggnet.settings import is_secret_key
+from ggnet.validate import UNRESOLVED, Problem, plain, role_knobs, validate
 
 
 class ActionModule(ActionBase):
@@ -88,8 +76,7 @@ class ActionModule(ActionBase):
                 raw_for_origin[key] = raw
                 own[key] = self._resolve(view, key, host, load_problems)
             hostvars[host] = own
-            if collect_origins is not None:
-                origins[host] = collect_origins(raw_for_origin, root)
+            origins[host] = collect_origins(raw_for_origin, root)
         for problem in load_problems:
             problem.origin = origins.get(problem.where, {}).get(problem.key)
 

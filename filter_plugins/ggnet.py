@@ -1,4 +1,4 @@
-"""ggnet's Jinja filters: thin wrappers over module_utils/ggnet (net.py, model.py).
+"""ggnet's Jinja filters: thin wrappers over the ggnet engine (net, model, settings).
 
 Templates and validation share one implementation, so a MAC that validates is exactly
 the MAC the dnsmasq and iPXE templates write.
@@ -16,14 +16,12 @@ description:
   - C(ggnet_size_bytes) parses 64G, 512M, 1.5T.
   - C(ggnet_clients) turns groups and hostvars into the sorted per-client desired state.
   - C(ggnet_boot_targets) is what the API's boot path reads of the converged targets.
+  - C(ggnet_settings) is one of a host's settings (ggnet_network, ggnet_storage,
+    ggnet_iscsi) with the defaults of ggnet's settings model under the inventory's values.
 """
 
 from ansible.errors import AnsibleFilterError
-
-try:
-    from ansible.module_utils.ggnet import model, net
-except ImportError:  # run outside Ansible's module_utils path (the package install)
-    from ggnet import model, net
+from ggnet import model, net, settings
 
 
 def _wrap(func, what):
@@ -75,6 +73,22 @@ def ggnet_boot_targets(groups, hostvars, server):
     return {"backend": backend, "chap": chap}
 
 
+def ggnet_settings(host_vars, key):
+    """`hostvars[inventory_hostname] | ggnet_settings('ggnet_storage')`.
+
+    Roles and playbooks read settings through this rather than `| default(...)`, so a
+    default is never restated outside the settings model."""
+    if key not in settings.DEFAULTS:
+        raise AnsibleFilterError(
+            f"ggnet_settings: {key!r} is not one of {', '.join(sorted(settings.DEFAULTS))}"
+        )
+    # hostvars[host] is lazy: .get templates only this one variable.
+    try:
+        return settings.merged(key, host_vars.get(key))
+    except TypeError as exc:
+        raise AnsibleFilterError(f"ggnet_settings: {exc}") from exc
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -86,4 +100,5 @@ class FilterModule:
             "ggnet_size_bytes": _wrap(model.parse_size, "ggnet_size_bytes"),
             "ggnet_clients": ggnet_clients,
             "ggnet_boot_targets": ggnet_boot_targets,
+            "ggnet_settings": ggnet_settings,
         }

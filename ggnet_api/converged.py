@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ggnet import iscsi
+from ggnet import settings
 
 
 class ConvergedError(ValueError):
@@ -29,9 +29,9 @@ def load(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConvergedError(f"{path}: must hold a JSON object; converge the ggnet_api role")
     backend = data.get("backend")
-    if backend not in iscsi.BACKENDS:
+    if backend not in settings.BACKENDS:
         raise ConvergedError(
-            f"{path}: backend {backend!r} is not one of {', '.join(iscsi.BACKENDS)}; "
+            f"{path}: backend {backend!r} is not one of {', '.join(settings.BACKENDS)}; "
             "converge the ggnet_api role (playbooks/site.yml --tags api)"
         )
     chap = data.get("chap") or {}

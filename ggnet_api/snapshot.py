@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ggnet import model
-from ggnet.inventory import SECRET_MARKERS, InventoryError, load_inventory
+from ggnet.inventory import InventoryError, load_inventory
+from ggnet.settings import default, is_secret_key
 
 from ggnet_api import converged
 
@@ -45,7 +46,7 @@ class Snapshot:
     @property
     def iscsi_backend(self) -> str:
         """The backend the PCs' targets are on: the converged one when the API knows it."""
-        return self.iscsi.get("backend", "lio")
+        return self.iscsi.get("backend", default("ggnet_iscsi", "backend"))
 
 
 def _secret_values(value: Any, key: str, out: set[str]) -> None:
@@ -55,7 +56,7 @@ def _secret_values(value: Any, key: str, out: set[str]) -> None:
     elif isinstance(value, list):
         for v in value:
             _secret_values(v, key, out)
-    elif isinstance(value, str) and any(m in key.lower() for m in SECRET_MARKERS) and value:
+    elif isinstance(value, str) and is_secret_key(key) and value:
         out.add(value)
 
 

@@ -70,14 +70,15 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.ggnet.preflight import CHECKS, run_checks, summary
+from ansible.module_utils.ggnet.settings import BACKENDS, default
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "pool": {"type": "str"},
-            "reserve": {"type": "str", "default": "10%"},
-            "iscsi_backend": {"type": "str", "choices": ["lio", "tgt"]},
+            "reserve": {"type": "str", "default": default("ggnet_storage", "reserve")},
+            "iscsi_backend": {"type": "str", "choices": list(BACKENDS)},
             "tgt_control_port": {"type": "int", "default": 0},
             "dnsmasq_config": {"type": "path"},
             "dnsmasq_pidfile": {"type": "path"},

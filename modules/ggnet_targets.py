@@ -149,6 +149,7 @@ from ansible.module_utils.ggnet.iscsi import (
     targets_from_clients,
 )
 from ansible.module_utils.ggnet.net import target_iqn
+from ansible.module_utils.ggnet.settings import BACKENDS
 
 
 def managed_prefix(iqn_prefix):
@@ -222,7 +223,7 @@ def argument_spec():
         "chap_secret": {"type": "str", "no_log": True},
     }
     return {
-        "backend": {"type": "str", "required": True, "choices": ["lio", "tgt"]},
+        "backend": {"type": "str", "required": True, "choices": list(BACKENDS)},
         "targets": {"type": "list", "elements": "dict", "options": target_spec},
         "clients": {"type": "list", "elements": "dict"},
         "storage": {"type": "dict", "default": {}},

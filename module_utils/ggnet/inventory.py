@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .model import CLIENTS_GROUP, SERVERS_GROUP
+from .settings import CLIENTS_GROUP, SERVERS_GROUP, is_secret_key
 from .validate import UNRESOLVED, Problem, plain, role_knobs, validate
 
 # The repository this engine is part of (<repo>/module_utils/ggnet): its ansible.cfg
@@ -57,8 +57,6 @@ _MAGIC_VARS = frozenset(
 )
 
 # Keys whose values are never shown, not even in an error message.
-SECRET_MARKERS = ("secret", "password", "token", "passphrase")
-
 _YAML_SUFFIXES = {".yml", ".yaml", ".json", ""}
 
 
@@ -79,11 +77,6 @@ class Inventory:
     origins: dict[str, dict[str, str]] = field(default_factory=dict)
     # Values that could not be resolved while loading.
     problems: list[Problem] = field(default_factory=list)
-
-
-def is_secret_key(key: str) -> bool:
-    leaf = key.rsplit(".", 1)[-1].lower()
-    return any(marker in leaf for marker in SECRET_MARKERS)
 
 
 def _use_repo_config() -> None:

@@ -15,7 +15,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# The shared types, handed on: the modules, the API and the bench import them from here.
 from .iscsi_types import (  # noqa: F401
     DISK_KINDS,
     LUN_BASE,
@@ -31,7 +30,9 @@ from .iscsi_types import (  # noqa: F401
     Target,
 )
 
-BACKENDS = ("lio", "tgt")
+# The shared types, handed on: the modules, the API and the bench import them from here.
+from .settings import BACKENDS
+
 DEFAULT_PORT = 3260
 # The Windows initiator (and so a Windows client booted through iBFT) accepts 12 to
 # 16 characters; tgt and LIO accept longer ones, but the client would not log in.

@@ -17,20 +17,15 @@ disk is the device node udev creates for them.
 
 from __future__ import annotations
 
-import re
+from .settings import DATASET_COMPONENT, DISK_FORMATS, POOL_NAME, default
 
 IMAGES = "images"
 WRITEBACKS = "writebacks"
 DISK_FILE = "disk.img"
-DISK_FORMATS = ("file", "zvol")
 # The client's boot disk comes from ggnet_image, the optional second disk from
 # ggnet_game_disk; the role names are also the LUN order the iSCSI side uses.
 DISK_ROLES = ("system", "game")
 ZVOL_DEV_ROOT = "/dev/zvol"
-
-# ZFS accepts more, but these are also used in paths, IQNs and URLs.
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_POOL = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*$")
 
 
 class LayoutError(ValueError):
@@ -38,7 +33,7 @@ class LayoutError(ValueError):
 
 
 def _component(kind: str, name: object) -> str:
-    if not isinstance(name, str) or not _COMPONENT.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not DATASET_COMPONENT.match(name) or name in (".", ".."):
         raise LayoutError(
             f"{kind} name {name!r} cannot be used in a ZFS dataset name: use letters, "
             "digits and _ . : - (not starting with a punctuation character)"
@@ -47,8 +42,8 @@ def _component(kind: str, name: object) -> str:
 
 
 def pool(cfg: dict) -> str:
-    name = cfg.get("pool")
-    if not isinstance(name, str) or not _POOL.match(name):
+    name = cfg.get("pool", default("ggnet_storage", "pool"))
+    if not isinstance(name, str) or not POOL_NAME.match(name):
         raise LayoutError(
             f"ggnet_storage.pool {name!r} is not a valid pool name: start with a letter, "
             "then letters, digits and _ . : -"
@@ -57,7 +52,7 @@ def pool(cfg: dict) -> str:
 
 
 def disk_format(cfg: dict) -> str:
-    fmt = cfg.get("disk_format", "file")
+    fmt = cfg.get("disk_format", default("ggnet_storage", "disk_format"))
     if fmt not in DISK_FORMATS:
         raise LayoutError(
             f"ggnet_storage.disk_format {fmt!r} is not one of {', '.join(DISK_FORMATS)}"

@@ -10,33 +10,12 @@ Secrets stay out of clients(); chap_credentials() is the one place that returns 
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from .net import DEFAULT_IQN_PREFIX, initiator_iqn, normalize_mac, target_iqn
-
-SERVERS_GROUP = "ggnet_servers"
-CLIENTS_GROUP = "ggnet_clients"
-
-# Defaults of the settings dicts; the inventory overrides them key by key.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "ggnet_network": {"dhcp_mode": "full"},
-    "ggnet_storage": {
-        "pool": "ggpool",
-        "disk_format": "zvol",
-        "reserve": "10%",
-        "writeback_quota": "40G",
-    },
-    "ggnet_iscsi": {"backend": "lio", "chap": False, "iqn_prefix": DEFAULT_IQN_PREFIX},
-}
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "ggnet_boot": "auto",
-    "ggnet_keep_writeback": False,
-    "ggnet_game_disk": None,
-    "ggnet_ip": None,
-}
+from .net import initiator_iqn, normalize_mac, target_iqn
+from .settings import CLIENT_DEFAULTS, CLIENTS_GROUP, SERVERS_GROUP, merged
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 # ZFS's own notation (binary units, optional "iB"/"B"): 64G, 512M, 1.5T, 64GiB.
@@ -103,12 +82,10 @@ def parse_size_or_percent(value: object) -> tuple[str, float]:
 
 def settings(hostvars: Mapping[str, Any], key: str) -> dict[str, Any]:
     """One settings dict (ggnet_network, ggnet_storage, ggnet_iscsi) with defaults applied."""
-    merged = copy.deepcopy(DEFAULTS.get(key, {}))
-    given = hostvars.get(key) or {}
-    if not isinstance(given, Mapping):
-        raise ModelError(f"{key} must be a mapping")
-    merged.update(given)
-    return merged
+    try:
+        return merged(key, hostvars.get(key))
+    except TypeError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def servers_of(groups: Mapping[str, Any]) -> list[str]:

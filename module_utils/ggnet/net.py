@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from .settings import DEFAULT_IQN_PREFIX
+
 
 @cache
 def _netaddr():
@@ -19,7 +21,6 @@ def _netaddr():
     return netaddr
 
 
-DEFAULT_IQN_PREFIX = "iqn.2025-01.lan.ggnet"
 # RFC 3720 3.2.6.1: an iSCSI name is at most 223 bytes.
 IQN_MAX_LEN = 223
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import parse_size_or_percent
+from .settings import default
 
 _ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
@@ -268,7 +269,9 @@ def run_checks(settings: Mapping[str, Any], run: Runner = subprocess_runner) -> 
     s, skip = settings, set(settings.get("skip") or ())
     planned: dict[str, Callable[[], Check]] = {}
     if s.get("pool"):
-        planned["pool"] = lambda: check_pool(s["pool"], s.get("reserve") or "10%", run)
+        planned["pool"] = lambda: check_pool(
+            s["pool"], s.get("reserve") or default("ggnet_storage", "reserve"), run
+        )
     if s.get("iscsi_backend"):
         planned["iscsi_backend"] = lambda: check_iscsi_backend(
             s["iscsi_backend"],

@@ -29,6 +29,29 @@ from .net import (
     parse_subnet,
     target_iqn,
 )
+from .settings import (
+    BACKENDS,
+    BOOT_MODES,
+    CHAP_MAX,
+    CHAP_MIN,
+    CLIENT_DEFAULTS,
+    CLIENT_KEYS,
+    DATASET_COMPONENT,
+    DHCP_MODES,
+    DISK_FORMATS,
+    EXTENSION_PREFIXES,
+    IMAGE_KEYS,
+    IMAGE_KINDS,
+    ISCSI_KEYS,
+    LAB_FIRMWARES,
+    NETWORK_KEYS,
+    POOL_NAME,
+    POOL_RESERVED,
+    SETTINGS_KEYS,
+    STORAGE_KEYS,
+    default,
+    merged,
+)
 
 
 class _Unresolved:
@@ -75,51 +98,6 @@ class Problem:
         }
 
 
-CLIENT_KEYS = frozenset(
-    {
-        "ggnet_mac",
-        "ggnet_image",
-        "ggnet_ip",
-        "ggnet_boot",
-        "ggnet_game_disk",
-        "ggnet_keep_writeback",
-        "ggnet_server",
-        "ggnet_console_vnc",
-    }
-)
-SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
-# Extension keys that only the built-in lab reads.
-EXTENSION_PREFIXES = ("ggnet_lab_",)
-
-NETWORK_KEYS = frozenset(
-    {"interface", "server_ip", "subnet", "dhcp_mode", "dhcp_range", "gateway", "dns_servers"}
-)
-STORAGE_KEYS = frozenset(
-    {
-        "pool",
-        "disk_format",
-        "reserve",
-        "writeback_quota",
-        "mountpoint",
-        "vdevs",
-        "prune_keep_versions",
-        "prune_idle",
-    }
-)
-ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "iqn_prefix"})
-IMAGE_KEYS = frozenset({"size", "kind", "version", "description", "source"})
-
-DHCP_MODES = ("full", "proxy")
-DISK_FORMATS = ("zvol", "file")
-BACKENDS = ("lio", "tgt")
-BOOT_MODES = ("auto", "bios", "uefi")
-IMAGE_KINDS = ("system", "data")
-LAB_FIRMWARES = ("bios", "uefi-ipxe", "uefi-pxe")
-CHAP_MIN, CHAP_MAX = 12, 16
-
-_POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*$")
-_POOL_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup")
-_DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
@@ -330,11 +308,11 @@ def _check_server(out: _Collector, host: str, hv: Mapping[str, Any]) -> dict[str
     storage = _dict_setting(out, host, hv, "ggnet_storage")
     if storage is not None:
         _unknown_subkeys(out, host, "ggnet_storage", storage, STORAGE_KEYS)
-        _check_storage(out, host, {**model.DEFAULTS["ggnet_storage"], **storage})
+        _check_storage(out, host, merged("ggnet_storage", storage))
     iscsi = _dict_setting(out, host, hv, "ggnet_iscsi")
     if iscsi is not None:
         _unknown_subkeys(out, host, "ggnet_iscsi", iscsi, ISCSI_KEYS)
-        parsed["iqn_prefix"] = _check_iscsi(out, host, {**model.DEFAULTS["ggnet_iscsi"], **iscsi})
+        parsed["iqn_prefix"] = _check_iscsi(out, host, merged("ggnet_iscsi", iscsi))
     images = _dict_setting(out, host, hv, "ggnet_images")
     if images is not None:
         parsed["images"] = _check_images(out, host, images)
@@ -352,7 +330,7 @@ def _check_network(out: _Collector, host: str, net: dict[str, Any]) -> dict[str,
         not isinstance(iface, str) or not _IFACE_RE.match(iface) or iface in (".", "..")
     ):
         out.add(host, f"{key}.interface", iface, "is not a network interface name")
-    mode = net.get("dhcp_mode", "full")
+    mode = net.get("dhcp_mode", default("ggnet_network", "dhcp_mode"))
     if _choice(out, host, f"{key}.dhcp_mode", mode, DHCP_MODES):
         found["dhcp_mode"] = mode
     subnet = None
@@ -445,14 +423,14 @@ def _check_storage(out: _Collector, host: str, storage: dict[str, Any]) -> None:
     key = "ggnet_storage"
     pool = storage.get("pool")
     if pool is not UNRESOLVED:
-        if not isinstance(pool, str) or not _POOL_RE.match(pool):
+        if not isinstance(pool, str) or not POOL_NAME.match(pool):
             out.add(
                 host,
                 f"{key}.pool",
                 pool,
                 "is not a valid ZFS pool name (a letter, then letters, digits, _ - . :)",
             )
-        elif pool.startswith(_POOL_RESERVED) or re.match(r"^c[0-9]", pool):
+        elif pool.startswith(POOL_RESERVED) or re.match(r"^c[0-9]", pool):
             out.add(host, f"{key}.pool", pool, "is a name ZFS reserves; choose another")
     _choice(out, host, f"{key}.disk_format", storage.get("disk_format"), DISK_FORMATS)
     reserve = storage.get("reserve")
@@ -550,7 +528,7 @@ def _check_images(out: _Collector, host: str, images: dict[str, Any]) -> dict[st
     kinds: dict[str, str] = {}
     for name, spec in images.items():
         key = f"ggnet_images.{name}"
-        if not isinstance(name, str) or not _DATASET_NAME_RE.match(name):
+        if not isinstance(name, str) or not DATASET_COMPONENT.match(name):
             out.add(
                 host,
                 key,
@@ -587,7 +565,7 @@ def _check_images(out: _Collector, host: str, images: dict[str, Any]) -> dict[st
         if version not in (None, UNRESOLVED) and (
             not isinstance(version, (str, int))
             or isinstance(version, bool)
-            or not _DATASET_NAME_RE.match(str(version))
+            or not DATASET_COMPONENT.match(str(version))
         ):
             out.add(host, f"{key}.version", version, "is not a valid snapshot name")
     return kinds
@@ -646,7 +624,9 @@ def _check_client(
                 macs[normal] = name
 
     _check_client_images(out, name, hv, info.get("images", {}), server)
-    _choice(out, name, "ggnet_boot", hv.get("ggnet_boot", "auto"), BOOT_MODES)
+    _choice(
+        out, name, "ggnet_boot", hv.get("ggnet_boot", CLIENT_DEFAULTS["ggnet_boot"]), BOOT_MODES
+    )
     if "ggnet_keep_writeback" in hv:
         _bool(out, name, "ggnet_keep_writeback", hv["ggnet_keep_writeback"])
     if "ggnet_lab_firmware" in hv:

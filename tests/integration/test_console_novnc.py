@@ -152,7 +152,7 @@ def render_role(tmp: Path, clients: dict[str, str]) -> dict[str, Path]:
             str(play),
             # Internals (vars/) redirected for a run that installs nothing system-wide.
             "-e",
-            f"ggnet_console_check_command={CHECK_TOKENS}",
+            f"_ggnet_console_check_command={CHECK_TOKENS}",
         ],
         capture_output=True,
         text=True,

@@ -93,6 +93,7 @@ def render_role(tmp: Path, ports: dict, storage: str = DEFAULT_STORAGE) -> Path:
     play = tmp / "play.yml"
     play.write_text(
         "- name: Monitoring\n  hosts: ggnet_servers\n  gather_facts: false\n"
+        f"  vars: {{ggnet_source_dir: {REPO}}}\n"
         "  roles: [ggnet_monitoring]\n"
     )
     env = {

@@ -136,7 +136,7 @@ def test_role_argument_specs_match_defaults():
 def test_role_vars_are_prefixed_and_not_knobs():
     internals = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    assert all(k.startswith("ggnet_console_") for k in internals)
+    assert all(k.startswith("_ggnet_console_") for k in internals)
     assert not set(internals) & set(defaults)
 
 

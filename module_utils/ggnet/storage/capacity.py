@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from .. import layout
 from ..model import parse_size, parse_size_or_percent
+from ..settings import default
 from .results import CapacityError, StorageError
 from .state import State
 
 
 def reserve_bytes(cfg: dict, total: int) -> int:
-    value = cfg.get("reserve", "10%")
+    value = cfg.get("reserve", default("ggnet_storage", "reserve"))
     try:
         unit, amount = parse_size_or_percent(value)
     except ValueError as exc:

@@ -13,12 +13,11 @@ from typing import Any
 
 from .. import layout
 from ..model import parse_size
+from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
 from .properties import P_APPLIED_FROM, P_COMMENT, P_CREATED, P_KIND, P_MANAGED, P_SOURCE
 from .results import Action, Result, StorageError
 from .state import NO_WRITEBACKS, Image, State, Version, read_state
-
-IMAGE_KINDS = ("system", "data")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import layout
+from ..settings import default
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
@@ -16,8 +17,6 @@ from .images import ImageSpec, desired_snapshot, effective_version, image_specs
 from .properties import P_CURRENT
 from .results import FORCE_HINT, Action, Result, StorageError, parse_duration
 from .state import State, read_state
-
-DEFAULT_KEEP_VERSIONS = 3
 
 
 def rollback(
@@ -133,11 +132,14 @@ def prune(
     keep_versions = int(
         keep_versions
         if keep_versions is not None
-        else cfg.get("prune_keep_versions", DEFAULT_KEEP_VERSIONS)
+        else cfg.get("prune_keep_versions", default("ggnet_storage", "prune_keep_versions"))
     )
     if keep_versions < 1:
         raise StorageError(f"prune: keep_versions must be at least 1 (got {keep_versions})")
-    idle_s = parse_duration(idle if idle is not None else cfg.get("prune_idle", "7d"), "prune idle")
+    idle_s = parse_duration(
+        idle if idle is not None else cfg.get("prune_idle", default("ggnet_storage", "prune_idle")),
+        "prune idle",
+    )
     now = time.time() if now is None else now
     wanted_disks(clients)
     state = read_state(cfg, zfs)

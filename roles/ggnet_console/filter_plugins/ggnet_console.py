@@ -1,18 +1,13 @@
 """The ggnet_console role's filter: websockify's token file from the inventory.
 
-A thin wrapper over module_utils/ggnet/console.py, which the API and the inventory
+A thin wrapper over the ggnet engine's console room (module_utils/ggnet/console.py), which the API and the inventory
 validation use as well.
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
-try:
-    from ansible.module_utils.ggnet import console
-except ImportError:  # run outside Ansible's module_utils path (the package install)
-    from ggnet import console
-
+from ggnet import console
 
 DOCUMENTATION = r"""
 name: ggnet_console_token_file

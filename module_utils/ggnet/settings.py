@@ -1,0 +1,119 @@
+"""The inventory's settings: every key, its default and its vocabulary, written once.
+
+Validation checks against these, the model and the layout apply them, the filter and
+action plugins hand them to the roles and the preflight merged with the inventory,
+and docs/inventory.md documents them (tests/unit/test_settings_docs.py keeps the two
+in step).  Nothing here imports the rest of the engine, so every room can import it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SERVERS_GROUP = "ggnet_servers"
+CLIENTS_GROUP = "ggnet_clients"
+
+DEFAULT_IQN_PREFIX = "iqn.2025-01.lan.ggnet"
+
+# Vocabularies: the first entry of a choice with a default is not necessarily it.
+DHCP_MODES = ("full", "proxy")
+DISK_FORMATS = ("zvol", "file")
+BACKENDS = ("lio", "tgt")
+BOOT_MODES = ("auto", "bios", "uefi")
+IMAGE_KINDS = ("system", "data")
+LAB_FIRMWARES = ("bios", "uefi-ipxe", "uefi-pxe")
+# The Windows initiator's limits on a CHAP secret.
+CHAP_MIN, CHAP_MAX = 12, 16
+
+# A ZFS pool name as ggnet accepts it: ZFS allows more, but the name is also used in
+# paths, IQNs and URLs.  Names ZFS reserves for vdev types are refused as well.
+POOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*$")
+POOL_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup")
+# One component of a dataset name (an image, a version, a client), by the same reasoning.
+DATASET_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+# Keys whose values are never shown, not even in an error message.
+SECRET_MARKERS = ("secret", "password", "token", "passphrase")
+
+# Production runs OpenZFS, whose zvols LIO exports as block backstores; `file` is for
+# ZFS without zvols (zfs-fuse, as in the lab), which must say so in its inventory.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ggnet_network": {"dhcp_mode": "full"},
+    "ggnet_storage": {
+        "pool": "ggpool",
+        "disk_format": "zvol",
+        "reserve": "10%",
+        "writeback_quota": "40G",
+        "prune_keep_versions": 3,
+        "prune_idle": "7d",
+    },
+    "ggnet_iscsi": {"backend": "lio", "chap": False, "iqn_prefix": DEFAULT_IQN_PREFIX},
+}
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "ggnet_boot": "auto",
+    "ggnet_keep_writeback": False,
+    "ggnet_game_disk": None,
+    "ggnet_ip": None,
+}
+
+CLIENT_KEYS = frozenset(
+    {
+        "ggnet_mac",
+        "ggnet_image",
+        "ggnet_ip",
+        "ggnet_boot",
+        "ggnet_game_disk",
+        "ggnet_keep_writeback",
+        "ggnet_server",
+        "ggnet_console_vnc",
+    }
+)
+# The server settings; all but ggnet_images are mappings with DEFAULTS.
+SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
+# Extension keys that only the built-in lab reads.
+EXTENSION_PREFIXES = ("ggnet_lab_",)
+
+NETWORK_KEYS = frozenset(
+    {"interface", "server_ip", "subnet", "dhcp_mode", "dhcp_range", "gateway", "dns_servers"}
+)
+STORAGE_KEYS = frozenset(
+    {
+        "pool",
+        "disk_format",
+        "reserve",
+        "writeback_quota",
+        "mountpoint",
+        "vdevs",
+        "prune_keep_versions",
+        "prune_idle",
+    }
+)
+ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "iqn_prefix"})
+IMAGE_KEYS = frozenset({"size", "kind", "version", "description", "source"})
+
+
+def default(key: str, sub: str) -> Any:
+    """The default of one setting, e.g. default("ggnet_storage", "reserve")."""
+    return DEFAULTS[key][sub]
+
+
+def merged(key: str, given: object) -> dict[str, Any]:
+    """A settings mapping with the defaults under it (given None: the defaults).
+
+    Raises TypeError when `given` is not a mapping; callers say where it came from."""
+    result = copy.deepcopy(DEFAULTS.get(key, {}))
+    if given is None:
+        return result
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{key} must be a mapping")
+    result.update(given)
+    return result
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether the value of `key` (dotted: ggnet_iscsi.chap_secret) must stay hidden."""
+    leaf = key.rsplit(".", 1)[-1].lower()
+    return any(marker in leaf for marker in SECRET_MARKERS)
