@@ -155,7 +155,7 @@ def desired_targets(specs: Iterable[Mapping[str, Any]]) -> dict[str, Target]:
 
 def targets_from_clients(
     clients: Sequence[Mapping[str, Any]],
-    storage: Mapping[str, Any],
+    storage: dict[str, Any],  # ggnet_storage, as every layout function takes it
     chap_secrets: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Plain target specs from normalised client dicts (model.clients()).
