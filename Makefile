@@ -16,7 +16,7 @@ help:
 	@echo "make test-integration  real daemons on this machine (minutes)"
 	@echo "make test-lab          the lab VM and qemu PCs"
 	@echo "make molecule          molecule test on the lab VM"
-	@echo "make lint              ruff + ansible-lint (production profile)"
+	@echo "make lint              ruff + mypy + ansible-lint (production profile)"
 	@echo "make bench             benchmarks; results in bench/results/"
 	@echo "make lock              re-resolve requirements/dev.lock after editing pyproject.toml"
 	@echo "make lock-upgrade      move every locked Python package to its newest allowed release"
@@ -42,6 +42,8 @@ lint: deps
 	@echo "==> ruff"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@echo "==> mypy (settings in pyproject.toml)"
+	$(BIN)/mypy
 	@echo "==> ansible-lint (production profile)"
 	$(BIN)/ansible-lint --profile production -q
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ggnet_api import config as config_mod
@@ -86,10 +87,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         JobRunner(db, cfg, secrets=inventory.secrets),
         FailureLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"])),
     )
-    ext.metrics = Metrics(ext)
+    metrics = ext.metrics = Metrics(ext)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_bytes"])
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, which has sort_keys
     app.json.sort_keys = False
     app.extensions["ggnet"] = ext
 
@@ -101,7 +103,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     @app.after_request
     def count(resp):
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        ext.metrics.requests.labels(
+        metrics.requests.labels(
             endpoint=rule, method=request.method, status=str(resp.status_code)
         ).inc()
         return resp

@@ -191,7 +191,7 @@ class JobRunner:
         job_id = uuid.uuid4().hex
         self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
         self._queue.put(job_id)
-        return self.db.job(job_id)
+        return self._job(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         job = self.db.job(job_id)
@@ -202,14 +202,20 @@ class JobRunner:
         with self._lock:
             if job_id in self._running:
                 self._cancel.setdefault(job_id, time.monotonic())
-                return self.db.job(job_id)
+                return self._job(job_id)
             # Still queued: the worker skips it when it comes to it.
             cancelled = self.db.cancel_queued_job(job_id, "cancelled before it started")
         if not cancelled:
             # It started in between: cancel the run.
             with self._lock:
                 self._cancel.setdefault(job_id, time.monotonic())
-        return self.db.job(job_id)
+        return self._job(job_id)
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        """A job known to exist: jobs are added, never deleted."""
+        job = self.db.job(job_id)
+        assert job is not None, f"job {job_id} vanished from the database"
+        return job
 
     def running(self) -> list[str]:
         with self._lock:
@@ -257,7 +263,7 @@ class JobRunner:
     def _run(self, job_id: str) -> None:
         import ansible_runner
 
-        job = self.db.job(job_id)
+        job = self._job(job_id)
         pdd = self.jobs_dir / job_id
         pdd.mkdir(mode=0o700, exist_ok=True)
         project = Path(self.config["project_dir"])
@@ -296,7 +302,8 @@ class JobRunner:
         }
         if (project / "ansible.cfg").is_file():
             envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
-        inventory: str | list[str] = str(self.config["inventory"])
+        main_inventory = str(self.config["inventory"])
+        inventory: str | list[str] = main_inventory
         if self.config.get("local_hosts"):
             # The inventory says how the operator's machine reaches each server (SSH);
             # the server the API runs on reaches itself without SSH.  A second source's
@@ -314,7 +321,7 @@ class JobRunner:
                     }
                 )
             )
-            inventory = [inventory, str(local)]
+            inventory = [main_inventory, str(local)]
         runner = ansible_runner.run(
             private_data_dir=str(pdd),
             project_dir=str(project),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -207,7 +208,7 @@ class StatsRenderer:
             for c in snap.clients.values():
                 self.clients_of.setdefault(c["mac"], []).append(c)
             last = db.last_results()
-            changed = [(mac, last.get(mac)) for mac in self.clients_of]
+            changed: Iterable[tuple[str, Any]] = [(mac, last.get(mac)) for mac in self.clients_of]
         else:
             changed = stats.last_results_since(db, since)
         for mac, result in changed:  # result None: no boot (left) of that MAC

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ggnet_api import config
     from ggnet_api.auth import new_token
-    from ggnet_api.db import Database
+    from ggnet_api.db.database import Database
 
     cfg = config.load(**({"state_dir": args.state_dir} if args.state_dir else {}))
     db = Database(str(Path(cfg["state_dir"]) / "api.db"))

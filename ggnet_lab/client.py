@@ -297,7 +297,8 @@ def boot(
         last_report = time.monotonic()
         notes: list[str] = []
         while True:
-            for obs in [*packets(net.poll()), *serial.poll()]:
+            observed: list[stages.Observation] = [*packets(net.poll()), *serial.poll()]
+            for obs in observed:
                 for stage, elapsed, detail in clock.observe(obs):
                     progress(f"{pc.name}: {elapsed:6.1f}s  {stage.name:<11} {detail}")
             if clock.reached(until):

@@ -58,7 +58,7 @@ class PcapStream:
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buffer += data
-        frames = []
+        frames: list[Frame] = []
         if self._endian is None:
             if len(self._buffer) < 24:
                 return frames

@@ -175,7 +175,7 @@ class StageClock:
 
     def summary(self) -> list[tuple[str, float | None, str]]:
         """Every stage in table order: (name, seconds or None if not seen, detail)."""
-        rows = []
+        rows: list[tuple[str, float | None, str]] = []
         for stage in STAGES:
             if stage.name in self.seen:
                 elapsed, detail = self.seen[stage.name]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import abort, current_app, jsonify, make_response, request
 
@@ -11,7 +11,7 @@ def ext():
     return current_app.extensions["ggnet"]
 
 
-def fail(status: int, message: str):
+def fail(status: int, message: str) -> NoReturn:
     """Stop the request with a JSON error naming what is wrong and where."""
     abort(make_response(jsonify(error=message), status))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flask import Blueprint, jsonify, request
 from ggnet.net import normalize_mac
@@ -68,7 +69,7 @@ def approve_machine(raw_mac: str):
             e.config["inventory"], mac, name, image, groups, who, e.config["git_author"]
         )
     except ApprovalError as exc:
-        payload = {"error": str(exc)}
+        payload: dict[str, Any] = {"error": str(exc)}
         if exc.problems:
             payload["problems"] = exc.problems
         resp = jsonify(payload)

@@ -32,6 +32,12 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _new_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just added (lastrowid is None only before one)."""
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
 class Database:
     def __init__(self, path: str):
         self.path = path
@@ -82,6 +88,12 @@ class Database:
     def execute(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn().execute(sql, tuple(args))
 
+    def count(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """The n of a `SELECT COUNT(*) AS n ...`, which always answers one row."""
+        row = self.one(sql, args)
+        assert row is not None
+        return row["n"]
+
     def ping(self) -> None:
         """Raises when the database cannot be read."""
         self.one("SELECT 1 AS ok")
@@ -115,7 +127,7 @@ class Database:
         return rows
 
     def count_jobs(self, state: str) -> int:
-        return self.one("SELECT COUNT(*) AS n FROM jobs WHERE state = ?", (state,))["n"]
+        return self.count("SELECT COUNT(*) AS n FROM jobs WHERE state = ?", (state,))
 
     def job_counts(self) -> dict[str, int]:
         """state -> how many jobs are in it."""
@@ -183,7 +195,7 @@ class Database:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (mac, client, kind, now, now, result, detail, duration, image),
         )
-        return int(cur.lastrowid)
+        return _new_id(cur)
 
     def boot(self, boot_id: int) -> dict[str, Any] | None:
         return self.one("SELECT * FROM boots WHERE id = ?", (boot_id,))
@@ -257,8 +269,8 @@ class Database:
 
     def count_discovered(self, state: str | None = None) -> int:
         if state is None:
-            return self.one("SELECT COUNT(*) AS n FROM discovered")["n"]
-        return self.one("SELECT COUNT(*) AS n FROM discovered WHERE state = ?", (state,))["n"]
+            return self.count("SELECT COUNT(*) AS n FROM discovered")
+        return self.count("SELECT COUNT(*) AS n FROM discovered WHERE state = ?", (state,))
 
     def add_discovered(self, mac: str, at: float) -> None:
         self.execute(
@@ -271,7 +283,8 @@ class Database:
         self, mac: str, at: float, facts: dict | None = None, report: dict | None = None
     ) -> None:
         """The machine was seen at `at`; the facts or the report it sent replace the old."""
-        sets, args = ["last_seen = ?"], [at]
+        sets: list[str] = ["last_seen = ?"]
+        args: list[Any] = [at]
         if facts is not None:
             sets.append("facts = ?")
             args.append(json.dumps(facts))
@@ -297,7 +310,7 @@ class Database:
             "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
             (name, role, hash_token(token), time.time()),
         )
-        return int(cur.lastrowid)
+        return _new_id(cur)
 
     def token(self, token: str) -> dict[str, Any] | None:
         return self.one(

@@ -95,6 +95,7 @@ def _opaque(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         return loader.construct_scalar(node)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node)
+    assert isinstance(node, yaml.MappingNode)  # YAML's third and last kind of node
     return loader.construct_mapping(node)
 
 

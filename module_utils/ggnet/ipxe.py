@@ -136,7 +136,7 @@ def _notify(url: str) -> str:
     return f"imgfetch --name ggnet-cb {url} && imgfree ggnet-cb ||"
 
 
-def _check_set_value(value: str, what: str, where: str) -> str:
+def _check_set_value(value: object, what: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise IpxeError(f"{where}: {what} is empty")
     bad = sorted({c for c in value if c in _UNSAFE_IN_SET or not c.isprintable()})

@@ -156,7 +156,7 @@ def desired_targets(specs: Iterable[Mapping[str, Any]]) -> dict[str, Target]:
 
 def targets_from_clients(
     clients: Sequence[Mapping[str, Any]],
-    storage: Mapping[str, Any],
+    storage: dict[str, Any],  # ggnet_storage, as every layout function takes it
     chap_secrets: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Plain target specs from normalised client dicts (model.clients()).
@@ -194,8 +194,10 @@ def plan_target(backend: str, want: Target | None, have: Target | None) -> list[
     if want is None and have is None:
         return []
     if want is None:
+        assert have is not None  # both None returned above
         return [Action("delete_target", have.iqn)]
     iqn = want.iqn
+    acts: list[Action]
     if have is None:
         acts = [Action("create_target", iqn)]
         acts += [
@@ -207,7 +209,7 @@ def plan_target(backend: str, want: Target | None, have: Target | None) -> list[
         if want.params:
             acts.append(Action("set_params", iqn))
         return acts
-    acts: list[Action] = []
+    acts = []
     have_luns = dict(enumerate(have.luns))
     for i in range(max(len(want.luns), len(have.luns))):
         w, h = (want.luns[i] if i < len(want.luns) else None), have_luns.get(i)
@@ -286,10 +288,12 @@ def diff(
 
 def _driver(backend: str) -> Backend:
     if check_backend(backend) == "tgt":
-        from . import iscsi_tgt as drv
-    else:
-        from . import iscsi_lio as drv
-    return drv
+        from . import iscsi_tgt
+
+        return iscsi_tgt
+    from . import iscsi_lio
+
+    return iscsi_lio
 
 
 def active_sessions(backend: str, **options: Any) -> dict[str, list[str]]:

@@ -148,7 +148,8 @@ class Driver:
     ):
         self.savefile = savefile
         self.portal, self.port = portal, port
-        self.root = None
+        # rtslib_fb's RTSRoot, once read() has looked at configfs.
+        self.root: Any | None = None
 
     def read(
         self, iqns: Iterable[str] | None = None
@@ -211,6 +212,7 @@ class Driver:
         elif a.op == "add_lun":
             want = wanted[a.iqn]
             disk = a.lun
+            assert disk is not None and a.backing is not None, "plan: add_lun without its LUN"
             name = _so_name(want, disk)
             so = self._storage_object(rts, name, a.backing)
             lun = rts.LUN(tpg, a.lun, so)
@@ -253,6 +255,7 @@ class Driver:
             raise IscsiError(f"LIO driver: unknown action {a.op}")
 
     def _storage_object(self, rts, name: str, lun: Lun):
+        assert self.root is not None, "apply() runs after read()"
         for so in self.root.storage_objects:
             if so.udev_path == lun.path and _kind(so) == lun.kind:
                 return so  # the same disk already exported, e.g. after a LUN renumbering

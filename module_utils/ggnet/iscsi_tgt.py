@@ -419,9 +419,9 @@ class Driver:
         run = self.tgtadm.run
         for a in actions:
             if a.op == "create_target":
-                tid = 1 + max((t.tid for t in self._raw), default=0)
-                run("--op", "new", "--mode", "target", "--tid", str(tid), "--targetname", a.iqn)
-                self._raw.append(TgtTarget(tid, a.iqn))
+                new_tid = 1 + max((t.tid for t in self._raw), default=0)
+                run("--op", "new", "--mode", "target", "--tid", str(new_tid), "--targetname", a.iqn)
+                self._raw.append(TgtTarget(new_tid, a.iqn))
                 continue
             tid = str(self._tid(a.iqn))
             if a.op == "delete_target":
@@ -439,6 +439,7 @@ class Driver:
                 if have and have.chap_user:
                     self._drop_account(have.chap_user)
             elif a.op == "add_lun":
+                assert a.backing is not None, "plan: add_lun without its LUN"
                 run(
                     "--op",
                     "new",
@@ -456,6 +457,7 @@ class Driver:
             elif a.op == "remove_lun":
                 run("--op", "delete", "--mode", "logicalunit", "--tid", tid, "--lun", str(a.lun))
             elif a.op == "add_acl":
+                assert a.initiator is not None, "plan: add_acl without its initiator"
                 run(
                     "--op",
                     "bind",
@@ -467,11 +469,14 @@ class Driver:
                     a.initiator,
                 )
             elif a.op == "remove_acl":
+                assert a.initiator is not None, "plan: remove_acl without its initiator"
                 by_name = a.initiator.startswith(("iqn.", "eui.", "naa."))
                 flag = "--initiator-name" if by_name else "--initiator-address"
                 run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
             elif a.op == "set_chap":
                 have, want = found.get(a.iqn), wanted[a.iqn]
+                # A wanted target with CHAP on has both (target_from_spec).
+                assert want.chap_user is not None and want.chap_secret is not None
                 if have and have.chap_user and have.chap_user != want.chap_user:
                     self._drop_account(have.chap_user)
                 self._drop_account(want.chap_user)

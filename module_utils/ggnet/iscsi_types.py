@@ -186,5 +186,10 @@ class Backend(Protocol):
     {target_iqn: [initiator_iqn, ...]}, from options of its own (tgt: control_port,
     netns; lio: none)."""
 
-    Driver: Callable[..., Driver]
-    sessions: Callable[..., dict[str, list[str]]]
+    # Properties make the members read-only: a module whose Driver is a class
+    # matches a read-only Callable member, never a settable one.
+    @property
+    def Driver(self) -> Callable[..., Driver]: ...
+
+    @property
+    def sessions(self) -> Callable[..., dict[str, list[str]]]: ...

@@ -40,7 +40,7 @@ def check_capacity(state: State, clients: list[str]) -> None:
         )
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "K", "M", "G", "T"):
         if abs(n) < 1024 or unit == "T":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"

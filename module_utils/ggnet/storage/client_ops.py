@@ -24,6 +24,7 @@ from .disks import (
     writeback_is_fresh,
 )
 from .images import ImageSpec, desired_snapshot, image_specs, snapshot_version
+from .own_names import image_parts
 from .properties import P_CURRENT, P_KEEP
 from .results import FORCE_HINT, Action, Result, StorageError
 from .state import Image, State, read_state
@@ -234,6 +235,7 @@ def apply_writeback(
             "information); give iscsi_backend or sessions"
         )
     if running:
+        assert sessions is not None  # client_running knew
         who = ", ".join(sessions.get(client.get("target_iqn") or "") or [])
         raise StorageError(
             f"apply {client_name}: the client is running (live iSCSI session on "
@@ -253,7 +255,7 @@ def apply_writeback(
         # Untouched since its clone (also right after an apply, which re-clones it from
         # the new version): there is nothing to make a version of.
         result = Result()
-        result.info["version"] = layout.split_image(cfg, wb.origin or "")[1] if wb.origin else None
+        result.info["version"] = image_parts(cfg, wb.origin)[1] if wb.origin else None
         result.warnings.append(f"apply {client_name}: its writeback is unchanged; nothing to apply")
         return result
     name = version or _next_version_name(image)

@@ -41,7 +41,7 @@ def wanted_disks(clients: list[Mapping[str, Any]]) -> dict[tuple[str, str], Mapp
     seen = set()
     for index, client in enumerate(clients):
         check_client(client, index)
-        name = client.get("name")
+        name: str = client["name"]  # check_client: present, a str
         if name in seen:
             raise StorageError(f"client {name!r} is listed twice")
         seen.add(name)

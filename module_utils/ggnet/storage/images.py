@@ -7,7 +7,7 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from .. import layout
 from ..model import parse_size
 from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
+from .own_names import image_parts, version_parts
 from .properties import P_APPLIED_FROM, P_COMMENT, P_CREATED, P_KIND, P_MANAGED, P_SOURCE
 from .results import Action, Result, StorageError
 from .state import NO_WRITEBACKS, Image, State, Version, read_state
@@ -145,10 +146,10 @@ def apply_images(
             # atime off: reading a version's file must not dirty the head.
             zfs.create(action.target, {"mountpoint": mountpoint, "atime": "off"}, parents=True)
         elif action.action == "create_image":
-            name = layout.split_image(cfg, action.target)[0]
+            name = image_parts(cfg, action.target)[0]
             _create_image(cfg, specs[name], zfs)
         elif action.action == "snapshot_version":
-            name, version = layout.split_image(cfg, action.target)
+            name, version = version_parts(cfg, action.target)
             snapshot_version(cfg, name, version, "first version", zfs)
 
 
@@ -261,7 +262,9 @@ def converge_images(
     return result
 
 
-def _images_summary(state: State, specs: dict[str, ImageSpec], planned: list[Action] = ()) -> dict:
+def _images_summary(
+    state: State, specs: dict[str, ImageSpec], planned: Sequence[Action] = ()
+) -> dict:
     out = {}
     for name, img in sorted(state.images.items()):
         chosen = effective_version(img, specs.get(name))
@@ -271,7 +274,7 @@ def _images_summary(state: State, specs: dict[str, ImageSpec], planned: list[Act
         }
     for action in planned:
         if action.action == "create_image":
-            name = layout.split_image(state.cfg, action.target)[0]
+            name = image_parts(state.cfg, action.target)[0]
             first = specs[name].version or "v1"
             out[name] = {"versions": [first], "version": first}
     return out

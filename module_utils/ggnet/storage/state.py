@@ -156,7 +156,7 @@ _Read = tuple[dict[str, dict[str, str | None]], dict[str, str | None], bool]
 
 def _read_names(cfg: dict, zfs: Zfs, names: Iterable[str]) -> _Read:
     pool = layout.pool(cfg)
-    props = STATE_PROPS
+    props: tuple[str, ...] = STATE_PROPS
     if layout.disk_format(cfg) == "zvol":
         # OpenZFS only (zfs-fuse has no zvols and no `written`): freshness comes in
         # the same read instead of a second one.
@@ -279,8 +279,8 @@ def _images_and_disks(
                     applied_from=props.get(P_APPLIED_FROM),
                 )
             )
-    for img in images_found.values():
-        img.versions.sort(key=lambda v: (v.created, v.name))
+    for found_image in images_found.values():
+        found_image.versions.sort(key=lambda v: (v.created, v.name))
     return images_found
 
 

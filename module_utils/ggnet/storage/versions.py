@@ -188,11 +188,16 @@ def _idle_writebacks(
     replaced: dict[tuple[str, str], str] = {}
     for key, wb in sorted(state.writebacks.items()):
         client = by_name.get(wb.client)
-        if client is None or now - wb.creation < idle_s:
+        if client is None:
+            continue
+        assert wb.creation is not None, "prune reads every disk (DISKS), creation included"
+        if now - wb.creation < idle_s:
             continue
         if wb.keep or client.get("keep_writeback") or client_running(client, sessions):
             continue
         image = client.get("image") if wb.role == "system" else client.get("game_disk")
+        if image is None:  # a game disk the client no longer has: not in ggnet_images
+            continue
         try:
             snapshot = desired_snapshot(state, specs, image, wb.client)
         except StorageError:

@@ -11,6 +11,7 @@ from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
 from .disks import Closer, clone_writeback, closed, recording, recreate
 from .images import ImageSpec, desired_snapshot, image_specs
+from .own_names import writeback_parts
 from .properties import P_DISKS
 from .results import FORCE_HINT, Action, Result, StorageError
 from .state import RECORDS, State, read_state
@@ -99,13 +100,14 @@ def apply_writebacks(
     quota = quota_bytes(cfg)
     by_client: dict[str, list[Action]] = {}
     for action in actions:
+        assert action.client is not None, "plan: a writeback action names its client"
         by_client.setdefault(action.client, []).append(action)
     for client, todo in by_client.items():
         with recording(state, client, zfs) as rec:
             for action in todo:
                 if action.action == "record_disks":
                     continue
-                role = layout.split_writeback(cfg, action.target)[1]
+                role = writeback_parts(cfg, action.target)[1]
                 if action.action == "create_writeback":
                     snapshot = action.detail.removeprefix("clone of ")
                     clone_writeback(cfg, client, role, snapshot, zfs)
@@ -147,7 +149,7 @@ def converge_writebacks(
     for action in result.actions:
         if action.action == "record_disks":
             continue
-        key = "/".join(layout.split_writeback(cfg, action.target))
+        key = "/".join(writeback_parts(cfg, action.target))
         if action.action == "destroy_writeback":
             after.pop(key, None)
         elif action.action in ("create_writeback", "replace_writeback"):
