@@ -60,9 +60,10 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp_dir/py-$py_key" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   pip_q install -q --require-hashes --no-deps -r "$LOCK"
   # The project itself: no build isolation, so the build backend is the locked one.
-  pip_q install -q --no-deps --no-build-isolation -e .
+  # setuptools' notice that an editable install maps folders is expected here.
+  PYTHONWARNINGS="ignore:Editable installation" pip_q install -q --no-deps --no-build-isolation -e .
   pip_q check
-  "$VENV/bin/python" -c 'import ansible, ansible_runner, flask, netaddr, rtslib_fb, ggnet, ggnet_api'
+  "$VENV/bin/python" -c 'import ansible, ansible_runner, flask, netaddr, rtslib_fb, ggnet, ggnet_api, ggnet_cli, ggnet_lab, ggnet_testing'
   touch "$stamp_dir/py-$py_key"
 else
   step "Python venv $VENV: up to date"
