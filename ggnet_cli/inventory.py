@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
-from ggnet.inventory import REPO_ROOT
+
+def add_inventory_argument(parser: argparse.ArgumentParser) -> None:
+    """-i/--inventory, as every command that reads an inventory takes it."""
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        metavar="INVENTORY",
+        help="inventory directory or file (default: $ANSIBLE_INVENTORY; on a boot server "
+        "the API's; else inventory/lab)",
+    )
 
 
 def default_inventory() -> Path:
@@ -18,4 +28,8 @@ def default_inventory() -> Path:
         from ggnet_api import config
 
         return Path(config.load()["inventory"])
+    # Imported here: the engine's inventory loader brings Ansible, which `--help` and
+    # the argument parsing of every command should not wait for.
+    from ggnet.inventory import REPO_ROOT
+
     return REPO_ROOT / "inventory" / "lab"

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ggnet_cli.inventory import add_inventory_argument
+
 HELP = "check this boot server: pool, iSCSI, dnsmasq, TFTP, interface, API db, Prometheus"
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -22,12 +24,7 @@ EXIT_USAGE = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-i",
-        "--inventory",
-        metavar="INVENTORY",
-        help="inventory (default: the API's on a boot server, else inventory/lab)",
-    )
+    add_inventory_argument(parser)
     parser.add_argument(
         "--server",
         metavar="NAME",

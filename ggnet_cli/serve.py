@@ -20,8 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="API settings file (YAML); default $GGNET_API_CONFIG")
 
 
-def gunicorn_argv(args: argparse.Namespace) -> list[str]:
+def gunicorn_argv(args: argparse.Namespace, python: str = "python3") -> list[str]:
+    # gunicorn runs under the same Python as this command: on a server that is the
+    # venv that holds ggnet, which Debian's /usr/bin/gunicorn would not see.
     return [
+        python,
+        "-m",
         "gunicorn",
         "--workers",
         "1",
@@ -43,17 +47,14 @@ def gunicorn_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
+    import importlib.util
     import sys
 
     if args.config:
         os.environ["GGNET_API_CONFIG"] = args.config
-    argv = gunicorn_argv(args)
-    binary = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
-        "gunicorn"
-    )
-    if binary is None:
-        print("gunicorn is not installed next to this Python", file=sys.stderr)
+    if importlib.util.find_spec("gunicorn") is None:
+        print(f"gunicorn is not importable by {sys.executable}", file=sys.stderr)
         return 1
-    os.execv(binary, [binary, *argv[1:]])
+    argv = gunicorn_argv(args, sys.executable)
+    os.execv(argv[0], argv)
     return 0  # not reached

@@ -6,18 +6,15 @@ import argparse
 import json
 import sys
 
+from ggnet_cli.inventory import add_inventory_argument
+
 HELP = "check an inventory; exit 2 with one line per problem"
 EXIT_OK = 0
 EXIT_INVALID = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-i",
-        "--inventory",
-        metavar="INVENTORY",
-        help="inventory directory or file (default: $ANSIBLE_INVENTORY, else inventory/lab)",
-    )
+    add_inventory_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--vault-password-file",

@@ -53,8 +53,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        argv = gunicorn_argv(Namespace(bind=f"127.0.0.1:{self.port}", threads=8))
-        argv[0] = str(VENV_BIN / "gunicorn")
+        argv = gunicorn_argv(
+            Namespace(bind=f"127.0.0.1:{self.port}", threads=8), str(VENV_BIN / "python")
+        )
         env = {
             **os.environ,
             "GGNET_API_CONFIG": str(self.cfg_path),
