@@ -61,12 +61,16 @@ molecule: deps
 
 # Fastest first: lint and the unit tier fail a broken build in about a minute, before
 # the daemons, the lab VM and molecule take their tens of minutes.
+# Each tier's wall time is printed after it ("==> unit: 31 s").
 test: deps
-	$(MAKE) --no-print-directory lint
-	$(PYTEST) -m unit
-	$(PYTEST) -m integration
-	$(PYTEST) -m lab
-	$(MAKE) --no-print-directory molecule
+	@$(call timed,lint,$(MAKE) --no-print-directory lint)
+	@$(call timed,unit,$(PYTEST) -m unit)
+	@$(call timed,integration,$(PYTEST) -m integration)
+	@$(call timed,lab,$(PYTEST) -m lab)
+	@$(call timed,molecule,$(MAKE) --no-print-directory molecule)
+
+timed = start=$$(date +%s); echo "==> $(1)"; $(2); rc=$$?; \
+	printf '\033[1m==> %s: %d s\033[0m\n' "$(1)" $$(( $$(date +%s) - start )); exit $$rc
 
 demo: deps
 	$(BIN)/ggnet lab demo
