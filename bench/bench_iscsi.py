@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ggnet.iscsi import MASK, desired_targets, lun_number, make_driver, plan
+from ggnet.iscsi import MASK, lun_number
+from ggnet.iscsi_converge import converge, with_defaults
 from ggnet.net import initiator_iqn, target_iqn
 from ggnet_testing.playbook import run_module
 from ggnet_testing.tgt_netns import ENV_C, PREFIX, nsexec, tgt_in_netns
@@ -68,19 +69,9 @@ def _converge(params: dict, workdir: Path) -> dict:
 
 
 def _reconcile_in_process(params: dict) -> bool:
-    """The engine's part of ggnet_targets' run for PARAMS: read tgtd, plan, compare the
-    saved configuration.  True when anything would change."""
-    driver = make_driver(
-        "tgt",
-        control_port=params["control_port"],
-        netns=params["netns"],
-        conf_path=params["conf_path"],
-    )
-    found, live = driver.read()
-    wanted = desired_targets(params["targets"])
-    # Every target on this private tgtd is the bench's: no prefix needed to spare others'.
-    actions, refused = plan("tgt", wanted, found, live)
-    return bool(actions or refused) or driver.persist(wanted, check_mode=True)
+    """The engine's part of ggnet_targets' run for PARAMS in check mode: read tgtd, plan,
+    compare the saved configuration.  True when anything would change."""
+    return converge(with_defaults(params), check_mode=True)["changed"]
 
 
 def _spec(tmp: Path, name: str, size: int) -> dict:

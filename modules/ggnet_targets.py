@@ -139,112 +139,20 @@ targets:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet import iscsi_lio, iscsi_tgt
-from ansible.module_utils.ggnet.iscsi import (
-    IscsiError,
-    desired_targets,
-    diff,
-    make_driver,
-    plan,
-    targets_from_clients,
+from ansible.module_utils.ggnet.iscsi_converge import (
+    MUTUALLY_EXCLUSIVE,
+    REQUIRED_ONE_OF,
+    argument_spec,
+    converge,
 )
-from ansible.module_utils.ggnet.net import target_iqn
-from ansible.module_utils.ggnet.settings import BACKENDS
-
-
-def managed_prefix(iqn_prefix):
-    # Whatever the derivation puts before a client's name marks a ggnet target; with no
-    # iqn_prefix that is the default prefix's, so targets someone else made on the same
-    # server are never taken for ggnet's and removed.
-    return target_iqn("x", iqn_prefix)[:-1]
-
-
-def driver_for(params):
-    persist = params["persist"]
-    return make_driver(
-        params["backend"],
-        control_port=params["control_port"],
-        netns=params["netns"],
-        conf_path=params["conf_path"] if persist else None,
-        savefile=params["savefile"] if persist else None,
-        portal=params["portal"],
-        port=params["port"],
-    )
-
-
-def converge(params, check_mode, driver=None):
-    """The whole run, apart from AnsibleModule: returns the result or raises IscsiError."""
-    if params.get("clients") is not None:
-        specs = targets_from_clients(
-            params["clients"], params.get("storage") or {}, params.get("chap_secrets") or {}
-        )
-    else:
-        specs = params.get("targets") or []
-    wanted = desired_targets(specs)
-    driver = driver or driver_for(params)
-    found, live = driver.read()
-    actions, refused = plan(
-        params["backend"],
-        wanted,
-        found,
-        live,
-        force=params["force"],
-        managed_prefix=managed_prefix(params.get("iqn_prefix")),
-    )
-    if refused:
-        raise IscsiError("; ".join(refused) + ". Nothing was changed.")
-    if actions and not check_mode:
-        driver.apply(actions, wanted, found, force=params["force"])
-    persisted = False
-    if params["persist"]:
-        persisted = driver.persist(wanted, check_mode=check_mode or False)
-    return {
-        "changed": bool(actions) or persisted,
-        "actions": [a.describe() for a in actions],
-        "sessions": live,
-        "persisted": persisted,
-        "targets": len(wanted),
-        "diff": diff(wanted, found, actions),
-    }
-
-
-def argument_spec():
-    """The module's options; also read by the bench, which calls converge() directly."""
-    lun_spec = {
-        "path": {"type": "str", "required": True},
-        "kind": {"type": "str", "choices": ["file", "block"], "default": "file"},
-    }
-    target_spec = {
-        "name": {"type": "str"},
-        "target_iqn": {"type": "str", "required": True},
-        "initiator_iqn": {"type": "str", "required": True},
-        "luns": {"type": "list", "elements": "dict", "required": True, "options": lun_spec},
-        "chap_user": {"type": "str"},
-        "chap_secret": {"type": "str", "no_log": True},
-    }
-    return {
-        "backend": {"type": "str", "required": True, "choices": list(BACKENDS)},
-        "targets": {"type": "list", "elements": "dict", "options": target_spec},
-        "clients": {"type": "list", "elements": "dict"},
-        "storage": {"type": "dict", "default": {}},
-        "chap_secrets": {"type": "dict", "default": {}, "no_log": True},
-        "iqn_prefix": {"type": "str"},
-        "force": {"type": "bool", "default": False},
-        "persist": {"type": "bool", "default": True},
-        "control_port": {"type": "int"},
-        "netns": {"type": "str"},
-        "conf_path": {"type": "path", "default": iscsi_tgt.DEFAULT_CONF},
-        "savefile": {"type": "path", "default": iscsi_lio.DEFAULT_SAVEFILE},
-        "portal": {"type": "str", "default": "0.0.0.0"},
-        "port": {"type": "int", "default": 3260},
-    }
+from ansible.module_utils.ggnet.iscsi_types import IscsiError
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("targets", "clients")],
-        required_one_of=[("targets", "clients")],
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_one_of=REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
     try:

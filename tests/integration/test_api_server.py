@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from test_api_jobs import make_project, settings
+from ggnet_testing.api_project import make_project, settings
 
 from ggnet_api.auth import new_token
 from ggnet_api.db.database import Database

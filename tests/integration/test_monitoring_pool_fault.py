@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from ggnet import layout, storage
 from ggnet_testing.daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
+from ggnet_testing.monitoring import alerts, get_json, render_role, shorten_for
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 from prometheus_client.parser import text_string_to_metric_families
-from test_monitoring_stack import alerts, get_json, render_role, shorten_for
 from werkzeug.serving import make_server
 
 from ggnet_api.app import create_app

@@ -10,4 +10,6 @@ so every consumer imports it by name:
 - netboot_env: a boot network in a netns (dnsmasq, tgtd, a stand-in API, qemu PCs)
 - browser: headless Chromium over DevTools and the checks on its screenshots
 - zfs_fakes: a stand-in for the zfs command runner in unit tests
+- api_project: a project and inventory in git for the API's job tests, and its settings
+- monitoring: the ggnet_monitoring role rendered for localhost, Prometheus's answers
 """

@@ -183,8 +183,8 @@ def test_missing_tgtadm_says_what_to_install():
 
 
 # The plan ggnet_targets applies (new targets, refusals under a live session, masked
-# secrets) is tested in test_iscsi_plan.py; the module itself through ansible-playbook
-# in tests/integration/test_iscsi_tgt.py.
+# secrets) is tested in test_iscsi_plan.py, its run in test_iscsi_converge.py, the
+# module itself through ansible-playbook in tests/integration/test_iscsi_tgt.py.
 
 
 @pytest.mark.parametrize("backend", ["tgt", "lio"])
