@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_lab_stages import PC, SERVER, _frame, _ipv4, _tcp
+from ggnet_testing.lab_frames import PC, SERVER, frame, ipv4, tcp
 
 from ggnet_lab import pcap, server_time
 
@@ -17,7 +17,7 @@ def _pdu(opcode):
 
 
 def _http(t, src, dst, sport, dport, payload):
-    return _frame(t, src, dst, _ipv4(6, _tcp(sport, dport, payload)))
+    return frame(t, src, dst, ipv4(6, tcp(sport, dport, payload)))
 
 
 def _frames(script_answer_at=10.080, login_answer_at=10.930):

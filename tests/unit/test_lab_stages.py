@@ -2,68 +2,26 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
+from ggnet_testing.lab_frames import BROADCAST, PC, SERVER, dhcp, frame, ipv4, tcp, udp
 
 from ggnet_lab import pcap, stages
 from ggnet_lab.stages import SerialLine, Stage, StageClock
 
 pytestmark = pytest.mark.unit
 
-PC = "52:54:00:21:30:01"
-SERVER = "52:54:00:21:30:10"
-BROADCAST = "ff:ff:ff:ff:ff:ff"
-
-
-def _mac(text):
-    return bytes(int(b, 16) for b in text.split(":"))
-
-
-def _ipv4(proto, payload_and_ports, src="0.0.0.0", dst="255.255.255.255"):
-    total = 20 + len(payload_and_ports)
-    header = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0,
-        bytes(int(x) for x in src.split(".")), bytes(int(x) for x in dst.split(".")),
-    )  # fmt: skip
-    return header + payload_and_ports
-
-
-def _ether(src, dst, ip_packet):
-    return _mac(dst) + _mac(src) + b"\x08\x00" + ip_packet
-
-
-def _udp(sport, dport, payload):
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def _tcp(sport, dport, payload):
-    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 512, 0, 0) + payload
-
-
-def _dhcp(message_type, client_mac, op=1):
-    body = bytearray(236)
-    body[0], body[1], body[2] = op, 1, 6
-    body[28:34] = _mac(client_mac)
-    return bytes(body) + b"\x63\x82\x53\x63" + bytes([53, 1, message_type, 255])
-
-
-def _frame(t, src, dst, ip_packet):
-    return pcap.Frame(t, _ether(src, dst, ip_packet))
-
-
 def _boot_frames():
     """A boot as the bridge sees it: the PC's DHCP, the server's answers, TFTP, HTTP,
     iSCSI, and a DISCOVER of another PC in between."""
     return [
-        _frame(100.5, "52:54:00:21:30:02", BROADCAST, _ipv4(17, _udp(68, 67, _dhcp(1, "52:54:00:21:30:02")))),
-        _frame(102.0, PC, BROADCAST, _ipv4(17, _udp(68, 67, _dhcp(1, PC)))),
-        _frame(103.0, PC, BROADCAST, _ipv4(17, _udp(68, 67, _dhcp(1, PC)))),
-        _frame(103.5, SERVER, PC, _ipv4(17, _udp(67, 68, _dhcp(2, PC, op=2)))),
-        _frame(104.0, SERVER, PC, _ipv4(17, _udp(67, 68, _dhcp(5, PC, op=2)))),
-        _frame(104.2, PC, SERVER, _ipv4(17, _udp(2070, 69, b"\x00\x01undionly.kpxe\x00octet\x00"))),
-        _frame(105.0, PC, SERVER, _ipv4(6, _tcp(40000, 8080, b"GET /boot/52:54:00:21:30:01 HTTP/1.1\r\n"))),
-        _frame(106.0, PC, SERVER, _ipv4(6, _tcp(40001, 3260, bytes([0x43]) + bytes(47)))),
+        frame(100.5, "52:54:00:21:30:02", BROADCAST, ipv4(17, udp(68, 67, dhcp(1, "52:54:00:21:30:02")))),
+        frame(102.0, PC, BROADCAST, ipv4(17, udp(68, 67, dhcp(1, PC)))),
+        frame(103.0, PC, BROADCAST, ipv4(17, udp(68, 67, dhcp(1, PC)))),
+        frame(103.5, SERVER, PC, ipv4(17, udp(67, 68, dhcp(2, PC, op=2)))),
+        frame(104.0, SERVER, PC, ipv4(17, udp(67, 68, dhcp(5, PC, op=2)))),
+        frame(104.2, PC, SERVER, ipv4(17, udp(2070, 69, b"\x00\x01undionly.kpxe\x00octet\x00"))),
+        frame(105.0, PC, SERVER, ipv4(6, tcp(40000, 8080, b"GET /boot/52:54:00:21:30:01 HTTP/1.1\r\n"))),
+        frame(106.0, PC, SERVER, ipv4(6, tcp(40001, 3260, bytes([0x43]) + bytes(47)))),
     ]  # fmt: skip
 
 
@@ -126,9 +84,9 @@ def test_another_pcs_traffic_proves_nothing():
 
 
 def test_a_discover_relayed_with_another_source_mac_is_not_the_pc_on_the_bridge():
-    frame = _frame(1.0, SERVER, BROADCAST, _ipv4(17, _udp(68, 67, _dhcp(1, PC))))
+    relayed = frame(1.0, SERVER, BROADCAST, ipv4(17, udp(68, 67, dhcp(1, PC))))
     clock = StageClock(PC, started=0.0)
-    assert clock.observe(pcap.decode(frame)) == []
+    assert clock.observe(pcap.decode(relayed)) == []
 
 
 def test_later_issues_can_add_a_stage(monkeypatch):
