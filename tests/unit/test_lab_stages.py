@@ -10,6 +10,7 @@ from ggnet_lab.stages import SerialLine, Stage, StageClock
 
 pytestmark = pytest.mark.unit
 
+
 def _boot_frames():
     """A boot as the bridge sees it: the PC's DHCP, the server's answers, TFTP, HTTP,
     iSCSI, and a DISCOVER of another PC in between."""
