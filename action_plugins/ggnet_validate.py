@@ -11,7 +11,7 @@ module: ggnet_validate
 short_description: Validate the whole ggnet inventory before anything changes
 description:
   - Reads every host's variables from the play's C(hostvars) and C(groups), runs ggnet's
-    validate() (module_utils/ggnet/validate.py, shared with C(ggnet validate) and the API)
+    validate() (module_utils/ggnet/validate/, shared with C(ggnet validate) and the API)
     and fails with one line per problem.
   - Runs on the controller only. CHAP secrets are never shown.
 options:

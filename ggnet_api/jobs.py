@@ -268,6 +268,30 @@ class JobRunner:
         pdd.mkdir(mode=0o700, exist_ok=True)
         project = Path(self.config["project_dir"])
         secrets = [s for s in self.secrets() if s]
+        on_event = self._event_handler(job_id, secrets)
+        envvars = self._envvars(job_id, project)
+        inventory = self._inventory(pdd)
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd),
+            project_dir=str(project),
+            playbook=str(project / "playbooks" / job["playbook"]),
+            inventory=inventory,
+            extravars=job["extravars"] or None,
+            envvars=envvars,
+            ident="run",
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=lambda: self._should_stop(job_id),
+            settings={
+                "pexpect_timeout": float(self.config["cancel_poll"]),
+                "suppress_ansible_output": True,
+            },
+        )
+        state, detail = self._outcome(job_id, runner.status)
+        self.db.update_job(job_id, state=state, rc=runner.rc, finished=time.time(), detail=detail)
+
+    def _event_handler(self, job_id: str, secrets: list[str]) -> Callable[[dict[str, Any]], bool]:
+        """runner's event_handler: note the playbook's pid, store each event redacted."""
         seq = [0]
 
         def on_event(data: dict[str, Any]) -> bool:
@@ -290,6 +314,9 @@ class JobRunner:
             )
             return False  # stored here; runner need not write it to the artifacts too
 
+        return on_event
+
+    def _envvars(self, job_id: str, project: Path) -> dict[str, str]:
         envvars = {
             ENV_MARKER: job_id,
             "ANSIBLE_FORCE_COLOR": "0",
@@ -302,6 +329,9 @@ class JobRunner:
         }
         if (project / "ansible.cfg").is_file():
             envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
+        return envvars
+
+    def _inventory(self, pdd: Path) -> str | list[str]:
         main_inventory = str(self.config["inventory"])
         inventory: str | list[str] = main_inventory
         if self.config.get("local_hosts"):
@@ -322,44 +352,32 @@ class JobRunner:
                 )
             )
             inventory = [main_inventory, str(local)]
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd),
-            project_dir=str(project),
-            playbook=str(project / "playbooks" / job["playbook"]),
-            inventory=inventory,
-            extravars=job["extravars"] or None,
-            envvars=envvars,
-            ident="run",
-            quiet=True,
-            event_handler=on_event,
-            cancel_callback=lambda: self._should_stop(job_id),
-            settings={
-                "pexpect_timeout": float(self.config["cancel_poll"]),
-                "suppress_ansible_output": True,
-            },
-        )
+        return inventory
+
+    def _outcome(self, job_id: str, status: str) -> tuple[str, str | None]:
+        """(state, detail) the job ends in, from runner's status and our own requests."""
         state = {
             "successful": "successful",
             "failed": "failed",
             "canceled": "canceled",
             "timeout": "failed",
-        }.get(runner.status, "error")
+        }.get(status, "error")
         if job_id in self._cancel:
             # SIGTERM usually ends the playbook before runner sees the cancel flag.
             state = "canceled"
         detail = None
         if state == "canceled":
             detail = "cancelled by request"
-        elif runner.status == "timeout":
+        elif status == "timeout":
             detail = "timed out"
         elif state == "error":
-            detail = f"runner status {runner.status}"
+            detail = f"runner status {status}"
         if self._stopping and state == "canceled":
             state, detail = (
                 "interrupted",
                 "the API stopped while this job was running; start it again",
             )
-        self.db.update_job(job_id, state=state, rc=runner.rc, finished=time.time(), detail=detail)
+        return state, detail
 
     def _should_stop(self, job_id: str) -> bool:
         asked = self._cancel.get(job_id)

@@ -416,104 +416,139 @@ class Driver:
         found: Mapping[str, Target],
         force: bool = False,
     ) -> None:
-        run = self.tgtadm.run
         for a in actions:
             if a.op == "create_target":
-                new_tid = 1 + max((t.tid for t in self._raw), default=0)
-                run("--op", "new", "--mode", "target", "--tid", str(new_tid), "--targetname", a.iqn)
-                self._raw.append(TgtTarget(new_tid, a.iqn))
+                self._create_target(a)
                 continue
             tid = str(self._tid(a.iqn))
             if a.op == "delete_target":
-                have = found.get(a.iqn)
-                run(
-                    "--op",
-                    "delete",
-                    "--mode",
-                    "target",
-                    "--tid",
-                    tid,
-                    *(["--force"] if force else []),
-                )
-                self._raw = [t for t in self._raw if t.iqn != a.iqn]
-                if have and have.chap_user:
-                    self._drop_account(have.chap_user)
+                self._delete_target(a, tid, found, force)
             elif a.op == "add_lun":
-                assert a.backing is not None, "plan: add_lun without its LUN"
-                run(
-                    "--op",
-                    "new",
-                    "--mode",
-                    "logicalunit",
-                    "--tid",
-                    tid,
-                    "--lun",
-                    str(a.lun),
-                    "--backing-store",
-                    a.backing.path,
-                    "--bstype",
-                    "rdwr",
-                )
+                self._add_lun(a, tid)
             elif a.op == "remove_lun":
-                run("--op", "delete", "--mode", "logicalunit", "--tid", tid, "--lun", str(a.lun))
+                self._remove_lun(a, tid)
             elif a.op == "add_acl":
-                assert a.initiator is not None, "plan: add_acl without its initiator"
-                run(
-                    "--op",
-                    "bind",
-                    "--mode",
-                    "target",
-                    "--tid",
-                    tid,
-                    "--initiator-name",
-                    a.initiator,
-                )
+                self._add_acl(a, tid)
             elif a.op == "remove_acl":
-                assert a.initiator is not None, "plan: remove_acl without its initiator"
-                by_name = a.initiator.startswith(("iqn.", "eui.", "naa."))
-                flag = "--initiator-name" if by_name else "--initiator-address"
-                run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
+                self._remove_acl(a, tid)
             elif a.op == "set_chap":
-                have, want = found.get(a.iqn), wanted[a.iqn]
-                # A wanted target with CHAP on has both (target_from_spec).
-                assert want.chap_user is not None and want.chap_secret is not None
-                if have and have.chap_user and have.chap_user != want.chap_user:
-                    self._drop_account(have.chap_user)
-                self._drop_account(want.chap_user)
-                run(
-                    "--op",
-                    "new",
-                    "--mode",
-                    "account",
-                    "--user",
-                    want.chap_user,
-                    "--password",
-                    want.chap_secret,
-                    secret=want.chap_secret,
-                )
-                run("--op", "bind", "--mode", "account", "--tid", tid, "--user", want.chap_user)
+                self._set_chap(a, tid, wanted, found)
             elif a.op == "clear_chap":
-                have = found.get(a.iqn)
-                if have and have.chap_user:
-                    self._drop_account(have.chap_user)
+                self._clear_chap(a, found)
             elif a.op == "set_params":
-                have = found.get(a.iqn)
-                for key, value in wanted[a.iqn].params.items():
-                    if have is None or have.params.get(key) != value:
-                        run(
-                            "--op",
-                            "update",
-                            "--mode",
-                            "target",
-                            "--tid",
-                            tid,
-                            "--name",
-                            key,
-                            "--value",
-                            value,
-                        )
+                self._set_params(a, tid, wanted, found)
             else:
                 raise IscsiError(f"tgt driver: unknown action {a.op}")
+
+    def _create_target(self, a: Action) -> None:
+        new_tid = 1 + max((t.tid for t in self._raw), default=0)
+        self.tgtadm.run(
+            "--op", "new", "--mode", "target", "--tid", str(new_tid), "--targetname", a.iqn
+        )
+        self._raw.append(TgtTarget(new_tid, a.iqn))
+
+    def _delete_target(self, a: Action, tid: str, found: Mapping[str, Target], force: bool) -> None:
+        have = found.get(a.iqn)
+        self.tgtadm.run(
+            "--op",
+            "delete",
+            "--mode",
+            "target",
+            "--tid",
+            tid,
+            *(["--force"] if force else []),
+        )
+        self._raw = [t for t in self._raw if t.iqn != a.iqn]
+        if have and have.chap_user:
+            self._drop_account(have.chap_user)
+
+    def _add_lun(self, a: Action, tid: str) -> None:
+        assert a.backing is not None, "plan: add_lun without its LUN"
+        self.tgtadm.run(
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            tid,
+            "--lun",
+            str(a.lun),
+            "--backing-store",
+            a.backing.path,
+            "--bstype",
+            "rdwr",
+        )
+
+    def _remove_lun(self, a: Action, tid: str) -> None:
+        self.tgtadm.run(
+            "--op", "delete", "--mode", "logicalunit", "--tid", tid, "--lun", str(a.lun)
+        )
+
+    def _add_acl(self, a: Action, tid: str) -> None:
+        assert a.initiator is not None, "plan: add_acl without its initiator"
+        self.tgtadm.run(
+            "--op",
+            "bind",
+            "--mode",
+            "target",
+            "--tid",
+            tid,
+            "--initiator-name",
+            a.initiator,
+        )
+
+    def _remove_acl(self, a: Action, tid: str) -> None:
+        assert a.initiator is not None, "plan: remove_acl without its initiator"
+        by_name = a.initiator.startswith(("iqn.", "eui.", "naa."))
+        flag = "--initiator-name" if by_name else "--initiator-address"
+        self.tgtadm.run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
+
+    def _set_chap(
+        self, a: Action, tid: str, wanted: Mapping[str, Target], found: Mapping[str, Target]
+    ) -> None:
+        run = self.tgtadm.run
+        have, want = found.get(a.iqn), wanted[a.iqn]
+        # A wanted target with CHAP on has both (target_from_spec).
+        assert want.chap_user is not None and want.chap_secret is not None
+        if have and have.chap_user and have.chap_user != want.chap_user:
+            self._drop_account(have.chap_user)
+        self._drop_account(want.chap_user)
+        run(
+            "--op",
+            "new",
+            "--mode",
+            "account",
+            "--user",
+            want.chap_user,
+            "--password",
+            want.chap_secret,
+            secret=want.chap_secret,
+        )
+        run("--op", "bind", "--mode", "account", "--tid", tid, "--user", want.chap_user)
+
+    def _clear_chap(self, a: Action, found: Mapping[str, Target]) -> None:
+        have = found.get(a.iqn)
+        if have and have.chap_user:
+            self._drop_account(have.chap_user)
+
+    def _set_params(
+        self, a: Action, tid: str, wanted: Mapping[str, Target], found: Mapping[str, Target]
+    ) -> None:
+        have = found.get(a.iqn)
+        for key, value in wanted[a.iqn].params.items():
+            if have is None or have.params.get(key) != value:
+                self.tgtadm.run(
+                    "--op",
+                    "update",
+                    "--mode",
+                    "target",
+                    "--tid",
+                    tid,
+                    "--name",
+                    key,
+                    "--value",
+                    value,
+                )
 
     def _drop_account(self, user: str) -> None:
         # Deleting an account also unbinds it from every target.

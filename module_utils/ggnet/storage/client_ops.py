@@ -27,7 +27,7 @@ from .images import ImageSpec, desired_snapshot, image_specs, snapshot_version
 from .own_names import image_parts
 from .properties import P_CURRENT, P_KEEP
 from .results import FORCE_HINT, Action, Result, StorageError
-from .state import Image, State, read_state
+from .state import Image, State, Writeback, read_state
 
 _VERSION_N = re.compile(r"^v(\d+)$")
 CHUNK = 1 << 20
@@ -222,12 +222,53 @@ def apply_writeback(
     client = find_client(clients, client_name)
     if not comment:
         raise StorageError(f"apply {client_name}: a comment is required (-e comment='...')")
+    image_name = _image_of_disk(specs, client, client_name, disk)
+    _refuse_while_running(client, client_name, sessions)
+    state = read_state(
+        cfg,
+        zfs,
+        [layout.client_dataset(cfg, client_name), layout.image_dataset(cfg, image_name)],
+    )
+    image = state.images.get(image_name)
+    wb = state.writebacks.get((client_name, disk))
+    if image is None or wb is None:
+        raise StorageError(f"apply {client_name}: no writeback or image on the pool to apply")
+    path, _ = layout.writeback_backing(cfg, client_name, disk)
+    if writeback_is_fresh(cfg, wb, zfs):
+        return _nothing_to_apply(cfg, client_name, wb)
+    name = version or _next_version_name(image)
+    result, snapshot = _plan_new_version(
+        cfg, image, image_name, specs[image_name], name, comment, client_name
+    )
+    if check:
+        return result
+    result.info["copied_bytes"] = _copy_into_new_version(
+        cfg, image, image_name, name, comment, client_name, path, zfs
+    )
+    # Its content is now that version: re-cloning loses nothing, frees its space, and
+    # makes a repeated apply a no-op.
+    with recording(state, client_name, zfs) as rec:
+        recreate(cfg, client_name, disk, snapshot, zfs, closer)
+        rec.disks[disk] = (snapshot, quota_bytes(cfg))
+    return result
+
+
+def _image_of_disk(
+    specs: Mapping[str, ImageSpec], client: Mapping[str, Any], client_name: str, disk: str
+) -> str:
+    """The image the client's `disk` is a writeback of; it must be in ggnet_images."""
     wanted = {role: c["_disk_image"] for (n, role), c in wanted_disks([client]).items()}
     if disk not in wanted:
         raise StorageError(f"apply {client_name}: it has no {disk} disk")
     image_name = wanted[disk]
     if image_name not in specs:
         raise StorageError(f"apply {client_name}: image {image_name!r} is not in ggnet_images")
+    return image_name
+
+
+def _refuse_while_running(
+    client: Mapping[str, Any], client_name: str, sessions: Mapping[str, list] | None
+) -> None:
     running = client_running(client, sessions)
     if running is None:
         raise StorageError(
@@ -241,24 +282,27 @@ def apply_writeback(
             f"apply {client_name}: the client is running (live iSCSI session on "
             f"{client.get('target_iqn')} from {who}): shut it down first, then apply"
         )
-    state = read_state(
-        cfg,
-        zfs,
-        [layout.client_dataset(cfg, client_name), layout.image_dataset(cfg, image_name)],
-    )
-    image = state.images.get(image_name)
-    wb = state.writebacks.get((client_name, disk))
-    if image is None or wb is None:
-        raise StorageError(f"apply {client_name}: no writeback or image on the pool to apply")
-    path, _ = layout.writeback_backing(cfg, client_name, disk)
-    if writeback_is_fresh(cfg, wb, zfs):
-        # Untouched since its clone (also right after an apply, which re-clones it from
-        # the new version): there is nothing to make a version of.
-        result = Result()
-        result.info["version"] = image_parts(cfg, wb.origin)[1] if wb.origin else None
-        result.warnings.append(f"apply {client_name}: its writeback is unchanged; nothing to apply")
-        return result
-    name = version or _next_version_name(image)
+
+
+def _nothing_to_apply(cfg: dict, client_name: str, wb: Writeback) -> Result:
+    # Untouched since its clone (also right after an apply, which re-clones it from
+    # the new version): there is nothing to make a version of.
+    result = Result()
+    result.info["version"] = image_parts(cfg, wb.origin)[1] if wb.origin else None
+    result.warnings.append(f"apply {client_name}: its writeback is unchanged; nothing to apply")
+    return result
+
+
+def _plan_new_version(
+    cfg: dict,
+    image: Image,
+    image_name: str,
+    spec: ImageSpec,
+    name: str,
+    comment: str,
+    client_name: str,
+) -> tuple[Result, str]:
+    """(the Result an apply as version `name` reports, that version's snapshot)."""
     if image.version(name):
         raise StorageError(
             f"apply {client_name}: version {name!r} of {image_name} already exists: choose another"
@@ -274,26 +318,34 @@ def apply_writeback(
     snapshot = layout.version_snapshot(cfg, image_name, name)
     result.actions.append(Action("apply_writeback", snapshot, comment, client_name))
     result.info["version"] = name
-    if specs[image_name].version:
+    if spec.version:
         result.warnings.append(
-            f"ggnet_images.{image_name}.version pins {specs[image_name].version}: set it to {name} "
+            f"ggnet_images.{image_name}.version pins {spec.version}: set it to {name} "
             "in the inventory for clients to boot the new version"
         )
-    if check:
-        return result
+    return result, snapshot
+
+
+def _copy_into_new_version(
+    cfg: dict,
+    image: Image,
+    image_name: str,
+    name: str,
+    comment: str,
+    client_name: str,
+    path: str,
+    zfs: Zfs,
+) -> int:
+    """Copy the writeback's changed blocks into the image head and snapshot it as `name`,
+    now the image's current version; returns the bytes copied."""
     newest = image.versions[-1]
     # A half-finished earlier apply may have left the head dirty: start from the newest.
     head, head_kind = layout.image_backing(cfg, image_name)
     rollback_disk(zfs, newest.snapshot, (head, head_kind))
-    result.info["copied_bytes"] = copy_changed_blocks(path, head)
+    copied = copy_changed_blocks(path, head)
     snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
     zfs.set(image.dataset, {P_CURRENT: name})
-    # Its content is now that version: re-cloning loses nothing, frees its space, and
-    # makes a repeated apply a no-op.
-    with recording(state, client_name, zfs) as rec:
-        recreate(cfg, client_name, disk, snapshot, zfs, closer)
-        rec.disks[disk] = (snapshot, quota_bytes(cfg))
-    return result
+    return copied
 
 
 def copy_changed_blocks(source: str, target: str, chunk: int = CHUNK) -> int:

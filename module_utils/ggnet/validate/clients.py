@@ -1,0 +1,176 @@
+"""Checks of one client PC against the server that serves it: placement, name, MAC, images, IP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import console
+from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
+from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
+from .fields import _bool, _choice, _inside, _ip_field, _suggest
+from .problems import _Collector
+from .values import UNRESOLVED
+
+
+def _check_client(
+    out: _Collector,
+    name: str,
+    hv: Mapping[str, Any],
+    servers: list[str],
+    parsed: Mapping[str, dict[str, Any]],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    macs: dict[str, str],
+    ips: dict[str, str],
+) -> None:
+    server = _placement(out, name, hv, servers)
+    info = parsed.get(server, {}) if server else {}
+    if server:
+        for key in SETTINGS_KEYS:
+            mine, theirs = hv.get(key), hostvars.get(server, {}).get(key)
+            if mine is not UNRESOLVED and theirs is not UNRESOLVED and mine != theirs:
+                out.add(
+                    name,
+                    key,
+                    None,
+                    f"differs from its server {server}'s: {key} is a server setting, "
+                    "set it for the server (group_vars/all.yml or ggnet_servers)",
+                )
+
+    try:
+        check_iqn_name(name)
+        prefix = info.get("iqn_prefix")
+        target_iqn(name, prefix)
+        initiator_iqn(name, prefix)
+    except ValueError as exc:
+        out.add(name, "name", name, str(exc))
+
+    vnc = hv.get("ggnet_console_vnc")
+    if vnc not in (None, "", UNRESOLVED):
+        wrong = console.check_vnc_endpoint(vnc)
+        if wrong:
+            out.add(name, "ggnet_console_vnc", vnc, wrong)
+
+    mac = hv.get("ggnet_mac")
+    if mac is None:
+        out.add(name, "ggnet_mac", None, "is required: the PC's boot NIC address")
+    elif mac is not UNRESOLVED:
+        try:
+            normal = normalize_mac(mac)
+        except ValueError as exc:
+            out.add(name, "ggnet_mac", mac, str(exc))
+        else:
+            if normal in macs:
+                out.add(name, "ggnet_mac", mac, f"duplicate: {macs[normal]} has the same MAC")
+            else:
+                macs[normal] = name
+
+    _check_client_images(out, name, hv, info.get("images", {}), server)
+    _choice(
+        out, name, "ggnet_boot", hv.get("ggnet_boot", CLIENT_DEFAULTS["ggnet_boot"]), BOOT_MODES
+    )
+    if "ggnet_keep_writeback" in hv:
+        _bool(out, name, "ggnet_keep_writeback", hv["ggnet_keep_writeback"])
+    if "ggnet_lab_firmware" in hv:
+        _choice(out, name, "ggnet_lab_firmware", hv["ggnet_lab_firmware"], LAB_FIRMWARES)
+    _check_client_ip(out, name, hv.get("ggnet_ip"), info, ips)
+
+
+def _placement(out: _Collector, name: str, hv: Mapping[str, Any], servers: list[str]):
+    chosen = hv.get("ggnet_server")
+    if chosen is UNRESOLVED:
+        return None
+    if chosen is not None:
+        if chosen not in servers:
+            hint = _suggest(str(chosen), servers) if servers else ""
+            out.add(name, "ggnet_server", chosen, "is not a host of ggnet_servers" + hint)
+            return None
+        return chosen
+    if len(servers) == 1:
+        return servers[0]
+    if len(servers) > 1:
+        out.add(
+            name,
+            "ggnet_server",
+            None,
+            f"is required with {len(servers)} servers ({', '.join(servers)}): "
+            "say which one serves this PC",
+        )
+    return None
+
+
+def _check_client_images(
+    out: _Collector, name: str, hv: Mapping[str, Any], kinds: dict[str, str], server
+) -> None:
+    image = hv.get("ggnet_image")
+    disk = hv.get("ggnet_game_disk")
+    where = f" on server {server}" if server else ""
+    known = ", ".join(sorted(kinds)) or "none"
+    if image is None:
+        out.add(name, "ggnet_image", None, "is required: the system image this PC boots")
+    elif image is not UNRESOLVED and server:
+        if image not in kinds:
+            out.add(
+                name,
+                "ggnet_image",
+                image,
+                f"unknown image{where} (known: {known})" + _suggest(str(image), kinds),
+            )
+        elif kinds[image] != "system":
+            out.add(
+                name,
+                "ggnet_image",
+                image,
+                "is a data image (a game disk), not a system image: use it as ggnet_game_disk",
+            )
+    if disk not in (None, UNRESOLVED) and server:
+        if disk not in kinds:
+            out.add(
+                name,
+                "ggnet_game_disk",
+                disk,
+                f"unknown game disk{where} (known: {known})" + _suggest(str(disk), kinds),
+            )
+        elif kinds[disk] != "data":
+            out.add(
+                name,
+                "ggnet_game_disk",
+                disk,
+                "is a system image, not a data image: use a kind: data image as game disk",
+            )
+
+
+def _check_client_ip(
+    out: _Collector, name: str, value: Any, info: Mapping[str, Any], ips: dict[str, str]
+) -> None:
+    if value is None or value is UNRESOLVED:
+        return
+    if info.get("dhcp_mode") == "proxy":
+        out.add(
+            name,
+            "ggnet_ip",
+            value,
+            "is not used in proxy mode (the router's DHCP assigns addresses): remove it, "
+            "or reserve the address on the router",
+        )
+        return
+    ip = _ip_field(out, name, "ggnet_ip", value)
+    if ip is None:
+        return
+    if str(ip) in ips:
+        out.add(name, "ggnet_ip", ip, f"duplicate: {ips[str(ip)]} has the same address")
+    else:
+        ips[str(ip)] = name
+    subnet = info.get("subnet")
+    if subnet is not None and not _inside(out, name, "ggnet_ip", ip, subnet):
+        return
+    if info.get("server_ip") == ip:
+        out.add(name, "ggnet_ip", ip, "is the server's own address")
+    rng = info.get("dhcp_range")
+    if rng and rng[0] <= ip <= rng[1]:
+        out.add(
+            name,
+            "ggnet_ip",
+            ip,
+            f"is inside the dynamic range {rng[0]} - {rng[1]}: a fixed address must be outside it",
+        )
