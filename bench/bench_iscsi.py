@@ -141,7 +141,7 @@ def _same_bytes(pc: dict, iscsi_argv: list[str]) -> None:
 
 def _login_keys(tgt, tid: int) -> dict:
     from ggnet.iscsi import SESSION_PARAMS
-    from ggnet.iscsi_tgt import parse_params
+    from ggnet.iscsi_tgt_admin import parse_params
 
     shown = tgt.tgtadm("--op", "show", "--mode", "target", "--tid", str(tid)).stdout
     keys = parse_params(f"Target {tid}:\n{shown}")[tid]

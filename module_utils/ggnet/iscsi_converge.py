@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import iscsi_lio, iscsi_tgt
+from . import iscsi_lio, iscsi_tgt_conf
 from .iscsi import desired_targets, diff, make_driver, plan, targets_from_clients
 from .iscsi_types import Driver, IscsiError
 from .net import target_iqn
@@ -47,7 +47,7 @@ def argument_spec() -> dict[str, dict[str, Any]]:
         "persist": {"type": "bool", "default": True},
         "control_port": {"type": "int"},
         "netns": {"type": "str"},
-        "conf_path": {"type": "path", "default": iscsi_tgt.DEFAULT_CONF},
+        "conf_path": {"type": "path", "default": iscsi_tgt_conf.DEFAULT_CONF},
         "savefile": {"type": "path", "default": iscsi_lio.DEFAULT_SAVEFILE},
         "portal": {"type": "str", "default": "0.0.0.0"},
         "port": {"type": "int", "default": 3260},

@@ -274,7 +274,7 @@ def _same_targets(a: str, b: str) -> bool:
 
 
 def _keys(tgt, tid):
-    from ggnet.iscsi_tgt import parse_params
+    from ggnet.iscsi_tgt_admin import parse_params
 
     return parse_params(
         f"Target {tid}:\n"
@@ -318,7 +318,7 @@ def test_live_sessions_are_reported(tgt, tmp_path):
 
 
 def test_socket_and_tgtadm_read_the_same_login_keys(tgt, tmp_path):
-    from ggnet import iscsi_tgt
+    from ggnet import iscsi_tgt, iscsi_tgt_admin
 
     pcs = [client(tmp_path, f"pc-{i:02}", chap=False) for i in range(1, 4)]
     run_module("ggnet_targets", args(tgt, tmp_path, pcs), workdir=tmp_path)
@@ -327,7 +327,7 @@ def test_socket_and_tgtadm_read_the_same_login_keys(tgt, tmp_path):
         "--op", "update", "--mode", "target", "--tid", "2",
         "--name", "MaxBurstLength", "--value", "65536",
     )  # fmt: skip
-    tgtadm = iscsi_tgt.Tgtadm(tgt.control_port, tgt.netns)
+    tgtadm = iscsi_tgt_admin.Tgtadm(tgt.control_port, tgt.netns)
     by_socket = tgtadm._ipc_params([1, 2, 3])
     assert by_socket == tgtadm._shell_params([1, 2, 3])
     assert by_socket[2]["MaxBurstLength"] == "65536"

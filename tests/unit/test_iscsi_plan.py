@@ -277,7 +277,7 @@ def test_lio_saved_configuration_differs_when_login_keys_do():
 
 
 def test_make_driver_gives_each_backend_only_its_own_options():
-    from ggnet import iscsi_lio, iscsi_tgt
+    from ggnet import iscsi_lio, iscsi_tgt, iscsi_tgt_conf
     from ggnet.iscsi import make_driver
 
     both = {
@@ -293,5 +293,5 @@ def test_make_driver_gives_each_backend_only_its_own_options():
     lio = make_driver("lio", **both)
     assert isinstance(lio, iscsi_lio.Driver) and lio.savefile is None and lio.portal == "10.0.0.1"
     # With nothing given each keeps its own defaults (the closer's case).
-    assert make_driver("tgt").conf_path == iscsi_tgt.DEFAULT_CONF
+    assert make_driver("tgt").conf_path == iscsi_tgt_conf.DEFAULT_CONF
     assert make_driver("lio").savefile == iscsi_lio.DEFAULT_SAVEFILE

@@ -7,9 +7,9 @@ import os
 import stat
 
 import pytest
-from ggnet import iscsi_tgt
+from ggnet import iscsi_tgt, iscsi_tgt_admin, iscsi_tgt_conf
 from ggnet.iscsi import desired_targets, make_driver
-from ggnet.iscsi_types import UNKNOWN_SECRET
+from ggnet.iscsi_types import UNKNOWN_SECRET, IscsiError
 
 pytestmark = pytest.mark.unit
 
@@ -91,7 +91,7 @@ def test_model_ignores_our_closed_address_rule_but_not_all(tmp_path):
 
 
 def test_login_keys_are_parsed_per_target_and_reach_the_model(tmp_path):
-    params = iscsi_tgt.parse_params(
+    params = iscsi_tgt_admin.parse_params(
         "Target 1:\nnop_interval=0\nMaxRecvDataSegmentLength=8192\nInitialR2T=Yes\n"
         "Target 2:\nMaxRecvDataSegmentLength=262144\n"
     )
@@ -114,7 +114,7 @@ def test_login_keys_of_every_target_come_from_one_shell(tmp_path):
         'echo "MaxBurstLength=$((last * 1000))"\n'
     )
     fake.chmod(0o755)
-    tgtadm = iscsi_tgt.Tgtadm(control_port=21000, binary=str(fake))
+    tgtadm = iscsi_tgt_admin.Tgtadm(control_port=21000, binary=str(fake))
     assert tgtadm.show_params([3, 7]) == {
         3: {"MaxBurstLength": "3000"},
         7: {"MaxBurstLength": "7000"},
@@ -127,7 +127,7 @@ def test_login_keys_of_every_target_come_from_one_shell(tmp_path):
     many = tgtadm.show_params(list(range(1, 101)))
     assert many == {tid: {"MaxBurstLength": str(tid * 1000)} for tid in range(1, 101)}
     fake.write_text("#!/bin/sh\necho 'tgtadm: can not find the target' >&2\nexit 22\n")
-    with pytest.raises(iscsi_tgt.IscsiError, match="can not find the target"):
+    with pytest.raises(IscsiError, match="can not find the target"):
         tgtadm.show_params([1])
 
 
@@ -144,27 +144,27 @@ def test_conf_round_trip_is_private_and_carries_the_secret(tmp_path):
         ]
     )
     path = tmp_path / "conf.d" / "ggnet.conf"
-    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted), check_mode=True)
+    assert iscsi_tgt_conf.write_conf(str(path), iscsi_tgt_conf.render_conf(wanted), check_mode=True)
     assert not path.exists()
-    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    assert iscsi_tgt_conf.write_conf(str(path), iscsi_tgt_conf.render_conf(wanted))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert not iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    assert not iscsi_tgt_conf.write_conf(str(path), iscsi_tgt_conf.render_conf(wanted))
     text = path.read_text()
     assert "lun 1" in text and "lun 2" in text and "initiator-address 255.255.255.255/32" in text
     # Restored by tgt-admin at start, so a restarted tgtd offers the same login keys.
     assert "    MaxXmitDataSegmentLength 262144\n" in text and "    InitialR2T No\n" in text
-    assert iscsi_tgt.read_conf_secrets(str(path)) == {
+    assert iscsi_tgt_conf.read_conf_secrets(str(path)) == {
         f"{P}:target.pc-01": (f"{P}:initiator.pc-01", "Abcdefgh-1234")
     }
     # A world-readable copy (someone chmod'ed it) is rewritten private.
     os.chmod(path, 0o644)
-    assert iscsi_tgt.write_conf(str(path), iscsi_tgt.render_conf(wanted))
+    assert iscsi_tgt_conf.write_conf(str(path), iscsi_tgt_conf.render_conf(wanted))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_tgtadm_errors_mask_the_secret():
-    tgtadm = iscsi_tgt.Tgtadm(binary="false")
-    with pytest.raises(iscsi_tgt.IscsiError) as err:
+    tgtadm = iscsi_tgt_admin.Tgtadm(binary="false")
+    with pytest.raises(IscsiError) as err:
         tgtadm.run(
             "--op",
             "new",
@@ -178,8 +178,8 @@ def test_tgtadm_errors_mask_the_secret():
 
 
 def test_missing_tgtadm_says_what_to_install():
-    with pytest.raises(iscsi_tgt.IscsiError, match="install the tgt package"):
-        iscsi_tgt.Tgtadm(binary="/nonexistent/tgtadm").run("--op", "show")
+    with pytest.raises(IscsiError, match="install the tgt package"):
+        iscsi_tgt_admin.Tgtadm(binary="/nonexistent/tgtadm").run("--op", "show")
 
 
 # The plan ggnet_targets applies (new targets, refusals under a live session, masked
@@ -220,12 +220,12 @@ class _FakeTgtd:
                 return
             with conn:
                 req = b""
-                while len(req) < iscsi_tgt._IPC_REQ.size:
-                    chunk = conn.recv(iscsi_tgt._IPC_REQ.size - len(req))
+                while len(req) < iscsi_tgt_admin._IPC_REQ.size:
+                    chunk = conn.recv(iscsi_tgt_admin._IPC_REQ.size - len(req))
                     if not chunk:
                         break
                     req += chunk
-                fields = iscsi_tgt._IPC_REQ.unpack(req)
+                fields = iscsi_tgt_admin._IPC_REQ.unpack(req)
                 self.requests.append(fields)
                 with contextlib.suppress(OSError):  # the client gave up on this window
                     conn.sendall(self.answer(fields))
@@ -236,7 +236,7 @@ class _FakeTgtd:
 
 def _rsp(text, err=0):
     body = text.encode()
-    return iscsi_tgt._IPC_RSP.pack(err, iscsi_tgt._IPC_RSP.size + len(body)) + body
+    return iscsi_tgt_admin._IPC_RSP.pack(err, iscsi_tgt_admin._IPC_RSP.size + len(body)) + body
 
 
 def _keys_text(tid):
@@ -254,9 +254,9 @@ def _fake_tgtadm(tmp_path, monkeypatch):
     )
     fake.chmod(0o755)
     # The socket is used only by the tgtadm the driver would run by default.
-    monkeypatch.setattr(iscsi_tgt, "TGTADM", str(fake))
-    monkeypatch.setattr(iscsi_tgt, "IPC_PATH", str(tmp_path / "socket.{port}"))
-    return iscsi_tgt.Tgtadm(control_port=21000, binary=str(fake))
+    monkeypatch.setattr(iscsi_tgt_admin, "TGTADM", str(fake))
+    monkeypatch.setattr(iscsi_tgt_admin, "IPC_PATH", str(tmp_path / "socket.{port}"))
+    return iscsi_tgt_admin.Tgtadm(control_port=21000, binary=str(fake))
 
 
 def test_login_keys_come_from_the_management_socket_as_tgtadm_asks(tmp_path, monkeypatch):
@@ -291,7 +291,7 @@ def test_login_keys_come_from_the_management_socket_as_tgtadm_asks(tmp_path, mon
     [
         lambda f: _rsp("", err=15),  # tgtd refuses the request (another tgt's layout)
         lambda f: _rsp("Target 1: something else\n"),  # not the keys tgtadm prints
-        lambda f: iscsi_tgt._IPC_RSP.pack(0, 4000),  # closes mid-answer
+        lambda f: iscsi_tgt_admin._IPC_RSP.pack(0, 4000),  # closes mid-answer
     ],
 )
 def test_an_unusable_socket_answer_falls_back_to_tgtadm(tmp_path, monkeypatch, answer):
@@ -317,7 +317,7 @@ def test_a_target_gone_while_read_is_an_error_not_a_fallback(tmp_path, monkeypat
     tgtadm = _fake_tgtadm(tmp_path, monkeypatch)
     server = _FakeTgtd(tmp_path / "socket.21000", lambda f: _rsp("", err=4))
     try:
-        with pytest.raises(iscsi_tgt.IscsiError, match="vanished"):
+        with pytest.raises(IscsiError, match="vanished"):
             tgtadm.show_params([5])
     finally:
         server.close()

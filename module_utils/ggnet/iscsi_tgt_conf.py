@@ -1,0 +1,94 @@
+"""The configuration tgt's service restores at start (tgt-admin reads it), as ggnet writes it.
+
+tgtadm never shows a CHAP password: the secrets of the previous converge are read back
+from this file (mode 0600, root only) so an unchanged secret is not reset each run.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+
+from .iscsi_types import Target
+
+DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
+
+# tgt-admin binds the address rule "ALL" to a target whose configuration has no
+# initiator-address, and "ALL" admits every initiator whatever the name rule says.
+# The limited broadcast address is never a TCP peer's, so this rule admits no one.
+NO_ADDRESS = "255.255.255.255/32"
+CONF_HEADER = (
+    "# Written by ggnet (modules/ggnet_targets.py); changes here are overwritten.\n"
+    "# tgt's service reads it at start through the include in /etc/tgt/targets.conf.\n"
+)
+
+
+def read_conf_secrets(path: str) -> dict[str, tuple[str, str]]:
+    """{target_iqn: (user, secret)} from a configuration this driver wrote."""
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return out
+    iqn = None
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["<target"] and len(words) == 2:
+            iqn = words[1].rstrip(">")
+        elif words[:1] == ["</target>"]:
+            iqn = None
+        elif iqn and words[:1] == ["incominguser"] and len(words) == 3:
+            out[iqn] = (words[1], words[2])
+    return out
+
+
+def render_conf(wanted: Mapping[str, Target]) -> str:
+    parts = [CONF_HEADER]
+    for iqn in sorted(wanted):
+        t = wanted[iqn]
+        parts.append(f"\n<target {iqn}>\n")
+        if t.name:
+            parts.append(f"    # client {t.name}\n")
+        for i, lun in enumerate(t.luns):
+            # An explicit lun keeps the numbering the boot path uses (first disk = 1).
+            parts.append(
+                f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n    </backing-store>\n"
+            )
+        parts.append(f"    initiator-address {NO_ADDRESS}\n    initiator-name {t.initiator}\n")
+        # tgt-admin passes these to `tgtadm --op update --mode target` at start.
+        parts.extend(f"    {key} {value}\n" for key, value in t.params.items())
+        if t.chap:
+            parts.append(f"    incominguser {t.chap_user} {t.chap_secret}\n")
+        parts.append("</target>\n")
+    return "".join(parts)
+
+
+def write_conf(path: str, text: str, check_mode: bool = False) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = fh.read()
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        old, mode = None, None
+    if old == text and mode == 0o600:
+        return False
+    if check_mode:
+        return True
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    # Created 0600 before the secrets go in, then renamed over the old file, so no
+    # reader ever sees a half-written or world-readable configuration.
+    fd, tmp = tempfile.mkstemp(prefix=".ggnet-", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
