@@ -104,40 +104,40 @@ def _check_client_images(
 ) -> None:
     image = hv.get("ggnet_image")
     disk = hv.get("ggnet_game_disk")
-    where = f" on server {server}" if server else ""
-    known = ", ".join(sorted(kinds)) or "none"
     if image is None:
         out.add(name, "ggnet_image", None, "is required: the system image this PC boots")
     elif image is not UNRESOLVED and server:
-        if image not in kinds:
-            out.add(
-                name,
-                "ggnet_image",
-                image,
-                f"unknown image{where} (known: {known})" + _suggest(str(image), kinds),
-            )
-        elif kinds[image] != "system":
-            out.add(
-                name,
-                "ggnet_image",
-                image,
-                "is a data image (a game disk), not a system image: use it as ggnet_game_disk",
-            )
+        _check_image_ref(
+            out, name, "ggnet_image", image, "system", kinds, server, "unknown image",
+            "is a data image (a game disk), not a system image: use it as ggnet_game_disk",
+        )  # fmt: skip
     if disk not in (None, UNRESOLVED) and server:
-        if disk not in kinds:
-            out.add(
-                name,
-                "ggnet_game_disk",
-                disk,
-                f"unknown game disk{where} (known: {known})" + _suggest(str(disk), kinds),
-            )
-        elif kinds[disk] != "data":
-            out.add(
-                name,
-                "ggnet_game_disk",
-                disk,
-                "is a system image, not a data image: use a kind: data image as game disk",
-            )
+        _check_image_ref(
+            out, name, "ggnet_game_disk", disk, "data", kinds, server, "unknown game disk",
+            "is a system image, not a data image: use a kind: data image as game disk",
+        )  # fmt: skip
+
+
+def _check_image_ref(
+    out: _Collector,
+    name: str,
+    key: str,
+    value: Any,
+    kind: str,
+    kinds: dict[str, str],
+    server: str,
+    unknown: str,
+    wrong_kind: str,
+) -> None:
+    """A PC's reference to an image: known on its server, and of the kind the key wants."""
+    if value not in kinds:
+        known = ", ".join(sorted(kinds)) or "none"
+        out.add(
+            name, key, value,
+            f"{unknown} on server {server} (known: {known})" + _suggest(str(value), kinds),
+        )  # fmt: skip
+    elif kinds[value] != kind:
+        out.add(name, key, value, wrong_kind)
 
 
 def _check_client_ip(
