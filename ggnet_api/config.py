@@ -95,6 +95,9 @@ DEFAULTS: dict[str, Any] = {
     # them to the targets (ggnet_api/converged.py; a root-only JSON file the ggnet_api
     # role writes).  None: take both from the inventory (tests, a controller-side API).
     "targets_file": None,
+    # Where the API writes the inventory commit and the PCs' boot-path entries it
+    # serves after each load (ggnet.boot_entries); a converge waits on it.  None: not written.
+    "served_file": None,
     # The URL PCs reach the API at; None = the URL of the request.
     "public_url": None,
     # Where operators' browsers reach the ggnet_console (noVNC) of this server:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggnet import model
+from ggnet import boot_entries, model
 from ggnet.inventory import InventoryError, load_inventory
 from ggnet.settings import default, is_secret_key
 
@@ -42,6 +43,8 @@ class Snapshot:
     chap: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
     problems: tuple[str, ...] = ()
+    # The inventory repository's commit the snapshot was loaded at (None: not in git).
+    commit: str | None = None
 
     @property
     def iscsi_backend(self) -> str:
@@ -130,9 +133,22 @@ def with_converged_targets(snap: Snapshot, targets_file: str | None) -> Snapshot
     )
 
 
-def _signature(root: Path) -> tuple:
-    """Changes whenever a file under the inventory is added, removed or written."""
-    sig = []
+def inventory_commit(root: Path) -> str | None:
+    """The commit the inventory directory's repository is at, None outside git."""
+    proc = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "-q", "--verify", "HEAD^{commit}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _signature(root: Path) -> tuple[str | None, tuple]:
+    """(commit, files): changes whenever a file under the inventory is added, removed or
+    written, or the repository moves to another commit (which may leave every file as
+    it was)."""
+    sig: list[tuple] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for f in filenames:
@@ -141,7 +157,7 @@ def _signature(root: Path) -> tuple:
             except OSError:
                 continue
             sig.append((dirpath, f, st.st_mtime_ns, st.st_size))
-    return tuple(sorted(sig))
+    return inventory_commit(root), tuple(sorted(sig))
 
 
 class CurrentInventory:
@@ -151,7 +167,7 @@ class CurrentInventory:
         self.config = config
         self.snapshot = Snapshot()
         self.load_error: str | None = None
-        self._sig: tuple | None = None
+        self._sig: tuple[str | None, tuple] | None = None
         self._lock = threading.Lock()
 
     def reload(self, force: bool = True) -> bool:
@@ -166,6 +182,7 @@ class CurrentInventory:
                 inv = load_inventory(root)
                 snap = build_snapshot(inv.groups, inv.hostvars, self.config.get("server"))
                 snap = with_converged_targets(snap, self.config.get("targets_file"))
+                snap = dataclasses.replace(snap, commit=sig[0] if sig else None)
             except (InventoryError, model.ModelError, ValueError, OSError) as exc:
                 self.load_error = str(exc)
                 self._sig = sig
@@ -174,7 +191,21 @@ class CurrentInventory:
             self.snapshot = snap
             self.load_error = None
             self._sig = sig
+            self._write_served(snap)
             return True
+
+    def _write_served(self, snap: Snapshot) -> None:
+        # What a converge waits for (the commit served) and compares with the
+        # controller's inventory (the entries); a failure to write it must not stop
+        # the boot path.
+        path = self.config.get("served_file")
+        if not path:
+            return
+        try:
+            served = boot_entries.entries(snap.clients.values())
+            boot_entries.write_served(path, snap.commit, served)
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
 
     def reload_if_changed(self) -> None:
         self.reload(force=False)

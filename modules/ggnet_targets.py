@@ -73,6 +73,14 @@ options:
     description: Change or remove targets that have live sessions (dropping them).
     type: bool
     default: false
+  retire_only:
+    description:
+      - Apply only what takes disks away (targets no client wants, LUNs a client no
+        longer has), so that the storage converge after it may destroy or replace
+        them. Refusals are those of a full run. Nothing is persisted; the full run
+        that follows storage persists the result.
+    type: bool
+    default: false
   persist:
     description: Save the resulting configuration for the next boot or service start.
     type: bool

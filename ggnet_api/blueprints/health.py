@@ -39,6 +39,7 @@ def status():
         server=snap.server,
         inventory={
             "path": str(e.config["inventory"]),
+            "commit": snap.commit,
             "loaded_at": snap.loaded_at or None,
             "error": e.inventory.load_error,
             "problems": list(snap.problems),

@@ -44,6 +44,7 @@ def argument_spec() -> dict[str, dict[str, Any]]:
         "chap_secrets": {"type": "dict", "default": {}, "no_log": True},
         "iqn_prefix": {"type": "str"},
         "force": {"type": "bool", "default": False},
+        "retire_only": {"type": "bool", "default": False},
         "persist": {"type": "bool", "default": True},
         "control_port": {"type": "int"},
         "netns": {"type": "str"},
@@ -81,6 +82,12 @@ def driver_for(params: Mapping[str, Any]) -> Driver:
     )
 
 
+# What a retire run applies: only what takes a disk away from a target, so that the
+# storage that follows may destroy or replace it.  Everything else waits for the run
+# after storage.
+RETIRING_OPS = frozenset({"delete_target", "remove_lun"})
+
+
 def converge(
     params: Mapping[str, Any], check_mode: bool, driver: Driver | None = None
 ) -> dict[str, Any]:
@@ -88,6 +95,10 @@ def converge(
 
     Nothing is applied when any target is refused, nor in check mode, which still
     reports the actions and whether the saved configuration would change.
+
+    With retire_only, the plan is the same (and so are its refusals: a target with a
+    live session is not retired unless forced) but only RETIRING_OPS are applied and
+    nothing is persisted: the full run after storage persists the result.
     """
     if params.get("clients") is not None:
         specs = targets_from_clients(
@@ -108,10 +119,13 @@ def converge(
     )
     if refused:
         raise IscsiError("; ".join(refused) + ". Nothing was changed.")
+    retire_only = bool(params.get("retire_only"))
+    if retire_only:
+        actions = [a for a in actions if a.op in RETIRING_OPS]
     if actions and not check_mode:
         driver.apply(actions, wanted, found, force=params["force"])
     persisted = False
-    if params["persist"]:
+    if params["persist"] and not retire_only:
         persisted = driver.persist(wanted, check_mode=bool(check_mode))
     return {
         "changed": bool(actions) or persisted,

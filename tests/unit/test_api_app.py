@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -568,3 +569,38 @@ def test_an_unreadable_targets_file_is_a_load_error(tmp_path):
     inventory = app.extensions["ggnet"].inventory
     assert not inventory.reload()
     assert "missing.json" in inventory.load_error
+
+
+def test_the_served_commit_follows_the_repository_and_ggnet_status_reports_it(tmp_path):
+    """A converge waits until the boot path serves its commit: the API records the commit
+    it loaded and every PC's entry (no secrets), and a commit alone makes it reload."""
+    import subprocess
+
+    from ggnet_cli.status import gather
+
+    app = _app_with(tmp_path, served_file=str(tmp_path / "s" / "served.json"))
+    e = app.extensions["ggnet"]
+    inv = Path(e.config["inventory"])
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-C", str(inv), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "room")
+    e.inventory.reload()
+    served = json.loads((tmp_path / "s" / "served.json").read_text())
+    head = subprocess.run(
+        ["git", "-C", str(inv), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert served["commit"] == head == e.inventory.snapshot.commit
+    assert set(served["entries"]) == set(e.inventory.snapshot.clients)
+    assert "secret" not in json.dumps(served).lower()
+    assert gather(e.config)["in_step"] is True
+    git("commit", "-q", "--allow-empty", "-m", "nothing but a commit")
+    assert gather(e.config)["in_step"] is False
+    e.inventory.reload_if_changed()
+    assert e.inventory.snapshot.commit != head and gather(e.config)["in_step"] is True

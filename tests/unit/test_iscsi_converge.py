@@ -116,3 +116,40 @@ def test_driver_for_reads_only_declared_options(backend):
 def test_with_defaults_fills_what_argument_spec_declares():
     assert set(PARAMS) == set(argument_spec())
     assert PARAMS["persist"] is True and PARAMS["control_port"] is None
+
+
+def _other(pc: dict, name: str) -> dict:
+    return {
+        **pc,
+        "name": name,
+        "target_iqn": f"{P}:target.{name}",
+        "initiator_iqn": f"{P}:initiator.{name}",
+        "luns": [{"path": f"/wb/{name}/system.img", "kind": "file"}],
+    }
+
+
+def test_retire_only_takes_away_disks_and_targets_and_nothing_else():
+    """The retire run before storage: a removed PC's target and a PC's dropped game disk
+    go, a new PC's target waits for the full run after storage, nothing is persisted."""
+    game = {"path": "/wb/pc-01/game.img", "kind": "file"}
+    gone = _other(PC1, "pc-02")
+    found = desired_targets([{**PC1, "luns": [*PC1["luns"], game]}, gone])
+    new = _other(PC1, "pc-03")
+    drv = FakeDriver(found)
+    result = converge(
+        {**PARAMS, "targets": [PC1, new], "retire_only": True}, check_mode=False, driver=drv
+    )
+    assert sorted((a.op, a.iqn) for a in drv.applied) == [
+        ("delete_target", gone["target_iqn"]),
+        ("remove_lun", PC1["target_iqn"]),
+    ]
+    assert drv.persisted is None and result["persisted"] is False
+    assert [a["op"] for a in result["actions"]] == [a.op for a in drv.applied]
+
+
+def test_retire_only_refuses_a_removed_pc_with_a_live_session():
+    gone = _other(PC1, "pc-02")
+    drv = FakeDriver(desired_targets([gone]), {gone["target_iqn"]: [gone["initiator_iqn"]]})
+    with pytest.raises(IscsiError, match=r"target\.pc-02 would be removed .*initiator\.pc-02"):
+        converge({**PARAMS, "targets": [], "retire_only": True}, check_mode=False, driver=drv)
+    assert drv.applied == []
