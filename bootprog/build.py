@@ -31,6 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ggnet.model import parse_size
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 SECTOR = 512
@@ -258,12 +260,6 @@ def parse_serial(text: str) -> list[SerialLine]:
     return lines
 
 
-def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper()
-    return int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build ggnet's BIOS+UEFI test boot disk image.")
     parser.add_argument("out", type=Path, help="the raw disk image to write")
@@ -272,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--count", type=int, default=0, help="initial boot counter (default 0)")
     parser.add_argument(
-        "--size", type=_size, default=DEFAULT_SIZE, help="image size, e.g. 4M or 64M"
+        "--size", type=parse_size, default=DEFAULT_SIZE, help="image size, e.g. 4M or 64M"
     )
     args = parser.parse_args(argv)
     try:

@@ -10,16 +10,23 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ggnet.inventory import REPO_ROOT
+from ggnet.model import DURATION_UNITS, parse_duration
 
 # A value's shape: type, and for strings a pattern; "required" marks the ones a job
 # cannot start without.  Patterns are anchored by fullmatch.
 _NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
 _COMMENT = r"[^\x00-\x1f{}%#]{1,200}"
+# A duration as the API passes one on: at most six ASCII digits and one of the engine's
+# units (openapi.yml publishes the same pattern); the engine's parser then reads it.
+_DURATION = "[0-9]{1,6}[" + "".join(unit for unit in DURATION_UNITS if unit) + "]?"
+# Rules may name a notation: the value must then parse by the engine's one parser.
+_NOTATIONS: dict[str, Callable[[object], object]] = {"duration": parse_duration}
 
 PLAYBOOKS: dict[str, dict[str, Any]] = {
     "converge": {
@@ -41,7 +48,7 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
             "image": {"type": "str", "pattern": _NAME},
             "version": {"type": "str", "pattern": _NAME},
             "keep_versions": {"type": "int"},
-            "idle": {"type": "str", "pattern": r"[0-9]{1,6}[smhdw]?"},
+            "idle": {"type": "str", "pattern": _DURATION, "notation": "duration"},
             "force": {"type": "bool"},
         },
     },
@@ -192,4 +199,15 @@ def _check_value(where: str, rule: dict[str, Any], value: Any) -> Any:
         raise ExtraVarsError(f"{where}: {value!r} is not one of {', '.join(rule['enum'])}")
     if "pattern" in rule and not re.fullmatch(rule["pattern"], value):
         raise ExtraVarsError(f"{where}: {value[:60]!r} is not an accepted value")
+    if "notation" in rule:
+        parse = _NOTATIONS.get(rule["notation"])
+        if parse is None:
+            raise ExtraVarsError(
+                f"{where}: the API configuration names notation {rule['notation']!r}; "
+                f"known: {', '.join(_NOTATIONS)}"
+            )
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ExtraVarsError(f"{where}: {value[:60]!r} {exc}") from None
     return value

@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("status", help="what the lab runs: VM, ssh, PCs")
     boot = sub.add_parser("boot", help="boot a lab PC and time its boot stages")
     boot.add_argument(
-        "client", metavar="CLIENT", help="a client of the lab inventory, e.g. pc-bios"
+        "client",
+        metavar="CLIENT",
+        help="a client of the lab inventory by name or MAC (any notation), e.g. pc-bios",
     )
     boot.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
     boot.add_argument(
@@ -151,18 +153,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from . import client
 
     pcs = _pcs(args.inventory)
-    if args.client not in pcs:
+    pc = client.find(pcs, args.client)
+    if pc is None:
         print(
             f"error: no client {args.client!r} in the inventory; lab PCs: {', '.join(pcs)}",
             file=sys.stderr,
         )
         return 2
-    result = client.boot(
-        pcs[args.client], until=args.until, timeout=args.timeout, keep=args.keep, progress=say
-    )
+    result = client.boot(pc, until=args.until, timeout=args.timeout, keep=args.keep, progress=say)
     say(client.format_summary(result))
     if args.keep and result.pid is not None:
-        say(f"{args.client} keeps running (pid {result.pid}); `ggnet lab down` stops it")
+        say(f"{pc.name} keeps running (pid {result.pid}); `ggnet lab down` stops it")
     return 0 if result.reached else 1
 
 

@@ -9,13 +9,15 @@ the third kind empties the ROM to make OVMF's own PXE driver do the work.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ggnet.console import UNIX_PREFIX, vnc_target
+from ggnet.net import normalize_mac
 
 from . import netns, paths, process, server_time, stages
 from .pcap import PcapFollower, packets
@@ -25,7 +27,6 @@ FIRMWARES = ("bios", "uefi-ipxe", "uefi-pxe")
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 MEMORY_MIB = 512
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # SSH to the boot server is the only chatter on the bridge that never says anything
 # about a PC's boot; everything else is kept for the capture file.
 CAPTURE_FILTER = "not (tcp port 22)"
@@ -44,12 +45,17 @@ class ClientError(RuntimeError):
 @dataclass(frozen=True)
 class LabPC:
     name: str
+    # Any notation the inventory accepts; held in the colon form that qemu's NIC, the
+    # capture's frames and the API's /boot/<mac> all use.
     mac: str
     firmware: str
     # ggnet_console_vnc "HOST:PORT": the screen listens there, inside the lab network,
     # where the boot server's console (websockify) reaches it.  None: a unix socket
     # on this machine only.
     vnc: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mac", normalize_mac(self.mac))
 
     def vnc_display(self, pcf: PCFiles) -> str:
         if self.vnc is None:
@@ -100,11 +106,10 @@ def files(name: str) -> PCFiles:
 
 def pc_from_vars(name: str, hostvars: dict) -> LabPC:
     """A LabPC from an inventory client's variables, or a ClientError naming the fix."""
-    mac = str(hostvars.get("ggnet_mac", "")).lower().replace("-", ":")
-    if not MAC_RE.match(mac):
-        raise ClientError(
-            f"{name}: ggnet_mac {hostvars.get('ggnet_mac')!r} is not a MAC like 52:54:00:21:30:01"
-        )
+    try:
+        mac = normalize_mac(hostvars.get("ggnet_mac"))
+    except ValueError as exc:
+        raise ClientError(f"{name}: ggnet_mac {hostvars.get('ggnet_mac')!r} {exc}") from None
     firmware = hostvars.get("ggnet_lab_firmware")
     if firmware is None:
         # A client without a lab firmware boots like its ggnet_boot says.
@@ -115,13 +120,34 @@ def pc_from_vars(name: str, hostvars: dict) -> LabPC:
         )
     vnc = hostvars.get("ggnet_console_vnc")
     if vnc is not None:
-        host, _, port = str(vnc).rpartition(":")
-        if not host or not port.isdigit() or not 5900 <= int(port) <= 65535:
-            raise ClientError(
-                f"{name}: ggnet_console_vnc {vnc!r}: a lab PC's screen is HOST:PORT with a "
-                "port from 5900 (qemu counts VNC displays from there)"
-            )
+        _check_lab_vnc(name, vnc)
     return LabPC(name, mac, firmware, str(vnc) if vnc is not None else None)
+
+
+def _check_lab_vnc(name: str, vnc: object) -> None:
+    """The console's own rules, then the lab's: qemu serves HOST:PORT, not a socket
+    path, and counts its VNC displays from port 5900."""
+    try:
+        target = vnc_target(vnc)
+    except ValueError as exc:
+        raise ClientError(f"{name}: ggnet_console_vnc {vnc!r}: {exc}") from None
+    port = target.rpartition(":")[2]
+    if target.startswith(UNIX_PREFIX) or not port.isdigit() or int(port) < 5900:
+        raise ClientError(
+            f"{name}: ggnet_console_vnc {vnc!r}: a lab PC's screen is HOST:PORT with a "
+            "port from 5900 (qemu counts VNC displays from there)"
+        )
+
+
+def find(pcs: dict[str, LabPC], which: str) -> LabPC | None:
+    """The lab PC named WHICH, or whose MAC WHICH is in any notation the inventory takes."""
+    if which in pcs:
+        return pcs[which]
+    try:
+        mac = normalize_mac(which)
+    except ValueError:
+        return None
+    return next((pc for pc in pcs.values() if pc.mac == mac), None)
 
 
 def lab_pcs(inventory: Path | None = None) -> dict[str, LabPC]:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ggnet.net import mac_of_bytes
+
 LINKTYPE_ETHERNET = 1
 _MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -42,10 +44,6 @@ class Packet:
     src_port: int | None = None
     dst_port: int | None = None
     payload: bytes = b""
-
-
-def mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 class PcapStream:
@@ -102,7 +100,7 @@ def decode(frame: Frame) -> Packet | None:
     data = frame.data
     if len(data) < 14:
         return None
-    dst, src = mac_text(data[0:6]), mac_text(data[6:12])
+    dst, src = mac_of_bytes(data[0:6]), mac_of_bytes(data[6:12])
     ethertype = struct.unpack("!H", data[12:14])[0]
     offset = 14
     if ethertype == 0x8100 and len(data) >= 18:  # a VLAN tag

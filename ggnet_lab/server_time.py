@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ggnet.net import normalize_mac
+
 from .pcap import Packet, PcapStream, packets
 
 ISCSI_PORT = 3260
@@ -49,7 +51,7 @@ def _opcode(packet: Packet) -> int | None:
 
 def measure(observed: list[Packet], mac: str) -> ServerTime | None:
     """The split of the PC's last script request and the login after it, or None."""
-    mac = mac.lower()
+    mac = normalize_mac(mac)
     gets = [
         p for p in observed
         if p.proto == "tcp" and p.src_mac == mac and p.payload.startswith(b"GET /boot/")

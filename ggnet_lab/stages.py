@@ -13,6 +13,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ggnet.net import mac_of_bytes, normalize_mac
+
 from .pcap import Packet
 
 MARKER = "GGNET-BOOT"
@@ -45,7 +47,7 @@ def dhcp_message(packet: Packet) -> tuple[str, str] | None:
     body = packet.payload
     if len(body) < 240 or body[236:240] != _DHCP_MAGIC:
         return None
-    chaddr = ":".join(f"{b:02x}" for b in body[28:34])
+    chaddr = mac_of_bytes(body[28:34])
     i = 240
     while i < len(body):
         code = body[i]
@@ -155,7 +157,8 @@ class StageClock:
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.mac = self.mac.lower()
+        # Frames carry the colon form: compare in it whatever the caller wrote.
+        self.mac = normalize_mac(self.mac)
 
     def observe(self, obs: Observation) -> list[tuple[Stage, float, str]]:
         """New stages OBS proves, as (stage, seconds, detail)."""

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ggnet.model import parse_size
+
 from . import netns, paths, process
 from .image import Image
 
@@ -184,7 +186,7 @@ def start(image: Image, progress: Callable[[str], None] = print) -> int:
     )  # fmt: skip
     # Sparse: the ZFS pool disk costs nothing until the pool writes to it.
     with vm.pool_disk.open("wb") as disk:
-        disk.truncate(_size_bytes(POOL_DISK_SIZE))
+        disk.truncate(parse_size(POOL_DISK_SIZE))
     tap = netns.add_tap(NAME)
     argv = qemu_argv(image, vm, tap, Path(f"{key}.pub").read_text())
     proc = subprocess.run(netns.nsenter(*argv), capture_output=True, text=True)
@@ -214,11 +216,6 @@ def build_media(out: Path) -> Path:
             "Install the build tools with `make deps`, then `ggnet lab up` again"
         )
     return out
-
-
-def _size_bytes(size: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
 
 
 def last_console_line(vm: VMFiles | None = None) -> str:

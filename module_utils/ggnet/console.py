@@ -14,10 +14,11 @@ file for every new connection, so a changed file needs no restart.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
+
+from .net import parse_ipv6
 
 DEFAULT_PORT = 6080
 # What websockify's TokenFile plugin writes before a unix socket's path.
@@ -70,11 +71,10 @@ def vnc_target(endpoint: object) -> str:
         raise ValueError(f"port {port!r} is not a TCP port (1-65535)")
     if host.startswith("[") and host.endswith("]"):
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            # websockify splits at the last colon and hands the rest to getaddrinfo.
+            host = str(parse_ipv6(host[1:-1]))
         except ValueError:
             raise ValueError(f"{host} is not an IPv6 address") from None
-        # websockify splits at the last colon and hands the rest to getaddrinfo.
-        host = host[1:-1]
     elif ":" in host:
         raise ValueError("an IPv6 address needs brackets: [ADDRESS]:PORT")
     elif not _HOSTNAME_RE.match(host):

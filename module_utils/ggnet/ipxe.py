@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
+from .net import is_valid_mac, normalize_mac
+
 # Stage names the scripts report, in boot order.  `failed` carries error=<iPXE errno>
 # (hex, e.g. 0x3c0c6039: look it up at https://ipxe.org/err/<errno>).
 STAGES = ("script-loaded", "game-disk-hooked", "game-disk-failed", "sanboot", "failed")
@@ -71,7 +73,8 @@ def _api(api_base_url: str) -> str:
 
 def _mac(client: Mapping[str, Any]) -> str:
     mac = client.get("mac")
-    if not isinstance(mac, str) or len(mac.split(":")) != 6:
+    # The model hands over the normalised form; any other is a caller's slip.
+    if not is_valid_mac(mac) or normalize_mac(mac) != mac:
         raise IpxeError(f"{client.get('name', '?')}: mac {mac!r} is not a normalised MAC address")
     return mac
 

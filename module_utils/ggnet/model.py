@@ -54,7 +54,9 @@ def parse_percent(value: object) -> float:
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Public so that a caller bounding a duration's shape (the API's job allow-list) names
+# the units from here.
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(value: object) -> int:
@@ -67,7 +69,7 @@ def parse_duration(value: object) -> int:
         raise ValueError(
             "is not a duration: a whole number with s, m, h, d or w, e.g. 90m, 12h or 7d"
         )
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
 def parse_size_or_percent(value: object) -> tuple[str, float]:

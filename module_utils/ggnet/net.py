@@ -1,11 +1,14 @@
-"""MAC addresses, iSCSI qualified names and IPv4 address checks.
+"""MAC addresses, iSCSI qualified names and IP address checks.
 
-Every function raises ValueError with a message fit to show an operator; callers add
-where the value came from.
+The one home of these notations: validation, the modules, the API, the CLI, the lab,
+the test support and the benches all parse them here (tests/unit/test_one_parser.py
+keeps it so).  Every function raises ValueError with a message fit to show an
+operator; callers add where the value came from.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import cache
 
@@ -14,8 +17,8 @@ from .settings import DEFAULT_IQN_PREFIX
 
 @cache
 def _netaddr():
-    # Imported on first use: modules that only need model.py's size parsing then run
-    # on a target without python3-netaddr.
+    # Imported on first use: modules that only need MACs, IQNs or model.py's size
+    # parsing then run on a target without python3-netaddr.
     import netaddr
 
     return netaddr
@@ -43,10 +46,13 @@ _IQN_PREFIX_RE = re.compile(
 # letters, digits, '-', '.' and ':'.  We do not case-fold: a host named PC-01 would
 # silently share an IQN with pc-01.
 _IQN_SUFFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9.:-]*[a-z0-9])?$")
+# RFC 3720 3.2.6.3: the three types of iSCSI name.
+_ISCSI_NAME_TYPES = ("iqn.", "eui.", "naa.")
 
 
-def normalize_mac(value: object) -> str:
-    """Return the MAC as lower-case aa:bb:cc:dd:ee:ff; reject non-unicast addresses."""
+def mac_bytes(value: object) -> bytes:
+    """The six bytes of a MAC in any accepted notation, broadcast and multicast
+    included (a frame's destination, not only a NIC's): normalize_mac checks the kind."""
     if isinstance(value, bool) or not isinstance(value, str):
         if isinstance(value, int):
             # YAML 1.1 reads 52:54:00:12:34:56 as a base-60 number and 525400123456
@@ -59,14 +65,27 @@ def normalize_mac(value: object) -> str:
             "is not a MAC address (accepted: aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, "
             "aabb.ccdd.eeff, aabbccddeeff)"
         )
-    netaddr = _netaddr()
-    mac = netaddr.EUI(re.sub(r"[^0-9a-fA-F]", "", text), dialect=netaddr.mac_unix_expanded)
-    if int(mac) == 0:
+    return bytes.fromhex(re.sub(r"[^0-9a-fA-F]", "", text))
+
+
+def normalize_mac(value: object) -> str:
+    """Return the MAC as lower-case aa:bb:cc:dd:ee:ff; reject non-unicast addresses."""
+    raw = mac_bytes(value)
+    if not any(raw):
         raise ValueError("is the all-zero MAC address, which no NIC has")
-    if mac.words[0] & 0x01:
-        kind = "the broadcast address" if int(mac) == 0xFFFFFFFFFFFF else "a multicast address"
+    if raw[0] & 0x01:
+        kind = "the broadcast address" if raw == b"\xff" * 6 else "a multicast address"
         raise ValueError(f"is {kind}, not a NIC's address")
-    return str(mac).lower()
+    return raw.hex(":")
+
+
+def mac_of_bytes(raw: bytes) -> str:
+    """The normalised text of a MAC as it travels in a frame or a DHCP chaddr.
+
+    No unicast check: frames carry broadcast and multicast destinations too."""
+    if len(raw) != 6:
+        raise ValueError(f"is {len(raw)} bytes, not the 6 of a MAC address")
+    return raw.hex(":")
 
 
 def is_valid_mac(value: object) -> bool:
@@ -94,6 +113,12 @@ def check_iqn_name(name: object) -> str:
             "only, starting and ending with a letter or digit"
         )
     return name
+
+
+def is_iscsi_name(value: object) -> bool:
+    """Whether value names an initiator or target by one of RFC 3720's three name
+    formats (iqn., eui., naa.) rather than by an address."""
+    return isinstance(value, str) and value.startswith(_ISCSI_NAME_TYPES)
 
 
 def _iqn(prefix: str | None, name: str, role: str) -> str:
@@ -124,6 +149,26 @@ def parse_ipv4(value: object):
         return netaddr.IPAddress(value.strip(), 4, flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError) as exc:
         raise ValueError("is not an IPv4 address") from exc
+
+
+def parse_ipv6(value: object) -> ipaddress.IPv6Address:
+    """An IPv6 address (without brackets), as a host:port endpoint may carry one."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be an IPv6 address string such as fd00::5")
+    try:
+        # The standard library's, not netaddr's: it keeps a link-local address's
+        # scope (fe80::1%eth0), which getaddrinfo needs.
+        return ipaddress.IPv6Address(value.strip())
+    except ValueError as exc:
+        raise ValueError("is not an IPv6 address") from exc
+
+
+def is_ipv6(value: object) -> bool:
+    try:
+        parse_ipv6(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_subnet(value: object):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 
+from ggnet.net import mac_bytes, parse_ipv4
+
 from ggnet_lab import pcap
 
 PC = "52:54:00:21:30:01"
@@ -16,14 +18,14 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
 def mac(text):
-    return bytes(int(b, 16) for b in text.split(":"))
+    return mac_bytes(text)
 
 
 def ipv4(proto, payload_and_ports, src="0.0.0.0", dst="255.255.255.255"):
     total = 20 + len(payload_and_ports)
     header = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0,
-        bytes(int(x) for x in src.split(".")), bytes(int(x) for x in dst.split(".")),
+        parse_ipv4(src).packed, parse_ipv4(dst).packed,
     )  # fmt: skip
     return header + payload_and_ports
 

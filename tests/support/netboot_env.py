@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ggnet import ipxe, iscsi
+from ggnet.net import is_valid_mac, normalize_mac
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.215.1"
@@ -132,8 +133,10 @@ class Api:
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         now, wall = time.monotonic(), time.time()
+        if len(parts) >= 2 and parts[0] == "boot":
+            # As the API does: any notation, compared in the normalised form.
+            mac = normalize_mac(parts[1]) if is_valid_mac(parts[1]) else parts[1]
         if len(parts) == 2 and parts[0] == "boot":
-            mac = parts[1].lower()
             known = self.clients.get(mac)
             detail = {"known": bool(known)}
             if known and self.on_script:
@@ -149,14 +152,13 @@ class Api:
             if parts[2] == "discover":
                 # The way the API must read it: iPXE leaves '+', '&', '=' unescaped.
                 query = ipxe.parse_discover_query(url.query)
-            self.events.append(
-                Event(now, parts[2], parts[1].lower(), {**query, "_raw": path}, wall)
-            )
+            self.events.append(Event(now, parts[2], mac, {**query, "_raw": path}, wall))
             return ""
         self.events.append(Event(now, "unknown", "", {"path": path}, wall))
         return ""
 
     def stages(self, mac: str) -> list[str]:
+        mac = normalize_mac(mac)
         return [e.detail.get("name") for e in self.events if e.kind == "stage" and e.mac == mac]
 
     def close(self) -> None:

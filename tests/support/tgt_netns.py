@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PREFIX = "iqn.2025-01.lan.ggnet"
+from ggnet.settings import DEFAULT_IQN_PREFIX
+
+PREFIX = DEFAULT_IQN_PREFIX
 ENV_C = {**os.environ, "LC_ALL": "C"}
 
 

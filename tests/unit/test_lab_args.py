@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,70 @@ def test_pc_screen_listens_where_the_inventory_says_else_on_a_unix_socket(tmp_pa
         client.pc_from_vars(
             "pc-x", {"ggnet_mac": "52:54:00:21:30:09", "ggnet_console_vnc": "10.213.0.1:80"}
         )
+
+
+# The four notations the engine accepts for one NIC (issue 15: the lab refused the
+# dotted one that validate and the converge took).
+SAME_NIC = ("52:54:00:21:30:03", "52-54-00-21-30-03", "5254.0021.3003", "525400213003")
+
+
+@pytest.mark.parametrize("written", [*SAME_NIC, "52:54:00:21:30:03".upper(), " 5254.0021.3003 "])
+def test_a_pc_takes_every_mac_notation_and_hands_qemu_the_colon_form(written, tmp_path):
+    pc = client.pc_from_vars("pc-x", {"ggnet_mac": written})
+    assert pc.mac == "52:54:00:21:30:03"
+    (nic,) = _option(client.qemu_argv(pc, client.PCFiles(tmp_path), "t"), "-device")
+    assert "mac=52:54:00:21:30:03," in nic
+
+
+def test_a_lab_pc_holds_the_colon_form_however_it_was_made():
+    assert client.LabPC("pc-x", "5254.0021.3003", "bios").mac == "52:54:00:21:30:03"
+
+
+@pytest.mark.parametrize("bad", ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "52:54:00:21:30", 1234])
+def test_the_lab_refuses_what_the_engine_refuses_with_its_reason(bad):
+    with pytest.raises(client.ClientError, match=r"^pc-x: ggnet_mac .* (is|was|must)"):
+        client.pc_from_vars("pc-x", {"ggnet_mac": bad})
+
+
+@pytest.mark.parametrize("which", ["pc-x", *SAME_NIC])
+def test_lab_boot_finds_a_pc_by_name_or_by_its_mac_in_any_notation(which):
+    pcs = {
+        "pc-x": client.pc_from_vars("pc-x", {"ggnet_mac": "5254.0021.3003"}),
+        "pc-y": client.pc_from_vars("pc-y", {"ggnet_mac": "52-54-00-21-30-04"}),
+    }
+    assert client.find(pcs, which) is pcs["pc-x"]
+    assert client.find(pcs, "52:54:00:21:30:05") is None
+    assert client.find(pcs, "pc-z") is None
+
+
+def _written(mac, style):
+    """A colon-form MAC as an operator may paste it."""
+    bare = mac.replace(":", "")
+    return {
+        "colon": mac.upper(),
+        "dash": mac.replace(":", "-").upper(),
+        "dotted": f"{bare[:4]}.{bare[4:8]}.{bare[8:]}",
+        "bare": bare,
+    }[style]
+
+
+def test_an_inventory_written_in_other_notations_boots_the_same(tmp_path):
+    lab = Path(__file__).resolve().parents[2] / "inventory" / "lab"
+    reference = client.lab_pcs(lab)
+    copy = tmp_path / "lab"
+    shutil.copytree(lab, copy)
+    hosts = copy / "hosts.yml"
+    text = hosts.read_text()
+    styles = ("dotted", "dash", "bare", "colon")
+    for pc, style in zip(reference.values(), styles, strict=False):
+        assert f'"{pc.mac}"' in text
+        text = text.replace(f'"{pc.mac}"', f'"{_written(pc.mac, style)}"')
+    hosts.write_text(text)
+    assert client.lab_pcs(copy) == reference
+
+
+def test_the_boot_clock_and_the_server_time_compare_macs_in_the_colon_form():
+    from ggnet_lab import server_time, stages
+
+    assert stages.StageClock("5254.0021.3003", 0.0).mac == "52:54:00:21:30:03"
+    assert server_time.measure([], "52-54-00-21-30-03") is None

@@ -83,3 +83,48 @@ def test_address_helpers():
         net.parse_ipv4("10.1")
     with pytest.raises(ValueError, match=r"did you mean 10\.0\.0\.0/24"):
         net.parse_subnet("10.0.0.7/24")
+
+
+@pytest.mark.parametrize("text", ["52:54:00:ab:cd:ef", "52-54-00-AB-CD-EF", "5254.00ab.cdef"])
+def test_mac_bytes_reads_every_notation(text):
+    assert net.mac_bytes(text) == bytes.fromhex("525400abcdef")
+
+
+def test_frames_may_carry_broadcast_but_a_nic_may_not():
+    assert net.mac_bytes("ff:ff:ff:ff:ff:ff") == b"\xff" * 6
+    with pytest.raises(ValueError, match="broadcast"):
+        net.normalize_mac("ff:ff:ff:ff:ff:ff")
+    with pytest.raises(ValueError, match="is not a MAC address"):
+        net.mac_bytes("ff:ff:ff:ff:ff")
+
+
+def test_a_mac_off_the_wire_reads_as_normalize_mac_writes_it():
+    assert net.mac_of_bytes(net.mac_bytes("5254.00AB.CDEF")) == net.normalize_mac("5254.00AB.CDEF")
+    with pytest.raises(ValueError, match="5 bytes"):
+        net.mac_of_bytes(b"\x52\x54\x00\xab\xcd")
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("iqn.2025-01.lan.ggnet:initiator.pc-01", True),
+        ("eui.02004567A425678D", True),
+        ("naa.52004567BA64678D", True),
+        ("10.0.0.5", False),
+        ("ALL", False),
+        (None, False),
+    ],
+)
+def test_initiators_named_by_an_iscsi_name_or_by_an_address(value, named):
+    assert net.is_iscsi_name(value) is named
+
+
+@pytest.mark.parametrize("text", ["fd00::5", " ::1 ", "fe80::1%eth0"])
+def test_ipv6_addresses(text):
+    assert net.is_ipv6(text)
+    assert str(net.parse_ipv6(text)) == text.strip()
+
+
+@pytest.mark.parametrize("text", ["10.0.0.5", "fd00::g", "[::1]", "", None])
+def test_not_ipv6(text):
+    assert not net.is_ipv6(text)
