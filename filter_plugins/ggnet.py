@@ -22,6 +22,7 @@ description:
 
 from ansible.errors import AnsibleFilterError
 from ggnet import model, net, settings
+from ggnet.storage.capacity import quota_bytes
 
 
 def _wrap(func, what):
@@ -98,6 +99,17 @@ class FilterModule:
             "ggnet_in_subnet": _wrap(net.ip_in_subnet, "ggnet_in_subnet"),
             "ggnet_in_range": _wrap(net.ip_in_range, "ggnet_in_range"),
             "ggnet_size_bytes": _wrap(model.parse_size, "ggnet_size_bytes"),
+            "ggnet_size_or_percent": _wrap(
+                lambda v: list(model.parse_size_or_percent(v)), "ggnet_size_or_percent"
+            ),
+            # 0 for no quota ("none", 0), as the storage modules read it.
+            "ggnet_writeback_quota_bytes": _wrap(
+                lambda v: quota_bytes({"writeback_quota": v}), "ggnet_writeback_quota_bytes"
+            ),
+            "ggnet_ipv4_int": _wrap(lambda v: int(net.parse_ipv4(v)), "ggnet_ipv4_int"),
+            "ggnet_subnet_network": _wrap(
+                lambda v: str(net.parse_subnet(v).network), "ggnet_subnet_network"
+            ),
             "ggnet_clients": ggnet_clients,
             "ggnet_boot_targets": ggnet_boot_targets,
             "ggnet_settings": ggnet_settings,

@@ -11,7 +11,6 @@ plan() compares like with like and the drivers only execute Actions.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from .iscsi_types import (  # noqa: F401
 )
 
 # The shared types, handed on: the modules, the API and the bench import them from here.
+from .net import is_ipv6, is_iscsi_name
 from .settings import BACKENDS
 
 DEFAULT_PORT = 3260
@@ -71,11 +71,8 @@ def san_uri(
     bracketed since the URI is colon-separated.
     """
     host = str(server_ip)
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass  # a host name: iPXE resolves it
+    if is_ipv6(host):  # else an IPv4 address or a host name, which iPXE resolves
+        host = f"[{host}]"
     return f"iscsi:{host}::{int(port)}:{lun_number(backend, disk_index)}:{target_iqn}"
 
 
@@ -102,10 +99,10 @@ def target_from_spec(spec: Mapping[str, Any], where: str | None = None) -> Targe
     """A Target from a plain dict: name, target_iqn, initiator_iqn, luns, chap_user, chap_secret."""
     where = where or str(spec.get("name") or spec.get("target_iqn") or "target")
     iqn = spec.get("target_iqn")
-    if not isinstance(iqn, str) or not iqn.startswith(("iqn.", "eui.", "naa.")):
+    if not isinstance(iqn, str) or not is_iscsi_name(iqn):
         raise IscsiError(f"{where}: target_iqn {iqn!r} is not an iSCSI name")
     initiator = spec.get("initiator_iqn")
-    if not isinstance(initiator, str) or not initiator.startswith(("iqn.", "eui.", "naa.")):
+    if not isinstance(initiator, str) or not is_iscsi_name(initiator):
         raise IscsiError(f"{where}: initiator_iqn {initiator!r} is not an iSCSI name")
     luns = []
     for i, lun in enumerate(spec.get("luns") or []):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .iscsi_tgt_admin import Tgtadm
 from .iscsi_tgt_conf import DEFAULT_CONF, NO_ADDRESS, read_conf_secrets, render_conf, write_conf
 from .iscsi_types import LUN_BASE, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
+from .net import is_iscsi_name
 
 
 @dataclass
@@ -96,7 +97,7 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
         # tgt's ACL section mixes initiator names and address rules, and admits an
         # initiator that either one matches: an address rule (tgt-admin's default
         # "ALL") would open the target to everyone, so any but ours is removed.
-        names = [a for a in t.acls if a.startswith(("iqn.", "eui.", "naa."))]
+        names = [a for a in t.acls if is_iscsi_name(a)]
         addresses = [a for a in t.acls if a not in names and a != NO_ADDRESS]
         user = t.accounts[0] if t.accounts else None
         secret = None
@@ -252,7 +253,7 @@ class Driver:
 
     def _remove_acl(self, a: Action, tid: str) -> None:
         assert a.initiator is not None, "plan: remove_acl without its initiator"
-        by_name = a.initiator.startswith(("iqn.", "eui.", "naa."))
+        by_name = is_iscsi_name(a.initiator)
         flag = "--initiator-name" if by_name else "--initiator-address"
         self.tgtadm.run("--op", "unbind", "--mode", "target", "--tid", tid, flag, a.initiator)
 

@@ -74,21 +74,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ggnet_api/openapi.yml", "duration units"): (
         "the published idle pattern: the one config.py builds from the engine's units (test below)"
     ),
-    # Owned by other branches while issue 15 is worked on; reported for the switch.
-    ("module_utils/ggnet/iscsi.py", "address parser"): (
-        "san_uri's IPv6 test: to become net.is_ipv6 (iscsi.py is being changed elsewhere)"
-    ),
-    ("roles/ggnet_monitoring/templates/ggnet-inventory.rules.yml.j2", "size units"): (
-        "Ansible's human_to_bytes and a hand-cut percent: to become ggnet_size_bytes and "
-        "a percent filter over model.parse_size_or_percent (roles/ is being changed elsewhere)"
-    ),
-    ("roles/ggnet_netboot/templates/dnsmasq.conf.j2", "address parser"): (
-        "ansible.utils.ipaddr('network'): to become a ggnet filter over net.parse_subnet"
-    ),
-    ("roles/ggnet_netboot/vars/main.yml", "address parser"): (
-        "ansible.utils.ipaddr('int') for the range size: to become a ggnet filter over "
-        "net.parse_ipv4"
-    ),
 }
 
 
