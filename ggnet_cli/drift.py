@@ -128,6 +128,7 @@ class Report:
         return {
             "differs": self.differs,
             "failed": bool(self.failures),
+            "hosts": self.hosts,
             "pcs": [self.pcs[name].as_dict() for name in sorted(self.pcs)],
             "servers": [s.as_dict() for s in self.servers],
             "failures": [f.as_dict() for f in self.failures],

@@ -146,6 +146,7 @@ def test_the_json_report_holds_every_change_with_its_server():
     data = summarise(_doc("room"), ROOM_PCS, _iqn_of).as_dict()
 
     assert data["differs"] is True and data["failed"] is False
+    assert data["hosts"] == ["boot1"]
     bios = next(p for p in data["pcs"] if p["pc"] == "pc-bios")
     assert bios["target"] == [{"server": "boot1", "change": "delete", "detail": ""}]
     assert set(bios) == {"pc", "writeback", "target", "dhcp", "boot"}
