@@ -14,12 +14,12 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from ggnet_cli import preflight, serve, status, tokens, validate
+from ggnet_cli import diff, preflight, serve, status, tokens, validate
 
 
 def commands() -> dict[str, ModuleType]:
     """Command name -> its module, in the order `ggnet --help` lists them."""
-    found = {"validate": validate}
+    found = {"validate": validate, "diff": diff}
     if importlib.util.find_spec("ggnet_lab") is not None:
         from ggnet_lab import cli as lab
 

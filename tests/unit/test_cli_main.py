@@ -14,7 +14,15 @@ pytestmark = pytest.mark.unit
 
 
 def test_commands_in_the_order_help_lists_them():
-    assert list(main.commands()) == ["validate", "lab", "serve", "status", "token", "preflight"]
+    assert list(main.commands()) == [
+        "validate",
+        "diff",
+        "lab",
+        "serve",
+        "status",
+        "token",
+        "preflight",
+    ]
 
 
 def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
@@ -24,7 +32,7 @@ def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
         return None if name == "ggnet_lab" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    assert list(main.commands()) == ["validate", "serve", "status", "token", "preflight"]
+    assert list(main.commands()) == ["validate", "diff", "serve", "status", "token", "preflight"]
     with pytest.raises(SystemExit):
         main.build_parser().parse_args(["lab", "status"])
 
