@@ -549,3 +549,10 @@ def test_a_document_is_not_changed_by_reading_it():
     kept = copy.deepcopy(document)
     summarise(document, ROOM_PCS, _iqn_of)
     assert document == kept
+
+
+def test_room_compares_only_the_room_tag(ran, capsys):
+    ran.answer = (0, json.dumps(_play()), "")
+
+    assert _main("--room") == diff.EXIT_SAME
+    assert ran.cmd[-2:] == ["--tags", "room"]
