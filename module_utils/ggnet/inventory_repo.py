@@ -165,10 +165,11 @@ def sync(
             raise SyncError(f"the bundle from {source} does not hold its HEAD {head}")
         lacking = _foreign_commits(repo, CONTROLLER_REF, before) if before else []
         if lacking:
+            branch = _git(repo, "symbolic-ref", "--short", "HEAD")
             raise SyncError(
                 f"the server's inventory holds {len(lacking)} commit(s) that {source} "
                 f"lacks: {_list(lacking)}. Pull them first (git -C {source} pull "
-                f"{pull_from or '<server>:' + str(repo)} main), then converge again. "
+                f"{pull_from or '<server>:' + str(repo)} {branch}), then converge again. "
                 "Nothing was changed."
             )
         base: str | None = head

@@ -68,7 +68,15 @@ def test_converge_creates_layout_then_second_run_changes_nothing(pool):
     cfg = storage_cfg(pool)
     first = storage.converge_images(cfg, IMAGES, check=False)
     assert [a.action for a in first.actions].count("create_image") == 2
-    assert storage.converge_images(cfg, IMAGES, check=False).changed is False
+    again = storage.converge_images(cfg, IMAGES, check=False)
+    assert again.changed is False and again.info["unlisted"] == []
+    # An image dropped from the inventory is kept and reported, never destroyed.
+    fewer = {k: v for k, v in IMAGES.items() if k != "games"}
+    dropped = storage.converge_images(cfg, fewer, check=False)
+    assert dropped.changed is False and dropped.info["unlisted"] == ["games"]
+    assert layout.image_dataset(cfg, "games") in Zfs().get(
+        [layout.images_root(cfg)], ["name"], depth=1
+    )
     wbs = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})
     assert len([a for a in wbs.actions if a.action == "create_writeback"]) == 4
     again = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions={})

@@ -259,6 +259,9 @@ def converge_images(
     else:
         result.after = _images_summary(state, specs, result.actions)
     result.info["images"] = result.after
+    # An image the inventory no longer lists is kept: a golden image may have taken
+    # hours to build, and dropping a line of YAML must not destroy it.
+    result.info["unlisted"] = sorted(set(state.images) - set(specs))
     return result
 
 

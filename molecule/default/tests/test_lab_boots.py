@@ -9,8 +9,9 @@ count=0 is the image as imported, anything else is what some boot wrote.
 The tests run in file order and build on each other, as an operator's day would:
 every PC boots; a reboot discards what it wrote; maintenance keeps it; apply makes it
 the image's next version, which another PC then boots; rollback brings the old one back.
-Then the same boots in proxy mode (a router's DHCP in the namespace) and with the boot
-server switched to tgt, each converged from an inventory copy and switched back.
+Then the same boots in proxy mode (a router's DHCP in the namespace), converged from
+an inventory copy and switched back.  The switch to tgt is a row of the room-change
+matrix (test_room_changes.py).
 Operations go through the VM's own API as jobs (machine.yml, image.yml), with a token
 that never leaves the VM.
 """
@@ -18,18 +19,16 @@ that never leaves the VM.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from ggnet import layout
-from ggnet_bootprog.build import parse_serial
+from ggnet_testing import lab_room
 
 from ggnet_lab import client, netns, vm
 
@@ -45,39 +44,12 @@ STORAGE = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text()
 
 def boot(name: str) -> tuple[int, int]:
     """Boot a lab PC until its program has written; (count it read, count it wrote)."""
-    pc = PCS[name]
-    result = client.boot(pc, until="marker", timeout=240, keep=True, progress=print)
-    try:
-        assert result.reached, client.format_summary(result)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            lines = parse_serial(result.files.serial.read_text(errors="replace"))
-            errors = [ln for ln in lines if ln.kind == "ERROR"]
-            assert not errors, f"{name}: the boot program failed: {errors}"
-            booted = [ln for ln in lines if ln.kind == "BOOT"]
-            wrote = [ln for ln in lines if ln.kind == "WROTE"]
-            if booted and wrote:
-                assert booted[-1].identity == vm.MEDIA_IDENTITY, booted
-                print(client.format_summary(result))
-                return booted[-1].count, wrote[-1].count
-            time.sleep(0.5)
-        raise AssertionError(f"{name}: no GGNET-WROTE line in {result.files.serial}")
-    finally:
-        client.stop(name)
+    return lab_room.boot(PCS[name])
 
 
-def wait_no_session(host, name: str, timeout: float = 60) -> None:
-    """The PC is off: LIO has dropped its session (apply refuses a running client)."""
-    target = f"/sys/kernel/config/target/iscsi/iqn.2025-01.lan.ggnet:target.{name}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not host.file(target).is_directory:
-            return  # no LIO target, no session
-        out = host.run(f"cat {target}/tpgt_1/acls/*/info").stdout
-        if "No active iSCSI Session" in out:
-            return
-        time.sleep(1)
-    raise AssertionError(f"{name}: LIO still shows a session after {timeout:.0f}s:\n{out}")
+def wait_no_session(host, name: str) -> None:
+    """The PC is off: its target shows no session (apply refuses a running client)."""
+    lab_room.wait_no_session(host.check_output, name)
 
 
 def disk_count(host, path: str) -> int:
@@ -176,16 +148,7 @@ def _variant_inventory(
 
 
 def _converge(inventory: Path, tags: str, *extra: str) -> str:
-    bin_dir = Path(sys.executable).parent
-    proc = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
-         str(REPO / "playbooks/site.yml"), "--tags", tags, *extra],
-        capture_output=True, text=True, cwd=REPO, timeout=1200,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-             "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc.stdout
+    return lab_room.converge(inventory, "--tags", tags, *extra).stdout
 
 
 @pytest.fixture
@@ -227,55 +190,3 @@ def test_proxy_mode_boots_with_addresses_from_the_routers_dhcp(host, tmp_path, r
     finally:
         # Back to the lab's own full-DHCP netboot: later tests boot PCs without a router.
         _converge(REPO / "inventory/lab", "netboot")
-
-
-def wait_api(host, timeout: float = 180) -> None:
-    """The VM's API answers again (a converge of the api tag restarts it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if host.run(f"curl -sf -o /dev/null {API}/health").rc == 0:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the VM's API did not answer {API}/health within {timeout:.0f}s")
-
-
-def converged_backend(host) -> str:
-    # Only the backend is printed: the file also holds the CHAP secrets.
-    code = "import json; print(json.load(open('/etc/ggnet/targets.json'))['backend'])"
-    return host.check_output(f"python3 -c {shlex.quote(code)}")
-
-
-def test_tgt_backend_boots_the_same_pcs(host, tmp_path):
-    """The boot server switched to tgt by the inventory: LIO's targets are retired, tgt
-    serves every client (its disk at LUN 1), and the API's scripts follow the switch."""
-    for name in PCS:
-        wait_no_session(host, name)  # a switch under a live session is refused
-    iscsi = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_iscsi"]
-    inventory = _variant_inventory(tmp_path, {"ggnet_iscsi": {**iscsi, "backend": "tgt"}})
-    try:
-        _converge(inventory, "iscsi,api")
-        lio = host.run("ls /sys/kernel/config/target/iscsi").stdout
-        assert "iqn.2025-01.lan.ggnet:target." not in lio, lio
-        assert not host.service("rtslib-fb-targetctl").is_enabled
-        assert host.service("tgt").is_running and host.service("tgt").is_enabled
-        shown = host.check_output("tgtadm --lld iscsi --mode target --op show")
-        for name in PCS:
-            assert f"iqn.2025-01.lan.ggnet:target.{name}" in shown, shown
-        dropin = host.file("/etc/systemd/system/tgt.service.d/ggnet.conf").content_string
-        assert "Environment=MALLOC_MMAP_THRESHOLD_=536870912" in dropin, dropin
-        assert converged_backend(host) == "tgt"
-        wait_api(host)
-        for name in ("pc-bios", "pc-uefi", "pc-pxe"):
-            assert boot(name) == (0, 1), name
-        assert boot("pc-bios") == (0, 1)  # the reset on reboot, on tgt
-    finally:
-        # Back to LIO for the tests after this one.  tgt keeps a killed PC's session
-        # until it times out, so the switch back is forced: every PC is off by now.
-        _converge(REPO / "inventory/lab", "iscsi,api", "-e", "ggnet_iscsi_force=true")
-        wait_api(host)
-    assert converged_backend(host) == "lio"
-    assert not host.service("tgt").is_running and not host.service("tgt").is_enabled
-    assert not host.file("/etc/tgt/conf.d/ggnet.conf").exists
-    for name in PCS:
-        iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
-        assert host.file(f"/sys/kernel/config/target/iscsi/{iqn}/tpgt_1").is_directory

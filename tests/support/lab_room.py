@@ -1,0 +1,100 @@
+"""What the molecule lab tests do to the converged lab: boot a qemu PC to bootprog's
+marker, converge an inventory with ansible-playbook, read a run's changes, wait for a
+PC's iSCSI session to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ggnet_bootprog.build import parse_serial
+
+from ggnet_lab import client, vm
+
+REPO = Path(__file__).resolve().parents[2]
+
+_RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def boot(pc: client.LabPC, keep_running: bool = False) -> tuple[int, int]:
+    """Boot PC until its program has written: (count it read, count it wrote).
+
+    count=0 read is the image as imported: a fresh or reset writeback.  With
+    keep_running the PC stays on (a live iSCSI session) until client.stop(pc.name)."""
+    result = client.boot(pc, until="marker", timeout=240, keep=True, progress=print)
+    try:
+        assert result.reached, client.format_summary(result)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = parse_serial(result.files.serial.read_text(errors="replace"))
+            errors = [ln for ln in lines if ln.kind == "ERROR"]
+            assert not errors, f"{pc.name}: the boot program failed: {errors}"
+            booted = [ln for ln in lines if ln.kind == "BOOT"]
+            wrote = [ln for ln in lines if ln.kind == "WROTE"]
+            if booted and wrote:
+                assert booted[-1].identity == vm.MEDIA_IDENTITY, booted
+                print(client.format_summary(result))
+                return booted[-1].count, wrote[-1].count
+            time.sleep(0.5)
+        raise AssertionError(f"{pc.name}: no GGNET-WROTE line in {result.files.serial}")
+    finally:
+        if not keep_running:
+            client.stop(pc.name)
+
+
+def converge(inventory: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """ansible-playbook playbooks/site.yml on INVENTORY; with check, a failure fails the
+    test with the end of its output."""
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
+         str(REPO / "playbooks/site.yml"), *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=1800,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+             "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    return proc
+
+
+def changes(output: str) -> dict[str, int]:
+    """Host -> changed count, from a run's PLAY RECAP."""
+    found = {m.group(1): int(m.group(3)) for m in _RECAP.finditer(output)}
+    assert found, f"no PLAY RECAP in:\n{output[-3000:]}"
+    return found
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The tasks a run reported changed (for a failing idempotence check's message)."""
+    task, found = "", []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed:"):
+            found.append(task)
+    return found
+
+
+def wait_no_session(run: Callable[[str], str], name: str, timeout: float = 90) -> None:
+    """PC NAME is off: neither LIO nor tgt shows a session for its target.  RUN runs a
+    shell command on the boot server and returns its output."""
+    lio = f"/sys/kernel/config/target/iscsi/iqn.2025-01.lan.ggnet:target.{name}"
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = run(
+            f"cat {lio}/tpgt_1/acls/*/info 2>/dev/null; "
+            "tgtadm --lld iscsi --mode conn --op show --tid "
+            f"$(tgtadm --lld iscsi --mode target --op show 2>/dev/null | "
+            f'awk \'/target.{name}$/ {{sub(":","",$2); print $2}}\') 2>/dev/null; true'
+        )
+        if "LOGGED_IN" not in out and "Connection:" not in out:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name}: the target still shows a session after {timeout:.0f}s:\n{out}")
