@@ -22,6 +22,7 @@ WRITEBACKS = "ggnet_writebacks"
 TARGETS = "ggnet_targets"
 INVENTORY_SYNC = "ggnet_inventory_sync"
 # ...and the template task of roles/ggnet_netboot that writes one `mac,ip,name` per PC.
+# Also "... now": the retire phase writes the same file before the targets go.
 DHCP_TASK = "Write the fixed addresses of the PCs"
 
 COLUMNS = ("writeback", "target", "dhcp", "boot")
@@ -198,7 +199,7 @@ def summarise(
             attributed = _writebacks(report, item)
         elif item.action == INVENTORY_SYNC:
             attributed = _boot_entries(report, item)
-        elif item.task.rsplit("/", 1)[-1] == DHCP_TASK:
+        elif item.task.rsplit("/", 1)[-1].startswith(DHCP_TASK):
             attributed = _dhcp(report, item)
         else:
             attributed = False

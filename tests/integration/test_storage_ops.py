@@ -471,3 +471,20 @@ def test_import_from_source_file(pool, tmp_path, fmt):
     assert [v.name for v in storage.read_state(cfg, Zfs()).images["imp"].versions] == ["base"]
     with pytest.raises(storage.StorageError, match="is not a file or block device on this server"):
         storage.converge_images(cfg, {"other": {"source": str(tmp_path / "missing.raw")}}, False)
+
+
+def test_check_mode_plans_the_clones_of_an_image_not_created_yet(ready):
+    """ggnet diff (a --check converge) of a room with a new image: the images converge
+    creates nothing in check mode, so the writebacks plan from the version it would make."""
+    cfg = ready
+    more = {**IMAGES, "os-b": {"size": "32M", "kind": "system"}}
+    moved = [{**c, "image": "os-b"} if c["name"] == "pc-02" else c for c in clients()]
+    with pytest.raises(storage.StorageError, match="does not exist on pool"):
+        storage.converge_writebacks(cfg, more, moved, check=False, sessions={})
+    planned = storage.converge_writebacks(cfg, more, moved, check=True, sessions={})
+    (action,) = [a for a in planned.actions if a.client == "pc-02"]
+    assert action.action == "replace_writeback"
+    assert action.detail.endswith(layout.version_snapshot(cfg, "os-b", "v1"))
+    assert layout.image_dataset(cfg, "os-b") not in Zfs().get(
+        [layout.images_root(cfg)], ["name"], depth=1
+    )

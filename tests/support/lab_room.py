@@ -4,12 +4,13 @@ PC's iSCSI session to end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ggnet_bootprog.build import parse_serial
@@ -79,6 +80,22 @@ def changed_tasks(output: str) -> list[str]:
         elif line.startswith("changed:"):
             found.append(task)
     return found
+
+
+@contextlib.contextmanager
+def operator_token(host, name: str) -> Iterator[str]:
+    """An operator token of the VM's API, as a curl header file on the VM (root-only):
+    the token never leaves the VM.  Yields the file's path, removed afterwards."""
+    path = f"/root/.ggnet-{name}.header"
+    made = host.run(
+        f"umask 077 && ggnet token create --name {name} --role operator "
+        f"| sed 's/^/Authorization: Bearer /' > {path}"
+    )
+    assert made.rc == 0, made.stderr
+    try:
+        yield path
+    finally:
+        host.run(f"rm -f {path}")
 
 
 def wait_no_session(run: Callable[[str], str], name: str, timeout: float = 90) -> None:

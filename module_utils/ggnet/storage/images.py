@@ -73,12 +73,22 @@ def effective_version(image: Image, spec: ImageSpec | None) -> Version | None:
     return image.versions[-1] if image.versions else None
 
 
-def desired_snapshot(state: State, specs: dict[str, ImageSpec], image: str, where: str) -> str:
+def desired_snapshot(
+    state: State,
+    specs: dict[str, ImageSpec],
+    image: str,
+    where: str,
+    assume_created: bool = False,
+) -> str:
+    """The snapshot a disk of IMAGE is cloned from.  assume_created (check mode): an
+    image the images converge would create counts as created at its first version."""
     if image not in specs:
         raise StorageError(
             f"{where}: image {image!r} is not in ggnet_images (known: {', '.join(sorted(specs)) or 'none'})"
         )
     found = state.images.get(image)
+    if found is None and assume_created:
+        return layout.version_snapshot(state.cfg, image, specs[image].version or "v1")
     if found is None or not found.versions:
         raise StorageError(
             f"{where}: image {image!r} does not exist on pool {layout.pool(state.cfg)} yet: "

@@ -23,6 +23,7 @@ def plan_writebacks(
     clients: list[Mapping[str, Any]],
     sessions: Mapping[str, list] | None,
     force: bool = False,
+    check: bool = False,
 ) -> Result:
     cfg = state.cfg
     result = Result()
@@ -32,7 +33,9 @@ def plan_writebacks(
     refused: list[str] = []
     for (name, role), client in sorted(wanted.items()):
         where = f"{name} ({'ggnet_image' if role == 'system' else 'ggnet_game_disk'})"
-        snapshot = desired_snapshot(state, specs, client["_disk_image"], where)
+        # In check mode the images converge before this one created nothing: a new
+        # image's clones are planned from the version it would get.
+        snapshot = desired_snapshot(state, specs, client["_disk_image"], where, check)
         dataset = layout.writeback_dataset(cfg, name, role)
         have = state.writebacks.get((name, role))
         if have is None:
@@ -144,7 +147,7 @@ def converge_writebacks(
     state = read_state(cfg, zfs, images=sorted(specs), writebacks=RECORDS)
     if not state.pool_exists:
         raise StorageError(f"pool {layout.pool(cfg)!r} does not exist: converge ggnet_images first")
-    result = plan_writebacks(state, specs, clients, sessions, force)
+    result = plan_writebacks(state, specs, clients, sessions, force, check)
     after = dict(result.before)
     for action in result.actions:
         if action.action == "record_disks":

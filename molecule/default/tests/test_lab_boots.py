@@ -37,7 +37,6 @@ REPO = Path(__file__).resolve().parents[3]
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
 API = "http://10.213.0.10:8080"
-AUTH = "/root/.ggnet-lab-boots.header"  # on the VM, 0600: the token stays there
 PCS = client.lab_pcs()
 STORAGE = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_storage"]
 
@@ -64,29 +63,27 @@ def disk_count(host, path: str) -> int:
 @pytest.fixture(scope="module")
 def api(host):
     """Start a job on the VM's API and wait for its end: (state, job)."""
-    made = host.run(
-        f"umask 077 && ggnet token create --name lab-boots --role operator "
-        f"| sed 's/^/Authorization: Bearer /' > {AUTH}"
-    )
-    assert made.rc == 0, made.stderr
+    with lab_room.operator_token(host, "lab-boots") as auth:
+        yield _job_runner(host, auth)
 
+
+def _job_runner(host, auth: str):
     def run_job(kind: str, **extravars) -> dict:
         body = shlex.quote(json.dumps({"kind": kind, "extravars": extravars}))
         started = host.check_output(
-            f"curl -s -H @{AUTH} -H 'Content-Type: application/json' -d {body} {API}/api/jobs"
+            f"curl -s -H @{auth} -H 'Content-Type: application/json' -d {body} {API}/api/jobs"
         )
         job = json.loads(started)
         assert "id" in job, started
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            job = json.loads(host.check_output(f"curl -s -H @{AUTH} {API}/api/jobs/{job['id']}"))
+            job = json.loads(host.check_output(f"curl -s -H @{auth} {API}/api/jobs/{job['id']}"))
             if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
                 return job
             time.sleep(2)
         raise AssertionError(f"job {job['id']} ({kind} {extravars}) still {job['state']}")
 
-    yield run_job
-    host.run(f"rm -f {AUTH}")
+    return run_job
 
 
 def test_every_lab_pc_boots_the_image_from_its_own_writeback(host):

@@ -30,14 +30,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ggnet_testing.lab_room import REPO, boot, changed_tasks, changes, converge, wait_no_session
+from ggnet_testing.lab_room import (
+    REPO,
+    boot,
+    changed_tasks,
+    changes,
+    converge,
+    operator_token,
+    wait_no_session,
+)
 
 from ggnet_lab import client, vm
 
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
 API = "http://10.213.0.10:8080"
-AUTH = "/root/.ggnet-room.header"  # on the VM, 0600: the token stays there
 SERVER_REPO = "/var/lib/ggnet/inventory"
 IQN = "iqn.2025-01.lan.ggnet:target."
 APPROVED_MAC = "52:54:00:21:30:99"
@@ -133,13 +140,8 @@ def operator(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def token(host):
-    made = host.run(
-        f"umask 077 && ggnet token create --name room-changes --role operator "
-        f"| sed 's/^/Authorization: Bearer /' > {AUTH}"
-    )
-    assert made.rc == 0, made.stderr
-    yield AUTH
-    host.run(f"rm -f {AUTH}")
+    with operator_token(host, "room-changes") as header:
+        yield header
 
 
 def test_ggnet_diff_lists_per_pc_what_room_a_would_change(host, operator):
