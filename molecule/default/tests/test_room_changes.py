@@ -13,9 +13,10 @@ room A (LIO)                                  room B (tgt)
            without the game disk, image         the iSCSI backend switched to tgt,
            lab-os-b (a new image)               plus the PC approved on the server
 
-Both rooms converge with `site.yml --tags room` (what a room change touches; the full
-run is molecule's converge and idempotence).  This file runs last: it leaves the lab
-on tgt.
+Both rooms converge with `site.yml --tags room` (what a room change touches); the
+second run is `ggnet diff --room` for room A (check mode: no drift) and the whole
+site.yml for room B, which must change nothing: that run is also molecule's
+idempotence check.  This file runs last: it leaves the lab on tgt.
 """
 
 from __future__ import annotations
@@ -103,14 +104,18 @@ def commit_room(repo: Path, room: str, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def converge_twice(host, inventory: Path) -> str:
-    """A room change in one run, then a second run that changes nothing; the first
-    run's output."""
+def converge_room(inventory: Path) -> str:
+    """A room change in one run (`--tags room`): its output."""
     first = converge(inventory, "--tags", "room")
     assert changes(first.stdout)["boot1"] > 0, "the room change changed nothing"
-    again = converge(inventory, "--tags", "room").stdout
-    assert changes(again)["boot1"] == 0, changed_tasks(again)
     return first.stdout
+
+
+def ggnet_diff(inventory: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [shutil.which("ggnet") or "ggnet", "diff", "-i", str(inventory), *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=1800,
+    )  # fmt: skip
 
 
 def served(host) -> dict:
@@ -146,11 +151,7 @@ def token(host):
 
 def test_ggnet_diff_lists_per_pc_what_room_a_would_change(host, operator):
     commit_room(operator, "A", "room A: seats renamed and regrouped")
-    proc = subprocess.run(
-        [str(Path(shutil.which("ggnet") or "ggnet")), "diff", "-i", str(operator), "--room",
-         "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=1800,
-    )  # fmt: skip
+    proc = ggnet_diff(operator, "--room", "--json")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     pcs = {p["pc"]: p for p in json.loads(proc.stdout)["pcs"]}
     # Gone (renamed away), new, and changed in place: each with what differs.
@@ -162,7 +163,11 @@ def test_ggnet_diff_lists_per_pc_what_room_a_would_change(host, operator):
 def test_room_a_converges_in_one_run_and_its_pcs_boot(host, operator):
     for name in ("pc-bios", "pc-uefi", "pc-pxe"):
         wait_no_session(host.check_output, name)
-    converge_twice(host, operator)
+    converge_room(operator)
+    # The second run, in check mode: ggnet diff finds nothing left to change.
+    again = ggnet_diff(operator, "--room")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "no drift: the servers match the inventory" in again.stdout
     # The boot path serves the operator's commit: the server shares its history.
     assert served(host)["commit"] == git(operator, "rev-parse", "HEAD")
     assert set(served(host)["entries"]) == {"seat-01", "seat-03", "pc-uefi"}
@@ -237,7 +242,7 @@ def test_an_approval_on_the_server_is_pulled_before_the_next_converge(host, oper
 
 
 def test_room_b_converges_in_one_run_on_tgt_and_its_pcs_boot(host, operator):
-    out = converge_twice(host, operator)
+    out = converge_room(operator)
     # The image left the inventory: kept (a golden image is never destroyed by a
     # converge) and named, with how to remove it.
     assert "kept, never destroyed by a converge: lab-os-b" in out, out[-3000:]
@@ -257,3 +262,10 @@ def test_room_b_converges_in_one_run_on_tgt_and_its_pcs_boot(host, operator):
     for name in ("pc-bios", "pc-uefi", "pc-pxe"):
         assert boot(pcs[name]) == (0, 1), name
     assert boot(pcs["pc-bios"]) == (0, 1)  # the reset on reboot, on tgt
+
+
+def test_a_full_converge_after_the_room_changes_changes_nothing(operator):
+    """The room runs left nothing undone, and the whole site.yml is idempotent on a room
+    changed this much (molecule's own idempotence step would repeat this run)."""
+    again = converge(operator).stdout
+    assert changes(again)["boot1"] == 0, changed_tasks(again)
