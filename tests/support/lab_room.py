@@ -19,6 +19,7 @@ from ggnet_lab import client, vm
 
 REPO = Path(__file__).resolve().parents[2]
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -56,7 +57,10 @@ def converge(inventory: Path, *extra: str, check: bool = True) -> subprocess.Com
         [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
          str(REPO / "playbooks/site.yml"), *extra],
         capture_output=True, text=True, cwd=REPO, timeout=1800,
+        # Plain text: molecule's environment forces colours, which the recap parse
+        # below must not see.
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+             "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
              "PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )  # fmt: skip
     if check:
@@ -66,7 +70,7 @@ def converge(inventory: Path, *extra: str, check: bool = True) -> subprocess.Com
 
 def changes(output: str) -> dict[str, int]:
     """Host -> changed count, from a run's PLAY RECAP."""
-    found = {m.group(1): int(m.group(3)) for m in _RECAP.finditer(output)}
+    found = {m.group(1): int(m.group(3)) for m in _RECAP.finditer(_ANSI.sub("", output))}
     assert found, f"no PLAY RECAP in:\n{output[-3000:]}"
     return found
 
@@ -74,7 +78,7 @@ def changes(output: str) -> dict[str, int]:
 def changed_tasks(output: str) -> list[str]:
     """The tasks a run reported changed (for a failing idempotence check's message)."""
     task, found = "", []
-    for line in output.splitlines():
+    for line in _ANSI.sub("", output).splitlines():
         if line.startswith("TASK ["):
             task = line.split("[", 1)[1].rsplit("]", 1)[0]
         elif line.startswith("changed:"):
@@ -101,17 +105,20 @@ def operator_token(host, name: str) -> Iterator[str]:
 def wait_no_session(run: Callable[[str], str], name: str, timeout: float = 90) -> None:
     """PC NAME is off: neither LIO nor tgt shows a session for its target.  RUN runs a
     shell command on the boot server and returns its output."""
-    lio = f"/sys/kernel/config/target/iscsi/iqn.2025-01.lan.ggnet:target.{name}"
+    iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
+    probe = (
+        f"for f in /sys/kernel/config/target/iscsi/{iqn}/tpgt_1/acls/*/info; do "
+        '[ -f "$f" ] && ! grep -q \'No active iSCSI Session\' "$f" && echo busy-lio; done; '
+        "tid=$(tgtadm --lld iscsi --mode target --op show 2>/dev/null "
+        f'| awk \'$3 == "{iqn}" {{sub(":", "", $2); print $2}}\'); '
+        '[ -n "$tid" ] && tgtadm --lld iscsi --mode conn --op show --tid "$tid" 2>/dev/null '
+        "| grep -q . && echo busy-tgt; true"
+    )
     deadline = time.monotonic() + timeout
     out = ""
     while time.monotonic() < deadline:
-        out = run(
-            f"cat {lio}/tpgt_1/acls/*/info 2>/dev/null; "
-            "tgtadm --lld iscsi --mode conn --op show --tid "
-            f"$(tgtadm --lld iscsi --mode target --op show 2>/dev/null | "
-            f'awk \'/target.{name}$/ {{sub(":","",$2); print $2}}\') 2>/dev/null; true'
-        )
-        if "LOGGED_IN" not in out and "Connection:" not in out:
+        out = run(probe)
+        if "busy" not in out:
             return
         time.sleep(1)
-    raise AssertionError(f"{name}: the target still shows a session after {timeout:.0f}s:\n{out}")
+    raise AssertionError(f"{name}: its target still shows a session after {timeout:.0f}s: {out}")

@@ -150,6 +150,10 @@ def token(host):
 
 
 def test_ggnet_diff_lists_per_pc_what_room_a_would_change(host, operator):
+    # The tests before this one booted the PCs: their sessions must be gone, or the
+    # retire phase rightly refuses (the check run included).
+    for name in ("pc-bios", "pc-uefi", "pc-pxe"):
+        wait_no_session(host.check_output, name)
     commit_room(operator, "A", "room A: seats renamed and regrouped")
     proc = ggnet_diff(operator, "--room", "--json")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
