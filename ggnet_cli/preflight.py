@@ -113,14 +113,8 @@ def _converged_backend() -> str | None:
     return converged.load(path)["backend"]
 
 
-def _write_atomic(path: str, text: str) -> None:
-    # node_exporter may read at any moment: it must never see half a file.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
+    from ggnet.files import write_atomic
     from ggnet.preflight import human, run_checks, summary, textfile
 
     try:
@@ -130,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     checks = run_checks(settings)
     if args.textfile:
-        _write_atomic(args.textfile, textfile(checks, time.time()))
+        # node_exporter may read it at any moment.
+        write_atomic(args.textfile, textfile(checks, time.time()))
     ok = all(c.ok for c in checks)
     if args.json:
         print(

@@ -8,10 +8,10 @@ the boot path would serve differently, and waits for the commit to be served.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .files import write_atomic
 
 # The parts of a client (ggnet.model.client) the boot script depends on.
 ENTRY_KEYS = ("mac", "ip", "image", "game_disk", "boot", "target_iqn", "initiator_iqn")
@@ -46,18 +46,8 @@ def differs(report: Mapping[str, Any]) -> bool:
 
 
 def write_served(path: str, commit: str | None, served: Mapping[str, Any]) -> None:
-    """Replace PATH atomically: a reader never sees half a file."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".served-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"commit": commit, "entries": served}, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    text = json.dumps({"commit": commit, "entries": served}, indent=1, sort_keys=True)
+    write_atomic(path, text + "\n")
 
 
 def read_served(path: str) -> dict[str, Any] | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 
+from .files import write_atomic
 from .iscsi_types import Target
 
 DEFAULT_CONF = "/etc/tgt/conf.d/ggnet.conf"
@@ -77,18 +77,6 @@ def write_conf(path: str, text: str, check_mode: bool = False) -> bool:
         return False
     if check_mode:
         return True
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    # Created 0600 before the secrets go in, then renamed over the old file, so no
-    # reader ever sees a half-written or world-readable configuration.
-    fd, tmp = tempfile.mkstemp(prefix=".ggnet-", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # 0600 before the secrets go in: never a half-written or world-readable file.
+    write_atomic(path, text, mode=0o600)
     return True
