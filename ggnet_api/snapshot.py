@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from ggnet import boot_entries, model
 from ggnet.inventory import InventoryError, load_inventory
+from ggnet.inventory_repo import commit_of
 from ggnet.settings import default, is_secret_key
 
 from ggnet_api import converged
@@ -133,17 +133,6 @@ def with_converged_targets(snap: Snapshot, targets_file: str | None) -> Snapshot
     )
 
 
-def inventory_commit(root: Path) -> str | None:
-    """The commit the inventory directory's repository is at, None outside git."""
-    proc = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "-q", "--verify", "HEAD^{commit}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
 def _signature(root: Path) -> tuple[str | None, tuple]:
     """(commit, files): changes whenever a file under the inventory is added, removed or
     written, or the repository moves to another commit (which may leave every file as
@@ -157,7 +146,7 @@ def _signature(root: Path) -> tuple[str | None, tuple]:
             except OSError:
                 continue
             sig.append((dirpath, f, st.st_mtime_ns, st.st_size))
-    return inventory_commit(root), tuple(sorted(sig))
+    return commit_of(root), tuple(sorted(sig))
 
 
 class CurrentInventory:

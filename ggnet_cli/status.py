@@ -18,13 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gather(config: dict) -> dict:
     from ggnet.boot_entries import read_served
-
-    from ggnet_api.snapshot import inventory_commit
+    from ggnet.inventory_repo import commit_of
 
     inventory = Path(config["inventory"])
     served_file = config.get("served_file")
     served = read_served(served_file) if served_file else None
-    head = inventory_commit(inventory) if inventory.is_dir() else None
+    head = commit_of(inventory) if inventory.is_dir() else None
     served_commit = (served or {}).get("commit")
     return {
         "inventory": str(inventory),

@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
-
-def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-    )
+from .inventory_repo import commit_of, run_git
 
 
 def inventory_files(source: Path) -> list[str]:
     """The files of the inventory, relative to SOURCE: what git tracks or would track
     (its ignore rules apply) when SOURCE is in a work tree, else every file outside
     dot-directories."""
-    listed = _git(source, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    listed = run_git(source, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     if listed.returncode == 0:
         names = {n for n in listed.stdout.split("\0") if n}
         return sorted(n for n in names if (source / n).is_file())
@@ -51,15 +43,14 @@ def pack(source: Path, files: list[str], archive: Path) -> None:
 
 def own_repository_head(source: Path) -> str | None:
     """SOURCE's HEAD commit when SOURCE is the top of a git work tree with a commit."""
-    top = _git(source, "rev-parse", "--show-toplevel")
+    top = run_git(source, "rev-parse", "--show-toplevel")
     if top.returncode != 0 or Path(top.stdout.strip()).resolve() != source.resolve():
         return None
-    head = _git(source, "rev-parse", "-q", "--verify", "HEAD^{commit}")
-    return head.stdout.strip() if head.returncode == 0 else None
+    return commit_of(source)
 
 
 def bundle(source: Path, into: Path) -> None:
     """SOURCE's history up to HEAD as a git bundle (ValueError when git fails)."""
-    made = _git(source, "bundle", "create", "-q", str(into), "HEAD")
+    made = run_git(source, "bundle", "create", "-q", str(into), "HEAD")
     if made.returncode != 0:
         raise ValueError(f"git bundle in {source} failed: {made.stderr.strip()[:300]}")

@@ -48,33 +48,33 @@ class SyncResult:
     actions: list[str] = field(default_factory=list)
 
 
-def _git(repo: Path | str, *args: str, env: Mapping[str, str] | None = None) -> str:
-    run_env = {
-        **os.environ,
-        "LC_ALL": "C",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": IDENTITY[0],
-        "GIT_AUTHOR_EMAIL": IDENTITY[1],
-        "GIT_COMMITTER_NAME": IDENTITY[0],
-        "GIT_COMMITTER_EMAIL": IDENTITY[1],
-        **(env or {}),
-    }
-    proc = subprocess.run(
+def run_git(
+    repo: Path | str, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """git in REPO, its messages in English and never a prompt; the caller reads the
+    exit code."""
+    run_env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    return subprocess.run(
         ["git", "-C", str(repo), *args], capture_output=True, text=True, env=run_env
     )
+
+
+def commit_of(repo: Path | str, ref: str = "HEAD") -> str | None:
+    """The commit REF names in the repository REPO is in; None outside git or when REF
+    names none (a repository without a commit)."""
+    proc = run_git(repo, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}")
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _git(repo: Path | str, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """git as the sync (its commits' author): stdout, or SyncError."""
+    name, email = IDENTITY
+    ident = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email}
+    ident |= {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    proc = run_git(repo, *args, env={**ident, **(env or {})})
     if proc.returncode != 0:
         raise SyncError(f"git {' '.join(args[:2])} in {repo} failed: {proc.stderr.strip()[:400]}")
     return proc.stdout.strip()
-
-
-def _rev(repo: Path, ref: str) -> str | None:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "-q", "--verify", f"{ref}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def _tree_of(repo: Path, files: Path) -> str:
@@ -155,13 +155,13 @@ def sync(
             return result
         repo.mkdir(parents=True, exist_ok=True)
         _git(repo, "init", "-q", "-b", "main")
-    before = _rev(repo, "HEAD")
+    before = commit_of(repo, "HEAD")
     result.before = before
     if bundle is not None:
         if not head:
             raise SyncError("a bundle needs the controller's HEAD commit")
         _git(repo, "fetch", "-q", str(bundle), f"+HEAD:{CONTROLLER_REF}")
-        if _rev(repo, CONTROLLER_REF) != head:
+        if commit_of(repo, CONTROLLER_REF) != head:
             raise SyncError(f"the bundle from {source} does not hold its HEAD {head}")
         lacking = _foreign_commits(repo, CONTROLLER_REF, before) if before else []
         if lacking:
@@ -174,7 +174,7 @@ def sync(
             )
         base: str | None = head
     else:
-        synced = _rev(repo, SYNCED_REF)
+        synced = commit_of(repo, SYNCED_REF)
         approvals = _foreign_commits(repo, synced, before) if before else []
         if approvals and synced is not None:
             missing = _not_in_tree(repo, synced, before or "", tree)
