@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ggnet.net import target_iqn
 from ggnet_bootprog.build import parse_serial
 
 from ggnet_lab import client, vm
@@ -105,7 +106,7 @@ def operator_token(host, name: str) -> Iterator[str]:
 def wait_no_session(run: Callable[[str], str], name: str, timeout: float = 90) -> None:
     """PC NAME is off: neither LIO nor tgt shows a session for its target.  RUN runs a
     shell command on the boot server and returns its output."""
-    iqn = f"iqn.2025-01.lan.ggnet:target.{name}"
+    iqn = target_iqn(name)  # the lab inventory keeps ggnet's default prefix
     probe = (
         f"for f in /sys/kernel/config/target/iscsi/{iqn}/tpgt_1/acls/*/info; do "
         '[ -f "$f" ] && ! grep -q \'No active iSCSI Session\' "$f" && echo busy-lio; done; '

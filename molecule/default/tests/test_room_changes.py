@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ggnet.net import target_iqn
 from ggnet_testing.lab_room import (
     REPO,
     boot,
@@ -47,7 +48,7 @@ testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
 API = "http://10.213.0.10:8080"
 SERVER_REPO = "/var/lib/ggnet/inventory"
-IQN = "iqn.2025-01.lan.ggnet:target."
+IQN = target_iqn("x")[:-1]  # what precedes a PC's name in its target's IQN
 APPROVED_MAC = "52:54:00:21:30:99"
 
 
