@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ from ggnet_api.periodic import Periodic
 from ggnet_api.snapshot import CurrentInventory
 
 log = logging.getLogger(__name__)
+
+# The methods counted by name (RFC 9110's and PATCH); any other is counted as "other".
+_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
 
 
 @dataclass
@@ -58,7 +64,27 @@ class Ggnet:
         self.background.every(
             float(self.config["collect_interval"]), self._collect, "ggnet-collector"
         )
+        self.background.every(
+            float(self.config["retention_interval"]), self.prune, "ggnet-retention"
+        )
         self.jobs.start()
+
+    def prune(self, now: float | None = None) -> tuple[int, int]:
+        """The retention pass: (boots, discovered machines) deleted."""
+        now = time.time() if now is None else now
+        boots = discovered = 0
+        keep = config_mod.seconds(self.config, "boot_retention")
+        snap = self.inventory.snapshot
+        # Without an inventory every machine would look unknown and lose its latest boot.
+        if keep and snap.loaded_at:
+            machines = {n: c["mac"] for n, c in snap.clients.items()}
+            boots = self.db.prune_boots(now - keep, machines)
+        keep = config_mod.seconds(self.config, "discovered_retention")
+        if keep:
+            discovered = self.db.prune_discovered(now - keep)
+        if boots or discovered:
+            log.info("retention: %d boots and %d discovered machines deleted", boots, discovered)
+        return boots, discovered
 
     def _collect(self) -> None:
         self.collector.collect()
@@ -102,10 +128,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def count(resp):
+        # Every label from a bounded set, whatever a client sends: the routes' rules
+        # (not the path), the standard methods, the status codes werkzeug can answer.
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.requests.labels(
-            endpoint=rule, method=request.method, status=str(resp.status_code)
-        ).inc()
+        method = request.method if request.method in _METHODS else "other"
+        metrics.requests.labels(endpoint=rule, method=method, status=str(resp.status_code)).inc()
         return resp
 
     @app.errorhandler(HTTPException)

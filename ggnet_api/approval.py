@@ -9,12 +9,19 @@ inventory directory:
                            under ggnet_clients and under the machine groups chosen
 
 The new inventory is validated (the same check as `ggnet validate`) before it is
-committed; an inventory that would not validate is restored and nothing is committed.
-The commit names the approver and holds only these two files.
+committed.  Whatever fails after the files are written (validation, git, an exception
+from the loader) puts the inventory back byte for byte, index included: a failed
+approval must not leave a file that stops the API at its next start.  The commit
+names the approver and holds only these two files.
+
+A name Ansible gives a meaning of its own (all, ungrouped, localhost), a group's or a
+server's is refused before anything is written: a host named like a group is a
+different inventory, not one more machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -26,6 +33,8 @@ from ggnet.inventory import check
 from ggnet.net import check_iqn_name
 
 APPROVED = "approved.yml"
+# Ansible's implicit groups and its implicit localhost (under each of its names).
+RESERVED = frozenset(("all", "ungrouped", "localhost", "127.0.0.1", "::1"))
 _lock = threading.Lock()
 _HEADER = (
     "# Machines approved through the ggnet API (discovery).  Written by the API; edit\n"
@@ -55,6 +64,12 @@ def check_request(body: dict[str, Any], snap, mac: str) -> tuple[str, str, list[
         raise ApprovalError(f"body.name: {name[:64]!r} {exc}") from None
     if len(name) > 63:
         raise ApprovalError("body.name: at most 63 characters")
+    if name in RESERVED:
+        raise ApprovalError(f"body.name: {name!r} is reserved by Ansible; choose another name")
+    if name in snap.groups:
+        raise ApprovalError(f"body.name: {name!r} is a group of the inventory")
+    if name == snap.server or name in snap.servers:
+        raise ApprovalError(f"body.name: {name!r} is a boot server of the inventory")
     if name in snap.hosts:
         raise ApprovalError(f"body.name: {name!r} is already a host of the inventory", 409)
     if mac in snap.by_mac:
@@ -110,8 +125,8 @@ def approve(
         approved = root / APPROVED
         if host_vars.exists():
             raise ApprovalError(f"body.name: {host_vars} exists already", 409)
-        old_approved = approved.read_text(encoding="utf-8") if approved.exists() else None
-        data = yaml.safe_load(old_approved or "") or {}
+        old_approved = approved.read_bytes() if approved.exists() else None
+        data = yaml.safe_load(old_approved or b"") or {}
         clients = (
             data.setdefault("all", {}).setdefault("children", {}).setdefault("ggnet_clients", {})
         )
@@ -120,16 +135,19 @@ def approve(
             group_entry = clients.setdefault("children", {}).setdefault(group, {}) or {}
             clients["children"][group] = group_entry
             group_entry.setdefault("hosts", {})[name] = None
-        host_vars.parent.mkdir(exist_ok=True)
-        host_vars.write_text(
-            f"# Approved through the ggnet API by {who}, discovered as {mac}.\n"
-            + yaml.safe_dump({"ggnet_mac": mac, "ggnet_image": image}, sort_keys=False),
-            encoding="utf-8",
-        )
-        approved.write_text(_HEADER + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+        made_dir = not host_vars.parent.exists()
+        rel = [str(p.resolve().relative_to(repo.resolve())) for p in (host_vars, approved)]
+        staged = False
         try:
+            host_vars.parent.mkdir(exist_ok=True)
+            host_vars.write_text(
+                f"# Approved through the ggnet API by {who}, discovered as {mac}.\n"
+                + yaml.safe_dump({"ggnet_mac": mac, "ggnet_image": image}, sort_keys=False),
+                encoding="utf-8",
+            )
+            approved.write_text(_HEADER + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
             _validate(root)
-            rel = [str(p.resolve().relative_to(repo.resolve())) for p in (host_vars, approved)]
+            staged = True
             _git(repo, "add", "--", *rel)
             author_name, _, author_email = author.partition("<")
             ident = {
@@ -144,14 +162,35 @@ def approve(
                 f"Approved by {who} through the ggnet API (discovery).\n"
             )
             _git(repo, "commit", "-q", "-m", message, "--", *rel, env=ident)
-            return _git(repo, "rev-parse", "HEAD")
-        except ApprovalError:
-            host_vars.unlink(missing_ok=True)
-            if old_approved is None:
-                approved.unlink(missing_ok=True)
-            else:
-                approved.write_text(old_approved, encoding="utf-8")
+        except BaseException:
+            _restore(repo, rel, host_vars, approved, old_approved, made_dir, staged)
             raise
+        return _git(repo, "rev-parse", "HEAD")
+
+
+def _restore(
+    repo: Path,
+    rel: list[str],
+    host_vars: Path,
+    approved: Path,
+    old_approved: bytes | None,
+    made_dir: bool,
+    staged: bool,
+) -> None:
+    """The inventory as it was before approve() wrote to it."""
+    if staged:
+        # The index entries back to HEAD's (a path HEAD lacks leaves the index).
+        subprocess.run(
+            ["git", "-C", str(repo), "reset", "-q", "--", *rel], capture_output=True, check=False
+        )
+    host_vars.unlink(missing_ok=True)
+    if made_dir:
+        with contextlib.suppress(OSError):
+            host_vars.parent.rmdir()
+    if old_approved is None:
+        approved.unlink(missing_ok=True)
+    else:
+        approved.write_bytes(old_approved)
 
 
 def _validate(root: Path) -> None:

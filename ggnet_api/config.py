@@ -113,6 +113,13 @@ DEFAULTS: dict[str, Any] = {
     "console_port": 6080,
     "git_author": "ggnet-api <ggnet-api@localhost>",
     "max_discovered": 4096,
+    # How long boot history, and discovered machines not seen since, are kept (the
+    # engine's durations: 30d, 12h; 0 keeps them forever).  Each inventory machine's
+    # latest boot stays whatever its age; /metrics' totals are not lowered.
+    "boot_retention": "30d",
+    "discovered_retention": "7d",
+    # Seconds between two retention passes.
+    "retention_interval": 3600.0,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
 }
@@ -149,7 +156,21 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
             config[key] = _coerce(env, default) if default is not None else env
     config.update(overrides)
     config["state_dir"] = str(Path(config["state_dir"]))
+    for key in _DURATIONS:
+        try:
+            parse_duration(config[key])
+        except ValueError as exc:
+            raise ValueError(f"{key}: {str(config[key])[:40]!r} {exc}") from None
     return config
+
+
+# Settings given as the engine's durations (read with seconds()).
+_DURATIONS = ("boot_retention", "discovered_retention")
+
+
+def seconds(config: dict[str, Any], key: str) -> int:
+    """A duration setting in seconds (load() checked that it parses)."""
+    return parse_duration(config[key])
 
 
 class ExtraVarsError(ValueError):

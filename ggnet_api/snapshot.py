@@ -3,8 +3,9 @@
 The inventory is loaded with ggnet.inventory (Ansible's own loader) into a Snapshot
 that CurrentInventory replaces in one assignment, so a request never sees half a
 reload.  The watcher thread (app.py) reloads it when a file under the inventory
-changes; an inventory that no longer loads keeps the last good snapshot and reports
-why on /api/status.
+changes; an inventory that no longer loads, for whatever reason (a YAML typo, a
+value of the wrong type that the model trips over), keeps the last good snapshot and
+reports why on /health and /api/status: a room keeps booting from what worked.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ class Snapshot:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     machine_groups: tuple[str, ...] = ()
     hosts: frozenset[str] = frozenset()
+    # Every group of the inventory, machine groups or not (names an approval must avoid).
+    groups: frozenset[str] = frozenset()
     server: str | None = None
+    # Every boot server of the inventory (server is the one this API serves).
+    servers: tuple[str, ...] = ()
     storage: dict[str, Any] = field(default_factory=dict)
     iscsi: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +115,9 @@ def build_snapshot(
         images=images,
         machine_groups=tuple(mgroups),
         hosts=frozenset(hostvars),
+        groups=frozenset(groups),
         server=server,
+        servers=tuple(servers),
         storage=model.settings(shv, "ggnet_storage") if server else {},
         iscsi=model.settings(shv, "ggnet_iscsi") if server else {},
         network=dict(shv.get("ggnet_network") or {}),
@@ -173,15 +180,23 @@ class CurrentInventory:
                 snap = with_converged_targets(snap, self.config.get("targets_file"))
                 snap = dataclasses.replace(snap, commit=sig[0] if sig else None)
             except (InventoryError, model.ModelError, ValueError, OSError) as exc:
-                self.load_error = str(exc)
-                self._sig = sig
-                log.warning("inventory not loaded: %s", exc)
-                return False
+                return self._failed(sig, str(exc))
+            except Exception as exc:
+                # A value of a type the model does not expect (ggnet_images: 5) raises
+                # whatever the code reading it raises; it is still the inventory's fault.
+                log.exception("inventory not loaded")
+                return self._failed(sig, f"{type(exc).__name__}: {exc}")
             self.snapshot = snap
             self.load_error = None
             self._sig = sig
             self._write_served(snap)
             return True
+
+    def _failed(self, sig: tuple[str | None, tuple] | None, error: str) -> bool:
+        self.load_error = error
+        self._sig = sig
+        log.warning("inventory not loaded, still serving the last good one: %s", error)
+        return False
 
     def _write_served(self, snap: Snapshot) -> None:
         # What a converge waits for (the commit served) and compares with the
@@ -195,6 +210,14 @@ class CurrentInventory:
             boot_entries.write_served(path, snap.commit, served)
         except OSError as exc:
             log.warning("could not write %s: %s", path, exc)
+
+    def trouble(self) -> str | None:
+        """Why the inventory served is not the one on disk (None: it is)."""
+        if self.load_error is not None:
+            return self.load_error
+        if not self.snapshot.loaded_at:
+            return "no inventory loaded yet"
+        return None
 
     def reload_if_changed(self) -> None:
         self.reload(force=False)

@@ -1,5 +1,12 @@
 """/health for load balancers and the service check (no auth), /api/status (viewer),
-/metrics for Prometheus (no auth: it carries counts, never names of secrets)."""
+/metrics for Prometheus (no auth: it carries counts, never names of secrets).
+
+/health answers 503 `degraded` while the inventory on disk does not load (or none
+ever did): the API still serves the last good snapshot, but what the operator wrote
+is not what the room gets, and only a status code reaches every monitor (curl -f,
+a blackbox probe, the service check) without parsing the body.  The load error itself
+is on /api/status only: it may quote a line of the inventory, and /health has no auth.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,23 @@ def health():
         e.db.ping()
     except Exception:
         return jsonify(status="error", error="the API's database cannot be read"), 503
+    trouble = e.inventory.trouble()
+    if trouble is not None:
+        snap = e.inventory.snapshot
+        if e.inventory.load_error is None:
+            reason = "no inventory loaded yet"
+        elif snap.loaded_at:
+            reason = "the inventory does not load; serving the last good one"
+        else:
+            reason = "the inventory does not load, and none has since the start"
+        return jsonify(
+            status="degraded",
+            inventory={
+                "error": f"{reason} (the load error is on /api/status)",
+                "serving_commit": snap.commit,
+                "serving_since": snap.loaded_at or None,
+            },
+        ), 503
     return jsonify(status="ok")
 
 
@@ -41,7 +65,7 @@ def status():
             "path": str(e.config["inventory"]),
             "commit": snap.commit,
             "loaded_at": snap.loaded_at or None,
-            "error": e.inventory.load_error,
+            "error": e.inventory.trouble(),
             "problems": list(snap.problems),
             "clients": len(snap.clients),
             "images": len(snap.images),

@@ -261,11 +261,26 @@ class Database:
     def discovered(self, mac: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM discovered WHERE mac = ?", (mac,))
 
-    def discovered_list(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Every discovered machine, or those in `state`, oldest first."""
-        if state is None:
-            return self.query("SELECT * FROM discovered ORDER BY first_seen")
-        return self.query("SELECT * FROM discovered WHERE state = ? ORDER BY first_seen", (state,))
+    def discovered_list(
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Discovered machines (all, or those in `state`), oldest first: at most `limit`,
+        from past `after`, the (first_seen, mac) of the last row of the page before."""
+        where: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if after is not None:
+            where.append("(first_seen, mac) > (?, ?)")
+            args += list(after)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return self.query(
+            f"SELECT * FROM discovered {clause}ORDER BY first_seen, mac LIMIT ?", (*args, limit)
+        )
 
     def count_discovered(self, state: str | None = None) -> int:
         if state is None:
@@ -302,6 +317,68 @@ class Database:
 
     def forget_discovered(self, mac: str) -> None:
         self.execute("DELETE FROM discovered WHERE mac = ?", (mac,))
+
+    def forget_discovered_many(
+        self,
+        macs: list[str] | None = None,
+        seen_before: float | None = None,
+        state: str | None = None,
+    ) -> int:
+        """Forget the machines matching every filter given (macs: among these; seen_before:
+        not seen since; state: in it); how many were forgotten."""
+        where: list[str] = []
+        args: list[Any] = []
+        if macs is not None:
+            where.append("mac IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(macs))
+        if seen_before is not None:
+            where.append("last_seen < ?")
+            args.append(seen_before)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self.execute(f"DELETE FROM discovered{clause}", args).rowcount
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune_boots(self, before: float, keep: dict[str, str], batch: int = 5000) -> int:
+        """Delete the boots started before `before`, except the latest boot of each MAC
+        of `keep` (client name -> MAC: the inventory's machines) and each of those
+        clients' latest finished ok boot: the Machines view and /metrics read them.
+        The stats keep their totals (a counter counts boots ever made, not boots kept);
+        a MAC left without boots leaves the stats too.  In batches, so the boot path
+        never waits long for the write lock.  Returns how many boots were deleted."""
+        macs, names = json.dumps(sorted(set(keep.values()))), json.dumps(sorted(keep))
+        # Boot ids grow with time: the scan in id order stops at the first boot young
+        # enough to stay, past the few kept latest ones and what goes now (no index
+        # on started for the boot path to keep up).
+        row = self.one("SELECT id FROM boots WHERE started >= ? ORDER BY id LIMIT 1", (before,))
+        below = row["id"] if row is not None else 1 << 62
+        deleted = 0
+        while True:
+            with self.tx() as c:
+                c.execute("UPDATE stats_state SET pruning = 1")
+                n = c.execute(
+                    "DELETE FROM boots WHERE id IN (SELECT id FROM boots WHERE id < ? "
+                    "AND started < ? AND id NOT IN (SELECT id FROM stats_boot_last "
+                    "WHERE id IS NOT NULL AND mac IN (SELECT value FROM json_each(?))) "
+                    "AND id NOT IN (SELECT id FROM stats_boot_last_ok WHERE id IS NOT NULL "
+                    "AND client IN (SELECT value FROM json_each(?))) ORDER BY id LIMIT ?)",
+                    (below, before, macs, names, batch),
+                ).rowcount
+                c.execute("UPDATE stats_state SET pruning = 0")
+            deleted += n
+            if n < batch:
+                break
+        if deleted:
+            with self.tx() as c:
+                stats.drop_emptied(c)
+        return deleted
+
+    def prune_discovered(self, before: float) -> int:
+        """Forget the discovered machines not seen since `before`; how many."""
+        return self.forget_discovered_many(seen_before=before)
 
     # -- tokens -------------------------------------------------------------------------
 

@@ -11,6 +11,11 @@ them is still current; every stats row carries the generation that last changed 
 few machines between two scrapes, not the room).  Rows are never deleted by the
 triggers: a count falls to 0, a latest boot becomes NULL, and a reader of changes
 sees that too.
+
+A retention pass (Database.prune_boots) deletes old boots with stats_state.pruning
+set: the counts and histograms keep what they counted (Prometheus counters must not
+go down), only the latest-boot rows follow, and the rows of MACs left without any
+boot are dropped (drop_emptied) so that fake MACs do not grow the stats either.
 """
 
 from __future__ import annotations
@@ -67,11 +72,12 @@ class _Sum:
             "n = n + 1, total = total + excluded.total, gen = excluded.gen;"
         )
 
-    def remove(self, row: str) -> str:
+    def remove(self, row: str, unless_pruning: bool = False) -> str:
         match = " AND ".join(f"{k} = {self._sub(e, row)}" for k, e in self.keys)
+        pruning = " AND NOT (SELECT pruning FROM stats_state)" if unless_pruning else ""
         return (
             f"UPDATE stats_{self.name} SET n = n - 1, total = total - {self._sub(self.value, row)}, "
-            f"gen = {_NEXT} WHERE {match} AND {self._sub(self.where, row)};"
+            f"gen = {_NEXT} WHERE {match} AND {self._sub(self.where, row)}{pruning};"
         )
 
     def rebuild(self) -> str:
@@ -150,7 +156,8 @@ def _latest(row: str) -> str:
 
 def _stats_ddl() -> list[str]:
     ddl = [
-        "CREATE TABLE stats_state (version TEXT NOT NULL, generation INTEGER NOT NULL)",
+        "CREATE TABLE stats_state (version TEXT NOT NULL, generation INTEGER NOT NULL, "
+        "pruning INTEGER NOT NULL DEFAULT 0)",
         # id and result (duration) are NULL once no such boot is left.
         "CREATE TABLE stats_boot_last (mac TEXT PRIMARY KEY, id INTEGER, result TEXT, "
         "gen INTEGER NOT NULL) WITHOUT ROWID",
@@ -163,7 +170,9 @@ def _stats_ddl() -> list[str]:
         sums = [s for s in _SUMS if s.source == source]
         latest = source == "boots"
         on_insert = [s.add("NEW") for s in sums] + ([_latest("NEW")] if latest else [])
-        on_delete = [s.remove("OLD") for s in sums] + ([_latest("OLD")] if latest else [])
+        on_delete = [s.remove("OLD", unless_pruning=True) for s in sums] + (
+            [_latest("OLD")] if latest else []
+        )
         on_update = [s.remove("OLD") for s in sums] + [s.add("NEW") for s in sums]
         if latest:
             on_update += [_latest("OLD"), _latest("NEW")]
@@ -221,6 +230,12 @@ def install_stats(c: sqlite3.Connection) -> None:
     )
     for sql in _stats_rebuild():
         c.execute(sql)
+
+
+def drop_emptied(c: sqlite3.Connection) -> None:
+    """Forget the latest-boot rows of MACs without any boot left (after a retention
+    pass); a reader of changes has no machine to tell about them."""
+    c.execute("DELETE FROM stats_boot_last WHERE id IS NULL")
 
 
 # -- what /metrics reads --------------------------------------------------------------
