@@ -4,6 +4,10 @@ Roles are ordered: a viewer reads, an operator also starts and cancels jobs and
 approves machines, an admin also manages tokens.  A client that fails more than
 auth_fail_limit times within auth_fail_window seconds is answered 429 until the
 window has passed, whatever token it sends then: guessing gets slow.
+
+A token may carry an expiry; past it the token is refused like a revoked one.  A token's
+name is written into job records, git commit messages and host_vars comments, so it is
+one line of printable characters.
 """
 
 from __future__ import annotations
@@ -20,10 +24,32 @@ from flask import current_app, g, jsonify, request
 
 ROLES = ("viewer", "operator", "admin")
 TOKEN_PREFIX = "ggn_"
+MAX_NAME = 64
 
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def check_token_name(name: object) -> str:
+    """The name, stripped; ValueError naming the value when it is not one printable line."""
+    if not isinstance(name, str):
+        raise ValueError(f"token name {name!r}: not a string")
+    shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+    stripped = name.strip(" ")  # not strip(): a trailing newline is refused, not dropped
+    if not stripped or len(stripped) > MAX_NAME:
+        raise ValueError(f"token name {shown}: 1 to {MAX_NAME} characters")
+    # isprintable() is False for control, format and line/paragraph separator characters:
+    # any of them would end a line of a host_vars comment or a commit message.
+    if not stripped.isprintable():
+        raise ValueError(f"token name {shown}: control or line-break characters are not allowed")
+    return stripped
+
+
+def printable_name(name: str) -> str:
+    """A name for one line of text: tokens made before names were checked may hold
+    control characters, shown here as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in name)
 
 
 def role_at_least(role: str, needed: str) -> bool:
@@ -106,6 +132,15 @@ def check_request(needed: str):
     if principal is None:
         ext.limiter.fail(who)
         return _deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
+    expires = principal.get("expires")
+    if expires is not None and expires <= time.time():
+        ext.limiter.fail(who)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        return _deny(
+            401,
+            "expired",
+            f"Authorization: the token expired at {when}; an admin makes a new one",
+        )
     if not role_at_least(principal["role"], needed):
         return _deny(
             403,
@@ -136,4 +171,4 @@ def require(needed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def principal_name() -> str:
     p = getattr(g, "principal", None)
-    return p["name"] if p else "anonymous"
+    return printable_name(p["name"]) if p else "anonymous"

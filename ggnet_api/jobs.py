@@ -19,17 +19,21 @@ what is left of them) and queues again the ones that had not started.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
 import json
 import logging
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,12 +60,40 @@ class JobError(Exception):
         self.status = status
 
 
+@functools.lru_cache(maxsize=4096)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret shows up in a playbook's output: as written, escaped in JSON
+    (once, or twice when JSON is printed inside JSON), as a Python repr, URL-encoded,
+    in base64 (without its padding, so padded and unpadded both match) and shell-quoted.
+    Longest first, so a form that contains another is masked whole."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(json.dumps(secret))[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        shlex.quote(secret),
+    }
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
 def redact(text: str | None, secrets: Iterable[str]) -> str | None:
+    """The text with every known secret masked, in any of its secret_forms.  Secrets
+    shorter than 4 characters are left alone: masking them would mask common words."""
     if not text:
         return text
     for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, MASK)
+        if not secret or len(secret) < 4:
+            continue
+        for form in secret_forms(secret):
+            if form in text:
+                text = text.replace(form, MASK)
     return text
 
 

@@ -2,6 +2,9 @@
 
 One worker with threads: the job queue and the collector live in the worker's process
 (see ggnet_api/app.py), and server-sent event streams each hold a thread while they last.
+
+With --certfile and --keyfile gunicorn speaks HTTPS on every address it binds, the boot
+path's included: the PCs' iPXE then needs to trust the certificate (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=16, help="request threads (default 16)")
     parser.add_argument("--config", help="API settings file (YAML); default $GGNET_API_CONFIG")
+    parser.add_argument(
+        "--certfile", help="TLS certificate (PEM, chain included): serve HTTPS; needs --keyfile"
+    )
+    parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
 
 
 def gunicorn_argv(args: argparse.Namespace, python: str = "python3") -> list[str]:
@@ -42,8 +49,20 @@ def gunicorn_argv(args: argparse.Namespace, python: str = "python3") -> list[str
         "30",
         "--access-logfile",
         "-",
+        *tls_argv(args),
         "ggnet_api.app:wsgi()",
     ]
+
+
+def tls_argv(args: argparse.Namespace) -> list[str]:
+    """gunicorn's TLS options; ValueError unless the certificate and key come together."""
+    certfile: str | None = getattr(args, "certfile", None)
+    keyfile: str | None = getattr(args, "keyfile", None)
+    if not certfile and not keyfile:
+        return []
+    if not certfile or not keyfile:
+        raise ValueError("--certfile and --keyfile go together: HTTPS needs both")
+    return ["--certfile", certfile, "--keyfile", keyfile]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("gunicorn") is None:
         print(f"gunicorn is not importable by {sys.executable}", file=sys.stderr)
         return 1
-    argv = gunicorn_argv(args, sys.executable)
+    try:
+        argv = gunicorn_argv(args, sys.executable)
+    except ValueError as exc:
+        print(f"ggnet serve: {exc}", file=sys.stderr)
+        return 2
     os.execv(argv[0], argv)
     return 0  # not reached

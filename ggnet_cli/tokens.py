@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-HELP = "API tokens: create --name N --role R | list | revoke ID"
+if TYPE_CHECKING:
+    from ggnet_api.db.database import Database
+
+HELP = "API tokens: create --name N --role R [--expires 30d] | list | revoke ID"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,40 +26,96 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", required=True, help="who or what uses it (shown in job and git history)"
     )
     create.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
-    sub.add_parser("list", help="list tokens (names and roles, never the tokens)")
+    create.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="refuse the token after this long, e.g. 12h, 30d or 8w (default: never)",
+    )
+    sub.add_parser("list", help="list tokens (names, roles, expiry; never the tokens)")
     revoke = sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from ggnet_api.auth import check_token_name
 
-    from ggnet_api import config
-    from ggnet_api.auth import new_token
-    from ggnet_api.db.database import Database
-
-    cfg = config.load(**({"state_dir": args.state_dir} if args.state_dir else {}))
-    db = Database(str(Path(cfg["state_dir"]) / "api.db"))
     if args.action == "create":
-        if not args.name.strip() or len(args.name) > 64:
-            print("--name: 1 to 64 characters", file=sys.stderr)
+        # Checked before the database is opened: a refused token leaves nothing behind.
+        try:
+            name = check_token_name(args.name)
+            lifetime = _lifetime(args.expires)
+        except ValueError as exc:
+            print(f"ggnet token create: {exc}", file=sys.stderr)
             return 2
-        token = new_token()
-        token_id = db.add_token(args.name.strip(), args.role, token)
-        print(
-            f"# token {token_id} ({args.role}) for {args.name}; shown once, keep it safe",
-            file=sys.stderr,
-        )
-        print(token)
-        return 0
+        return _create(_database(args), name, args.role, lifetime)
     if args.action == "list":
-        for row in db.tokens():
-            state = "revoked" if row["revoked"] else "active"
-            made = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
-            print(f"{row['id']:>4}  {row['role']:<8}  {state:<7}  {made}  {row['name']}")
-        return 0
+        return _list(_database(args))
+    db = _database(args)
     if not db.revoke_token(args.id):
         print(f"token {args.id}: no such active token", file=sys.stderr)
         return 1
     print(f"token {args.id} revoked")
     return 0
+
+
+def _database(args: argparse.Namespace) -> Database:
+    from pathlib import Path
+
+    from ggnet_api import config
+    from ggnet_api.db.database import Database
+
+    cfg = config.load(**({"state_dir": args.state_dir} if args.state_dir else {}))
+    return Database(str(Path(cfg["state_dir"]) / "api.db"))
+
+
+def _create(db: Database, name: str, role: str, lifetime: int | None) -> int:
+    from ggnet_api.auth import new_token
+
+    token = new_token()
+    expires = None if lifetime is None else time.time() + lifetime
+    token_id = db.add_token(name, role, token, expires)
+    until = "never expires" if expires is None else f"expires {_when(expires)}"
+    print(
+        f"# token {token_id} ({role}) for {name}, {until}; shown once, keep it safe",
+        file=sys.stderr,
+    )
+    print(token)
+    return 0
+
+
+def _list(db: Database) -> int:
+    from ggnet_api.auth import printable_name
+
+    now = time.time()
+    for row in db.tokens():
+        if row["revoked"]:
+            state = "revoked"
+        elif row["expires"] is not None and row["expires"] <= now:
+            state = "expired"
+        else:
+            state = "active"
+        expiry = "never" if row["expires"] is None else _when(row["expires"])
+        print(
+            f"{row['id']:>4}  {row['role']:<8}  {state:<7}  {_when(row['created'])}  "
+            f"expires {expiry:<16}  {printable_name(row['name'])}"
+        )
+    return 0
+
+
+def _lifetime(text: str | None) -> int | None:
+    """Seconds a new token lives (None: for ever), in the engine's duration words."""
+    if text is None:
+        return None
+    from ggnet.model import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"--expires {text!r} {exc}") from None
+    if seconds <= 0:
+        raise ValueError(f"--expires {text!r}: a token must live longer than 0 s")
+    return seconds
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))

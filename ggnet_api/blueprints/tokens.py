@@ -3,6 +3,8 @@ server, so a token is only ever shown once, on the terminal of whoever made it."
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, jsonify
 
 from ggnet_api import auth
@@ -14,7 +16,11 @@ bp = Blueprint("tokens", __name__, url_prefix="/api")
 @bp.get("/tokens")
 @auth.require("admin")
 def list_tokens():
-    return jsonify(tokens=ext().db.tokens())
+    now = time.time()
+    rows = ext().db.tokens()
+    for row in rows:
+        row["expired"] = row["expires"] is not None and row["expires"] <= now
+    return jsonify(tokens=rows)
 
 
 @bp.delete("/tokens/<int:token_id>")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ggnet_api import auth
 from ggnet_api.db import schema, stats
 
 JOB_DONE = ("successful", "failed", "canceled", "interrupted", "error")
@@ -382,22 +383,31 @@ class Database:
 
     # -- tokens -------------------------------------------------------------------------
 
-    def add_token(self, name: str, role: str, token: str) -> int:
+    def add_token(self, name: str, role: str, token: str, expires: float | None = None) -> int:
+        """A new token's id.  ValueError for a name that is not one printable line
+        (it ends up in commit messages and host_vars comments) or an unknown role."""
+        name = auth.check_token_name(name)
+        if role not in auth.ROLES:
+            raise ValueError(f"token role {role!r}: one of {', '.join(auth.ROLES)}")
         cur = self.execute(
-            "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
-            (name, role, hash_token(token), time.time()),
+            "INSERT INTO tokens (name, role, hash, created, expires) VALUES (?, ?, ?, ?, ?)",
+            (name, role, hash_token(token), time.time(), expires),
         )
         return _new_id(cur)
 
     def token(self, token: str) -> dict[str, Any] | None:
+        """The token's id, name, role and expiry (None: never), unless it is unknown or
+        revoked; whether it has expired is the caller's to judge."""
         return self.one(
-            "SELECT id, name, role FROM tokens WHERE hash = ? AND revoked IS NULL",
+            "SELECT id, name, role, expires FROM tokens WHERE hash = ? AND revoked IS NULL",
             (hash_token(token),),
         )
 
     def tokens(self) -> list[dict[str, Any]]:
         """Every token made, revoked ones too; never the token or its hash."""
-        return self.query("SELECT id, name, role, created, revoked FROM tokens ORDER BY id")
+        return self.query(
+            "SELECT id, name, role, created, revoked, expires FROM tokens ORDER BY id"
+        )
 
     def revoke_token(self, token_id: int) -> bool:
         """False when there is no such token, or it is revoked already."""

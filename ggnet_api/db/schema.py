@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     hash TEXT NOT NULL UNIQUE,
     created REAL NOT NULL,
-    revoked REAL
+    revoked REAL,
+    expires REAL
 );
 """
 
@@ -80,6 +81,9 @@ def create(conn: sqlite3.Connection) -> None:
     if "image" not in have:
         conn.execute("ALTER TABLE boots ADD COLUMN image TEXT")
     conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
+    # Tokens made before they could expire keep expires NULL: they never do.
+    if "expires" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}:
+        conn.execute("ALTER TABLE tokens ADD COLUMN expires REAL")
     # The scans /metrics once made at every scrape; the stats tables replace them.
     for name in ("boots_client_result", "boots_result_image", "boots_mac_result"):
         conn.execute(f"DROP INDEX IF EXISTS {name}")

@@ -35,8 +35,11 @@ POOL_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special",
 # One component of a dataset name (an image, a version, a client), by the same reasoning.
 DATASET_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
-# Keys whose values are never shown, not even in an error message.
+# Keys whose values are never shown, not even in an error message: a key holding one of
+# the markers anywhere (chap_secret, vault_password), or one of the words as a whole
+# _-separated word (ansible_become_pass; a marker "pass" would also hide `compass`).
 SECRET_MARKERS = ("secret", "password", "token", "passphrase")
+SECRET_WORDS = ("pass", "passwd")
 
 # Production runs OpenZFS, whose zvols LIO exports as block backstores; `file` is for
 # ZFS without zvols (zfs-fuse, as in the lab), which must say so in its inventory.
@@ -116,4 +119,6 @@ def merged(key: str, given: object) -> dict[str, Any]:
 def is_secret_key(key: str) -> bool:
     """Whether the value of `key` (dotted: ggnet_iscsi.chap_secret) must stay hidden."""
     leaf = key.rsplit(".", 1)[-1].lower()
-    return any(marker in leaf for marker in SECRET_MARKERS)
+    if any(marker in leaf for marker in SECRET_MARKERS):
+        return True
+    return any(word in SECRET_WORDS for word in re.split(r"[_\W]+", leaf))
