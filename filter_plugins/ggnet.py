@@ -16,6 +16,8 @@ description:
   - C(ggnet_size_bytes) parses 64G, 512M, 1.5T.
   - C(ggnet_clients) turns groups and hostvars into the sorted per-client desired state.
   - C(ggnet_boot_targets) is what the API's boot path reads of the converged targets.
+  - C(ggnet_chap_credentials) maps each client to its own CHAP credentials (ggnet.chap:
+    derived from the server secret unless the host pins one); mark tasks no_log.
   - C(ggnet_settings) is one of a host's settings (ggnet_network, ggnet_storage,
     ggnet_iscsi) with the defaults of ggnet's settings model under the inventory's values.
 """
@@ -54,20 +56,29 @@ def ggnet_clients(groups, hostvars, server=None):
         raise AnsibleFilterError(f"ggnet_clients: {exc}") from exc
 
 
+def ggnet_chap_credentials(clients, hostvars):
+    """{client: {user, secret[, mutual_user, mutual_secret]}} of `clients` (ggnet_clients)
+    with CHAP on, as model.chap_credentials gives them: the iSCSI role's targets and the
+    API's boot scripts get the same values from this one derivation (mark tasks no_log)."""
+    out = {}
+    for client in clients:
+        name = client["name"]
+        try:
+            creds = model.chap_credentials(name, dict(hostvars[name]))
+        except model.ModelError as exc:
+            raise AnsibleFilterError(f"ggnet_chap_credentials: {exc}") from exc
+        if creds:
+            out[name] = creds
+    return out
+
+
 def ggnet_boot_targets(groups, hostvars, server):
     """What the boot path must know of the converged targets (mark tasks no_log).
 
-    {"backend": lio|tgt, "chap": {client: {user, secret}}} for the server's clients with
+    {"backend": lio|tgt, "chap": {client: credentials}} for the server's clients with
     CHAP on: the backend picks the LUN numbers and the LUNs to close around a re-clone,
     the credentials are the ones the iSCSI role gave the targets."""
-    chap = {}
-    for client in ggnet_clients(groups, hostvars, server):
-        try:
-            creds = model.chap_credentials(client["name"], dict(hostvars[client["name"]]))
-        except model.ModelError as exc:
-            raise AnsibleFilterError(f"ggnet_boot_targets: {exc}") from exc
-        if creds:
-            chap[client["name"]] = creds
+    chap = ggnet_chap_credentials(ggnet_clients(groups, hostvars, server), hostvars)
     # Only ggnet_iscsi is read: dict(hostvars[server]) would template every server var.
     given = {"ggnet_iscsi": hostvars[server].get("ggnet_iscsi")}
     backend = model.settings(given, "ggnet_iscsi")["backend"]
@@ -112,5 +123,6 @@ class FilterModule:
             ),
             "ggnet_clients": ggnet_clients,
             "ggnet_boot_targets": ggnet_boot_targets,
+            "ggnet_chap_credentials": ggnet_chap_credentials,
             "ggnet_settings": ggnet_settings,
         }

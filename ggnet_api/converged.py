@@ -14,13 +14,16 @@ from typing import Any
 
 from ggnet import settings
 
+# A client's credentials (ggnet.chap.credentials): one way, or both ways (mutual CHAP).
+_CHAP_KEYS = ({"user", "secret"}, {"user", "secret", "mutual_user", "mutual_secret"})
+
 
 class ConvergedError(ValueError):
     pass
 
 
 def load(path: str) -> dict[str, Any]:
-    """{"backend": lio|tgt, "chap": {client: {"user", "secret"}}} from `path`."""
+    """{"backend": lio|tgt, "chap": {client: {"user", "secret"[, "mutual_user", "mutual_secret"]}}}."""
     with open(path, encoding="utf-8") as fh:
         try:
             data = json.load(fh)
@@ -35,11 +38,10 @@ def load(path: str) -> dict[str, Any]:
             "converge the ggnet_api role (playbooks/site.yml --tags api)"
         )
     chap = data.get("chap") or {}
-    bad = [
-        name for name, c in chap.items() if not isinstance(c, dict) or set(c) != {"user", "secret"}
-    ]
+    bad = [name for name, c in chap.items() if not isinstance(c, dict) or set(c) not in _CHAP_KEYS]
     if bad:
         raise ConvergedError(
-            f"{path}: chap entries of {', '.join(sorted(bad))} need user and secret"
+            f"{path}: chap entries of {', '.join(sorted(bad))} need user and secret "
+            "(and with mutual CHAP mutual_user and mutual_secret)"
         )
     return {"backend": backend, "chap": chap}

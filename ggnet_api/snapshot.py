@@ -68,6 +68,11 @@ def _secret_values(value: Any, key: str, out: set[str]) -> None:
         out.add(value)
 
 
+def _chap_secrets(creds: dict[str, str]) -> set[str]:
+    """The secrets of one client's credentials, both ways (mutual CHAP), to mask."""
+    return {creds[k] for k in ("secret", "mutual_secret") if creds.get(k)}
+
+
 def build_snapshot(
     groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]], server: str | None = None
 ) -> Snapshot:
@@ -107,7 +112,7 @@ def build_snapshot(
     for hv in hostvars.values():
         _secret_values(hv, "", secrets)
     for creds in chap.values():
-        secrets.add(creds["secret"])
+        secrets.update(_chap_secrets(creds))
     return Snapshot(
         loaded_at=time.time(),
         clients=clients,
@@ -133,7 +138,7 @@ def with_converged_targets(snap: Snapshot, targets_file: str | None) -> Snapshot
         return snap
     targets = converged.load(targets_file)
     chap = {name: targets["chap"][name] for name in snap.clients if name in targets["chap"]}
-    secrets = set(snap.secrets) | {c["secret"] for c in chap.values()}
+    secrets = set(snap.secrets).union(*(_chap_secrets(c) for c in chap.values()))
     iscsi_settings = {**snap.iscsi, "backend": targets["backend"]} if snap.iscsi else {}
     return dataclasses.replace(
         snap, chap=chap, secrets=tuple(sorted(secrets)), iscsi=iscsi_settings

@@ -50,6 +50,8 @@ options:
           kind: {description: Backstore kind., type: str, choices: [file, block], default: file}
       chap_user: {description: CHAP user name; defaults to the initiator IQN when a secret is set., type: str}
       chap_secret: {description: CHAP secret (12-16 characters); CHAP is off without it., type: str}
+      chap_mutual_user: {description: The target's own CHAP user (mutual CHAP); defaults to the target IQN when a mutual secret is set., type: str}
+      chap_mutual_secret: {description: "The target's own CHAP secret (mutual CHAP: the target authenticates to the initiator too); needs O(targets[].chap_secret), differs from it.", type: str}
   clients:
     description:
       - Normalised client dicts (the C(ggnet_clients) filter); their LUNs are derived
@@ -61,7 +63,10 @@ options:
     type: dict
     default: {}
   chap_secrets:
-    description: Client name to CHAP secret, for clients with CHAP on (used with O(clients)).
+    description:
+      - Client name to its CHAP secret, or to its credentials as the C(ggnet_chap_credentials)
+        filter gives them (C(secret), and C(mutual_user) with C(mutual_secret) for mutual
+        CHAP), for clients with CHAP on (used with O(clients)).
     type: dict
     default: {}
   iqn_prefix:

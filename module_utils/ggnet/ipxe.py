@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
+from . import chap
 from .net import is_valid_mac, normalize_mac
 
 # Stage names the scripts report, in boot order.  `failed` carries error=<iPXE errno>
@@ -52,10 +53,6 @@ DISCOVERY_FIELDS = ("manufacturer", "product", "serial", "uuid", "platform", "bu
 # How each field is expanded: free text is URI-encoded by iPXE; the UUID setting has its
 # own type that prints hex and hyphens (as uristring it is raw bytes, see above).
 _DISCOVERY_EXPANSION = {"uuid": "${uuid}"}
-# Characters iPXE's command line would interpret inside a `set` value: whitespace
-# splits words, ${ expands settings, # may start a comment, quotes and backslashes
-# are parsed by newer iPXE versions.
-_UNSAFE_IN_SET = frozenset(" \t\r\n$#\"'\\")
 
 
 class IpxeError(ValueError):
@@ -142,14 +139,11 @@ def _notify(url: str) -> str:
 def _check_set_value(value: object, what: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise IpxeError(f"{where}: {what} is empty")
-    bad = sorted({c for c in value if c in _UNSAFE_IN_SET or not c.isprintable()})
-    if bad:
-        # Never show the value itself: it may be a secret.
-        shown = ", ".join(repr(c) for c in bad)
-        raise IpxeError(
-            f"{where}: {what} contains {shown}, which an iPXE script cannot carry "
-            "literally; choose one without spaces, '$', '#', quotes or backslashes"
-        )
+    # One rule with validation and the targets (ggnet.chap): what passes there is
+    # carried here literally.  Never show the value itself: it may be a secret.
+    wrong = chap.chars_problem(value)
+    if wrong:
+        raise IpxeError(f"{where}: {what} {wrong}")
     return value
 
 
@@ -171,7 +165,8 @@ def boot_script(
 
     san_uris: the system disk's URI, then the game disk's if the client has one, as
     ggnet.iscsi.san_uri() builds them for the client's target.  chap: {user, secret}
-    (model.chap_credentials) or None when CHAP is off.
+    and, with mutual CHAP, {mutual_user, mutual_secret} (model.chap_credentials), or
+    None when CHAP is off.
     """
     name = str(client.get("name") or "?")
     mac = _mac(client)
@@ -195,9 +190,17 @@ def boot_script(
             f"set username {_check_set_value(chap.get('user'), 'CHAP user', name)}",
             f"set password {_check_set_value(chap.get('secret'), 'CHAP secret', name)}",
         ]
+    if chap and chap.get("mutual_user"):
+        # Mutual CHAP: iPXE checks the target's answer against these.
+        lines += [
+            f"set reverse-username {_check_set_value(chap.get('mutual_user'), 'mutual CHAP user', name)}",
+            f"set reverse-password {_check_set_value(chap.get('mutual_secret'), 'mutual CHAP secret', name)}",
+        ]
     else:
         # A previous script (a retry chain) may have left credentials behind.
-        lines += ["clear username ||", "clear password ||"]
+        if not chap:
+            lines += ["clear username ||", "clear password ||"]
+        lines += ["clear reverse-username ||", "clear reverse-password ||"]
     lines += [
         _notify(stage_url(api, mac, "script-loaded")),
         # A retry (chain --replace below) finds the drives of the last try still hooked.

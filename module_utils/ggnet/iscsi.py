@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from . import chap
 from .iscsi_types import (  # noqa: F401
     DISK_KINDS,
     LUN_BASE,
@@ -34,9 +35,6 @@ from .net import is_ipv6, is_iscsi_name
 from .settings import BACKENDS
 
 DEFAULT_PORT = 3260
-# The Windows initiator (and so a Windows client booted through iBFT) accepts 12 to
-# 16 characters; tgt and LIO accept longer ones, but the client would not log in.
-CHAP_MIN, CHAP_MAX = 12, 16
 
 
 # Login keys apply to the next login only: changing them never touches a live
@@ -77,22 +75,15 @@ def san_uri(
 
 
 def check_chap_secret(secret: object, where: str) -> str:
-    """Validate a CHAP secret without ever putting it in the message."""
+    """Validate a CHAP secret (ggnet.chap's rule) without ever putting it in the message."""
     if not isinstance(secret, str) or not secret:
         raise IscsiError(
             f"{where}: CHAP is on but no chap_secret is set (set ggnet_iscsi.chap_secret or the host var ggnet_chap_secret)"
         )
-    if not CHAP_MIN <= len(secret) <= CHAP_MAX:
-        raise IscsiError(
-            f"{where}: the CHAP secret has {len(secret)} characters; it needs "
-            f"{CHAP_MIN} to {CHAP_MAX} (the Windows initiator's limits)"
-        )
-    if any(not (c.isascii() and c.isprintable()) or c in " #\"'" for c in secret):
-        raise IscsiError(
-            f"{where}: the CHAP secret contains a space, quote, '#' or non-ASCII "
-            "character, which target configuration files cannot carry; use letters, digits and punctuation"
-        )
-    return secret
+    try:
+        return chap.check_secret(secret, where)
+    except chap.ChapError as exc:
+        raise IscsiError(str(exc)) from None
 
 
 def target_from_spec(spec: Mapping[str, Any], where: str | None = None) -> Target:
@@ -119,12 +110,22 @@ def target_from_spec(spec: Mapping[str, Any], where: str | None = None) -> Targe
     if user or secret:
         check_chap_secret(secret, where)
         user = user or initiator
+    mutual_user, mutual_secret = spec.get("chap_mutual_user"), spec.get("chap_mutual_secret")
+    if mutual_user or mutual_secret:
+        if not user:
+            raise IscsiError(f"{where}: mutual CHAP needs CHAP (a chap_secret) as well")
+        check_chap_secret(mutual_secret, f"{where}: chap_mutual_secret")
+        if mutual_secret == secret:
+            raise IscsiError(f"{where}: the mutual CHAP secret must differ from the CHAP secret")
+        mutual_user = mutual_user or iqn
     return Target(
         iqn=iqn,
         initiator=initiator,
         luns=luns,
         chap_user=user or None,
         chap_secret=secret if user else None,
+        mutual_user=mutual_user or None,
+        mutual_secret=mutual_secret if mutual_user else None,
         name=str(spec.get("name") or ""),
         params=dict(SESSION_PARAMS),
     )
@@ -158,8 +159,9 @@ def targets_from_clients(
 ) -> list[dict[str, Any]]:
     """Plain target specs from normalised client dicts (model.clients()).
 
-    chap_secrets maps a client name to its secret; a client with `chap` on and no
-    entry is an error.  The backing paths come from layout.writeback_backing, the one
+    chap_secrets maps a client name to its secret, or to its credentials
+    (model.chap_credentials: secret, and mutual_user + mutual_secret with mutual CHAP);
+    a client with `chap` on and no entry is an error.  The backing paths come from layout.writeback_backing, the one
     place that knows where writebacks live.
     """
     from .layout import writeback_backing
@@ -181,7 +183,12 @@ def targets_from_clients(
         }
         if c.get("chap"):
             spec["chap_user"] = c["initiator_iqn"]
-            spec["chap_secret"] = chap_secrets.get(name)
+            given = chap_secrets.get(name)
+            creds = given if isinstance(given, Mapping) else {"secret": given}
+            spec["chap_secret"] = creds.get("secret")
+            if creds.get("mutual_secret"):
+                spec["chap_mutual_user"] = creds.get("mutual_user") or c["target_iqn"]
+                spec["chap_mutual_secret"] = creds["mutual_secret"]
         specs.append(spec)
     return specs
 
@@ -222,7 +229,7 @@ def plan_target(backend: str, want: Target | None, have: Target | None) -> list[
             acts.append(Action("remove_acl", iqn, initiator=extra))
     if want.initiator not in found + have.extra_initiators:
         acts.append(Action("add_acl", iqn, initiator=want.initiator))
-    if want.chap and (want.chap_user, want.chap_secret) != (have.chap_user, have.chap_secret):
+    if want.chap and want.chap_state() != have.chap_state():
         acts.append(Action("set_chap", iqn, initiator=want.initiator))
     elif not want.chap and have.chap:
         acts.append(Action("clear_chap", iqn, initiator=have.initiator))

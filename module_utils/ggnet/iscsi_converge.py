@@ -35,6 +35,8 @@ def argument_spec() -> dict[str, dict[str, Any]]:
         "luns": {"type": "list", "elements": "dict", "required": True, "options": lun_spec},
         "chap_user": {"type": "str"},
         "chap_secret": {"type": "str", "no_log": True},
+        "chap_mutual_user": {"type": "str"},
+        "chap_mutual_secret": {"type": "str", "no_log": True},
     }
     return {
         "backend": {"type": "str", "required": True, "choices": list(BACKENDS)},

@@ -89,9 +89,14 @@ def read_state(root) -> dict[str, Target]:
         }
         acls = sorted(tpg.node_acls, key=lambda a: a.node_wwn)
         initiators = [a.node_wwn for a in acls]
-        user = secret = None
+        user = secret = mutual_user = mutual_secret = None
         if acls and tpg.get_attribute("authentication") == "1" and acls[0].chap_userid:
             user, secret = acls[0].chap_userid, acls[0].chap_password
+            if acls[0].chap_mutual_userid:
+                mutual_user, mutual_secret = (
+                    acls[0].chap_mutual_userid,
+                    acls[0].chap_mutual_password,
+                )
         if tpg.get_attribute("generate_node_acls") == "1":
             initiators.append("ALL")
         out[target.wwn] = Target.from_live(
@@ -101,6 +106,8 @@ def read_state(root) -> dict[str, Target]:
             initiators=initiators,
             chap_user=user,
             chap_secret=secret,
+            mutual_user=mutual_user,
+            mutual_secret=mutual_secret,
             params={key: tpg.get_parameter(key) for key in SESSION_PARAMS},
         )
     return out
@@ -119,7 +126,13 @@ def _essence(config: Any) -> list:
                 for lun in tpg.get("luns", [])
             )
             acls = sorted(
-                (a.get("node_wwn"), a.get("chap_userid"), a.get("chap_password"))
+                (
+                    a.get("node_wwn"),
+                    a.get("chap_userid"),
+                    a.get("chap_password"),
+                    a.get("chap_mutual_userid") or None,
+                    a.get("chap_mutual_password") or None,
+                )
                 for a in tpg.get("node_acls", [])
             )
             params = tpg.get("parameters", {})
@@ -241,12 +254,17 @@ class Driver:
                 if acl.node_wwn == want.initiator:
                     acl.chap_userid = want.chap_user
                     acl.chap_password = want.chap_secret
+                    # Empty turns the target's side off again (mutual CHAP dropped).
+                    acl.chap_mutual_userid = want.mutual_user or ""
+                    acl.chap_mutual_password = want.mutual_secret or ""
             tpg.set_attribute("authentication", "1")
         elif a.op == "clear_chap":
             tpg.set_attribute("authentication", "0")
             for acl in tpg.node_acls:
                 acl.chap_userid = ""
                 acl.chap_password = ""
+                acl.chap_mutual_userid = ""
+                acl.chap_mutual_password = ""
         elif a.op == "set_params":
             for key, value in wanted[a.iqn].params.items():
                 if tpg.get_parameter(key) != value:

@@ -25,6 +25,7 @@ class TgtTarget:
     sessions: list[str] = field(default_factory=list)
     luns: dict[int, str] = field(default_factory=dict)  # disks only, not the controller
     accounts: list[str] = field(default_factory=list)
+    outgoing: list[str] = field(default_factory=list)  # the target's own (mutual CHAP)
     acls: list[str] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
 
@@ -68,7 +69,9 @@ def parse_show(text: str) -> list[TgtTarget]:
             elif line.startswith("Backing store path:") and lun is not None and lun_is_disk:
                 cur.luns[lun] = line.split(":", 1)[1].strip()
         elif section == "Account information":
-            if not line.endswith("(outgoing)"):
+            if line.endswith("(outgoing)"):
+                cur.outgoing.append(line.rsplit(None, 1)[0])
+            else:
                 cur.accounts.append(line)
         elif section == "ACL information":
             cur.acls.append(line)
@@ -99,11 +102,16 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
         # "ALL") would open the target to everyone, so any but ours is removed.
         names = [a for a in t.acls if is_iscsi_name(a)]
         addresses = [a for a in t.acls if a not in names and a != NO_ADDRESS]
+        known = secrets.get(t.iqn, {})
         user = t.accounts[0] if t.accounts else None
-        secret = None
+        mutual_user = t.outgoing[0] if t.outgoing else None
+        secret = mutual_secret = None
         if user:
-            known = secrets.get(t.iqn)
-            secret = known[1] if known and known[0] == user else UNKNOWN_SECRET
+            mine = known.get("incominguser")
+            secret = mine[1] if mine and mine[0] == user else UNKNOWN_SECRET
+        if mutual_user:
+            mine = known.get("outgoinguser")
+            mutual_secret = mine[1] if mine and mine[0] == mutual_user else UNKNOWN_SECRET
         out[t.iqn] = Target.from_live(
             t.iqn,
             luns={n: Lun(path, _kind(path)) for n, path in t.luns.items()},
@@ -111,6 +119,8 @@ def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Tar
             initiators=names + addresses,
             chap_user=user,
             chap_secret=secret,
+            mutual_user=mutual_user,
+            mutual_secret=mutual_secret,
             params=t.params,
         )
     return out
@@ -213,8 +223,9 @@ class Driver:
             *(["--force"] if force else []),
         )
         self._raw = [t for t in self._raw if t.iqn != a.iqn]
-        if have and have.chap_user:
-            self._drop_account(have.chap_user)
+        for user in (have.chap_user, have.mutual_user) if have else ():
+            if user:
+                self._drop_account(user)
 
     def _add_lun(self, a: Action, tid: str) -> None:
         assert a.backing is not None, "plan: add_lun without its LUN"
@@ -260,30 +271,32 @@ class Driver:
     def _set_chap(
         self, a: Action, tid: str, wanted: Mapping[str, Target], found: Mapping[str, Target]
     ) -> None:
-        run = self.tgtadm.run
         have, want = found.get(a.iqn), wanted[a.iqn]
         # A wanted target with CHAP on has both (target_from_spec).
         assert want.chap_user is not None and want.chap_secret is not None
-        if have and have.chap_user and have.chap_user != want.chap_user:
-            self._drop_account(have.chap_user)
-        self._drop_account(want.chap_user)
-        run(
-            "--op",
-            "new",
-            "--mode",
-            "account",
-            "--user",
-            want.chap_user,
-            "--password",
-            want.chap_secret,
-            secret=want.chap_secret,
-        )
-        run("--op", "bind", "--mode", "account", "--tid", tid, "--user", want.chap_user)
+        # tgt's accounts are global and a password is only set at creation: every
+        # account this target had or gets is dropped and made anew.
+        for user in {have.chap_user, have.mutual_user} if have else ():
+            if user and user not in (want.chap_user, want.mutual_user):
+                self._drop_account(user)
+        self._account(tid, want.chap_user, want.chap_secret)
+        if want.mutual_user is not None:
+            assert want.mutual_secret is not None  # target_from_spec checks both
+            self._account(tid, want.mutual_user, want.mutual_secret, outgoing=True)
+
+    def _account(self, tid: str, user: str, secret: str, outgoing: bool = False) -> None:
+        """Bind account `user` to target `tid`: incoming (the PC's) or outgoing (the target's)."""
+        self._drop_account(user)
+        run = self.tgtadm.run
+        run("--op", "new", "--mode", "account", "--user", user, "--password", secret, secret=secret)
+        bind = ["--op", "bind", "--mode", "account", "--tid", tid, "--user", user]
+        run(*bind, *(["--outgoing"] if outgoing else []))
 
     def _clear_chap(self, a: Action, found: Mapping[str, Target]) -> None:
         have = found.get(a.iqn)
-        if have and have.chap_user:
-            self._drop_account(have.chap_user)
+        for user in (have.chap_user, have.mutual_user) if have else ():
+            if user:
+                self._drop_account(user)
 
     def _set_params(
         self, a: Action, tid: str, wanted: Mapping[str, Target], found: Mapping[str, Target]

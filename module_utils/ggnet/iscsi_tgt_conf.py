@@ -25,9 +25,10 @@ CONF_HEADER = (
 )
 
 
-def read_conf_secrets(path: str) -> dict[str, tuple[str, str]]:
-    """{target_iqn: (user, secret)} from a configuration this driver wrote."""
-    out: dict[str, tuple[str, str]] = {}
+def read_conf_secrets(path: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """{target_iqn: {"incominguser" | "outgoinguser": (user, secret)}} from a configuration
+    this driver wrote (incoming: the PC's account; outgoing: the target's, mutual CHAP)."""
+    out: dict[str, dict[str, tuple[str, str]]] = {}
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -40,8 +41,8 @@ def read_conf_secrets(path: str) -> dict[str, tuple[str, str]]:
             iqn = words[1].rstrip(">")
         elif words[:1] == ["</target>"]:
             iqn = None
-        elif iqn and words[:1] == ["incominguser"] and len(words) == 3:
-            out[iqn] = (words[1], words[2])
+        elif iqn and words[:1] in (["incominguser"], ["outgoinguser"]) and len(words) == 3:
+            out.setdefault(iqn, {})[words[0]] = (words[1], words[2])
     return out
 
 
@@ -62,6 +63,8 @@ def render_conf(wanted: Mapping[str, Target]) -> str:
         parts.extend(f"    {key} {value}\n" for key, value in t.params.items())
         if t.chap:
             parts.append(f"    incominguser {t.chap_user} {t.chap_secret}\n")
+            if t.mutual_user:
+                parts.append(f"    outgoinguser {t.mutual_user} {t.mutual_secret}\n")
         parts.append("</target>\n")
     return "".join(parts)
 

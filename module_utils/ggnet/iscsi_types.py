@@ -49,6 +49,8 @@ class Target:
 
     chap_secret is None when CHAP is off; a found target whose secret the backend
     cannot tell (tgt never shows it) carries UNKNOWN_SECRET so plan() resets it.
+    mutual_user/mutual_secret are the target's own credentials (mutual CHAP: the
+    target authenticates to the initiator too), None when mutual CHAP is off.
     """
 
     iqn: str
@@ -56,6 +58,8 @@ class Target:
     luns: list[Lun] = field(default_factory=list)
     chap_user: str | None = None
     chap_secret: str | None = field(default=None, repr=False)
+    mutual_user: str | None = None
+    mutual_secret: str | None = field(default=None, repr=False)
     name: str = ""
     # Initiators admitted besides `initiator` (only ever found, never wanted).
     extra_initiators: list[str] = field(default_factory=list)
@@ -72,6 +76,8 @@ class Target:
         initiators: Sequence[str] = (),
         chap_user: str | None = None,
         chap_secret: str | None = None,
+        mutual_user: str | None = None,
+        mutual_secret: str | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Target:
         """A found target, from what a backend lists: LUNs by number, admitted initiators.
@@ -91,12 +97,18 @@ class Target:
             luns=ordered,
             chap_user=chap_user,
             chap_secret=chap_secret,
+            mutual_user=mutual_user,
+            mutual_secret=mutual_secret,
             params={k: str(v) for k, v in (params or {}).items()},
         )
 
     @property
     def chap(self) -> bool:
         return self.chap_user is not None
+
+    def chap_state(self) -> tuple[str | None, ...]:
+        """Every CHAP credential, both ways: set_chap is due when these differ."""
+        return (self.chap_user, self.chap_secret, self.mutual_user, self.mutual_secret)
 
     def params_differ(self, have: Target) -> bool:
         """Whether `have` lacks one of this target's login keys; keys not wanted are the backend's."""
@@ -110,6 +122,9 @@ class Target:
             "chap_user": self.chap_user,
             "chap_secret": MASK if self.chap_secret is not None else None,
         }
+        if self.mutual_user is not None:
+            out["mutual_user"] = self.mutual_user
+            out["mutual_secret"] = MASK
         if self.extra_initiators:
             out["extra_initiators"] = list(self.extra_initiators)
         if self.params:

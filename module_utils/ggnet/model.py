@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from . import chap
 from .net import initiator_iqn, normalize_mac, target_iqn
 from .settings import CLIENT_DEFAULTS, CLIENTS_GROUP, SERVERS_GROUP, merged
 
@@ -161,19 +162,15 @@ def clients(
 
 
 def chap_credentials(name: str, hostvars: Mapping[str, Any]) -> dict[str, str] | None:
-    """The CHAP user and secret for client `name`, or None when CHAP is off.
+    """The CHAP credentials of client `name` (chap.credentials), or None when CHAP is off.
 
     Kept apart from clients() so that secrets only travel where asked for (mark the
-    task no_log).  The user name is the initiator IQN, as Windows and iPXE default to.
+    task no_log).  The secret is the PC's own, derived from ggnet_iscsi.chap_secret,
+    unless the host var ggnet_chap_secret pins it.
     """
-    iscsi = settings(hostvars, "ggnet_iscsi")
-    if not iscsi.get("chap"):
-        return None
-    # The host var wins over the shared secret (the iSCSI role reads them the same way).
-    secret = hostvars.get("ggnet_chap_secret") or iscsi.get("chap_secret")
-    if not secret:
-        raise ModelError(
-            f"{name}: ggnet_iscsi.chap is on but neither ggnet_chap_secret nor "
-            "ggnet_iscsi.chap_secret is set"
+    try:
+        return chap.credentials(
+            name, settings(hostvars, "ggnet_iscsi"), hostvars.get("ggnet_chap_secret")
         )
-    return {"user": initiator_iqn(name, iscsi.get("iqn_prefix")), "secret": str(secret)}
+    except chap.ChapError as exc:
+        raise ModelError(str(exc)) from None

@@ -53,7 +53,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "prune_keep_versions": 3,
         "prune_idle": "7d",
     },
-    "ggnet_iscsi": {"backend": "lio", "chap": False, "iqn_prefix": DEFAULT_IQN_PREFIX},
+    "ggnet_iscsi": {
+        "backend": "lio",
+        "chap": False,
+        "chap_mutual": False,
+        "iqn_prefix": DEFAULT_IQN_PREFIX,
+    },
 }
 CLIENT_DEFAULTS: dict[str, Any] = {
     "ggnet_boot": "auto",
@@ -72,6 +77,7 @@ CLIENT_KEYS = frozenset(
         "ggnet_keep_writeback",
         "ggnet_server",
         "ggnet_console_vnc",
+        "ggnet_chap_secret",
     }
 )
 # The server settings; all but ggnet_images are mappings with DEFAULTS.
@@ -94,7 +100,7 @@ STORAGE_KEYS = frozenset(
         "prune_idle",
     }
 )
-ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "iqn_prefix"})
+ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "chap_mutual", "iqn_prefix"})
 IMAGE_KEYS = frozenset({"size", "kind", "version", "description", "source"})
 
 

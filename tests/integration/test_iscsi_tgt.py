@@ -14,7 +14,7 @@ import pytest
 from ggnet.iscsi import SESSION_PARAMS, lun_number, san_uri
 from ggnet.net import initiator_iqn, target_iqn
 from ggnet_testing.playbook import run_module
-from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
+from ggnet_testing.tgt_netns import ENV_C, PREFIX, nsexec, tgt_in_netns
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +130,27 @@ def test_wrong_chap_secret_refused_right_one_accepted(tgt, tmp_path):
     no_chap = tgt.inq(pc["initiator_iqn"], pc["target_iqn"], LUN)
     assert no_chap.returncode != 0
     assert login(tgt, pc).returncode == 0
+
+
+def test_mutual_chap_target_proves_itself_and_a_wrong_target_secret_is_refused(tgt, tmp_path):
+    # The target's own account is bound --outgoing: libiscsi checks the target's answer
+    # against target_user/target_password, as iPXE does with reverse-username/-password.
+    pc = {**client(tmp_path, "pc-01"), "chap_mutual_secret": OTHER_SECRET}
+    result, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    assert "set_chap" in [a["op"] for a in result["actions"]], result
+    assert f"{pc['target_iqn']} (outgoing)" in tgt.show()
+
+    def mutual_login(target_secret):
+        url = tgt.url(pc["target_iqn"], LUN, pc["initiator_iqn"], SECRET)
+        url += f"?target_user={pc['target_iqn']}&target_password={target_secret}"
+        argv = nsexec(tgt.netns, "iscsi-inq", "-i", pc["initiator_iqn"], url)
+        return subprocess.run(argv, capture_output=True, text=True, env=ENV_C, timeout=60)
+
+    assert mutual_login(OTHER_SECRET).returncode == 0
+    assert mutual_login("Wrong-target-1").returncode != 0
+    # A second converge reads the outgoing secret back from the conf: nothing to do.
+    again, _ = run_module("ggnet_targets", args(tgt, tmp_path, [pc]), workdir=tmp_path)
+    assert not again["changed"], again["actions"]
 
 
 def test_second_converge_reports_no_change(tgt, tmp_path):

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ggnet import chap
 
 from ggnet_api.app import create_app
 from ggnet_api.auth import new_token
@@ -227,7 +228,8 @@ def test_boot_script_of_known_pc_with_game_disk(client, app):
     assert " iscsi:10.213.0.10::3260:1:iqn.2025-01.lan.ggnet:target.pc-01 " in text
     assert " iscsi:10.213.0.10::3260:2:iqn.2025-01.lan.ggnet:target.pc-01 " in text
     assert "http://10.213.0.10:8080/boot/52:54:00:aa:00:01/stage?name=script-loaded" in text
-    assert f"set password {CHAP}" in text  # iPXE must answer the CHAP challenge
+    # iPXE must answer the CHAP challenge, with pc-01's own secret, never the server's.
+    assert f"set password {chap.pc_secret(CHAP, 'pc-01')}\n" in text and CHAP not in text
     assert resp.headers["Cache-Control"] == "no-store"
     boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
     assert (boot["client"], boot["kind"], boot["result"]) == ("pc-01", "normal", "pending")

@@ -7,6 +7,7 @@ import importlib.util
 import json
 
 import pytest
+from ggnet import chap
 from ggnet.inventory import REPO_ROOT, load_inventory
 
 from ggnet_api import converged
@@ -34,9 +35,12 @@ def test_what_the_role_writes_the_api_reads(tmp_path, backend):
     read = converged.load(str(path))
     assert read["backend"] == backend
     assert set(read["chap"]) == {"pc-bios", "pc-uefi", "pc-pxe"}
-    secret = hostvars["boot1"]["ggnet_iscsi"]["chap_secret"]
+    server_secret = hostvars["boot1"]["ggnet_iscsi"]["chap_secret"]
     for name, creds in read["chap"].items():
+        # Each PC's own secret, derived as the iSCSI role's targets get it.
+        secret = chap.pc_secret(server_secret, name)
         assert creds == {"user": f"iqn.2025-01.lan.ggnet:initiator.{name}", "secret": secret}
+    assert len({c["secret"] for c in read["chap"].values()} | {server_secret}) == 4
 
 
 def test_a_server_without_ggnet_iscsi_gets_the_default_backend(tmp_path):

@@ -179,7 +179,7 @@ def test_diff_masks_secrets_and_repr_hides_them():
     [
         ({"chap_secret": "short"}, "has 5 characters; it needs 12 to 16"),
         ({"chap_secret": "seventeen-chars-x"}, "has 17 characters"),
-        ({"chap_secret": "with space 12"}, "space, quote"),
+        ({"chap_secret": "with space 12"}, "contains ' '"),
         ({"chap_user": "u", "chap_secret": ""}, "no chap_secret is set"),
         ({"luns": []}, "at least one LUN"),
         ({"luns": [{"path": "relative"}]}, "luns[0].path 'relative' is not an absolute path"),

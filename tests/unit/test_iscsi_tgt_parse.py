@@ -154,7 +154,7 @@ def test_conf_round_trip_is_private_and_carries_the_secret(tmp_path):
     # Restored by tgt-admin at start, so a restarted tgtd offers the same login keys.
     assert "    MaxXmitDataSegmentLength 262144\n" in text and "    InitialR2T No\n" in text
     assert iscsi_tgt_conf.read_conf_secrets(str(path)) == {
-        f"{P}:target.pc-01": (f"{P}:initiator.pc-01", "Abcdefgh-1234")
+        f"{P}:target.pc-01": {"incominguser": (f"{P}:initiator.pc-01", "Abcdefgh-1234")}
     }
     # A world-readable copy (someone chmod'ed it) is rewritten private.
     os.chmod(path, 0o644)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from ggnet import model
+from ggnet import chap, model
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +85,9 @@ def test_the_client_model_holds_no_secret():
     text = repr(model.clients(groups, hostvars))
     assert "s3cret" not in text
     creds = model.chap_credentials("pc-01", hostvars["pc-01"])
-    assert creds == {"user": "iqn.2025-01.lan.ggnet:initiator.pc-01", "secret": "s3cret-s3cret"}
+    # pc-01's own secret, derived from the server secret; never the server secret itself.
+    secret = chap.pc_secret("s3cret-s3cret", "pc-01")
+    assert creds == {"user": "iqn.2025-01.lan.ggnet:initiator.pc-01", "secret": secret}
 
 
 def test_placement_needs_ggnet_server_with_several_servers():

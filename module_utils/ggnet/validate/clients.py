@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import console
+from ..chap import secret_problem
 from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
 from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
 from .fields import _bool, _choice, _inside, _ip_field, _suggest
@@ -74,6 +75,10 @@ def _check_client(
     if "ggnet_lab_firmware" in hv:
         _choice(out, name, "ggnet_lab_firmware", hv["ggnet_lab_firmware"], LAB_FIRMWARES)
     _check_client_ip(out, name, hv.get("ggnet_ip"), info, ips)
+    pinned = hv.get("ggnet_chap_secret")
+    # The same rule as the server secret: the PC's script and its target carry it.
+    if pinned not in (None, "", UNRESOLVED) and (wrong := secret_problem(pinned)) is not None:
+        out.add_secret(name, "ggnet_chap_secret", pinned, wrong)
 
 
 def _placement(out: _Collector, name: str, hv: Mapping[str, Any], servers: list[str]):

@@ -1,11 +1,12 @@
-"""Checks of a server's ggnet_iscsi: backend, CHAP secret, IQN prefix."""
+"""Checks of a server's ggnet_iscsi: backend, CHAP secret and mode, IQN prefix."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..chap import secret_problem
 from ..net import check_iqn_prefix
-from ..settings import BACKENDS, CHAP_MAX, CHAP_MIN
+from ..settings import BACKENDS
 from .fields import _bool, _choice
 from .problems import _Collector
 from .values import UNRESOLVED
@@ -26,22 +27,9 @@ def _check_iscsi(out: _Collector, host: str, iscsi: dict[str, Any]) -> str | Non
                 "CHAP is on but no secret is set: set chap_secret from an Ansible Vault "
                 "variable, or set chap: false",
             )
-        elif not isinstance(secret, str):
-            out.add_secret(host, f"{key}.chap_secret", secret, "must be a string")
-        elif not CHAP_MIN <= len(secret) <= CHAP_MAX:
-            out.add_secret(
-                host,
-                f"{key}.chap_secret",
-                secret,
-                f"must be {CHAP_MIN} to {CHAP_MAX} characters (the Windows initiator's limit)",
-            )
-        elif not secret.isascii() or not secret.isprintable() or " " in secret:
-            out.add_secret(
-                host,
-                f"{key}.chap_secret",
-                secret,
-                "must be printable ASCII without spaces (iPXE and Windows disagree on others)",
-            )
+        elif (wrong := secret_problem(secret)) is not None:
+            out.add_secret(host, f"{key}.chap_secret", secret, wrong)
+    _bool(out, host, f"{key}.chap_mutual", iscsi.get("chap_mutual"))
     prefix = iscsi.get("iqn_prefix")
     if prefix is UNRESOLVED:
         return None
