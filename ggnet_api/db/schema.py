@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS boots (
     result TEXT NOT NULL DEFAULT 'pending',
     duration REAL,
     detail TEXT,
-    image TEXT
+    image TEXT,
+    token_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
 CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
@@ -79,6 +80,9 @@ def create(conn: sqlite3.Connection) -> None:
     have = {r[1] for r in conn.execute("PRAGMA table_info(boots)")}
     if "image" not in have:
         conn.execute("ALTER TABLE boots ADD COLUMN image TEXT")
+    # The SHA-256 of the token the boot's script carries (its callbacks must show it).
+    if "token_hash" not in have:
+        conn.execute("ALTER TABLE boots ADD COLUMN token_hash TEXT")
     conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
     # The scans /metrics once made at every scrape; the stats tables replace them.
     for name in ("boots_client_result", "boots_result_image", "boots_mac_result"):
