@@ -81,10 +81,15 @@ def parse_leases(text: str) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
-def parse_neighbours(text: str) -> dict[str, str]:
-    """IPv4 address -> MAC of the complete entries of /proc/net/arp's text."""
-    out: dict[str, str] = {}
+def neighbour_mac(text: str, ip: str) -> str | None:
+    """The MAC /proc/net/arp's text gives `ip` in a complete entry, else None.
+
+    Only the lines of that address are parsed: the table of a room has a line per PC,
+    and this runs on a boot request."""
+    prefix = ip + " "
     for line in text.splitlines()[1:]:
+        if not line.startswith(prefix):
+            continue
         fields = line.split()
         if len(fields) < 4:
             continue
@@ -94,8 +99,8 @@ def parse_neighbours(text: str) -> dict[str, str]:
             continue
         mac = _mac_or_none(fields[3])
         if complete and mac is not None:
-            out[fields[0]] = mac
-    return out
+            return mac
+    return None
 
 
 class BootOrigin:
@@ -119,7 +124,7 @@ class BootOrigin:
         now = time.time()
         if any(a == ip and (exp == 0 or exp > now) for a, exp in self.leases().get(mac, ())):
             return LEASE
-        if self.neighbours().get(ip) == mac:
+        if self.neighbour(ip) == mac:
             return NEIGHBOUR
         return None
 
@@ -144,12 +149,14 @@ class BootOrigin:
         self._leases = (key, leases)  # one assignment: a concurrent reader sees old or new
         return leases
 
-    def neighbours(self) -> dict[str, str]:
+    def neighbour(self, ip: str) -> str | None:
+        """The MAC the kernel's neighbour table gives `ip` now (never cached: it
+        changes as PCs come and go)."""
         path = self.config.get("neighbour_file")
         if not path:
-            return {}
+            return None
         try:
             with open(path, encoding="utf-8", errors="replace") as fh:
-                return parse_neighbours(fh.read())
+                return neighbour_mac(fh.read(), ip)
         except OSError:
-            return {}
+            return None

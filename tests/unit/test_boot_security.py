@@ -181,7 +181,7 @@ def test_the_pcs_own_request_by_its_neighbour_entry_gets_its_script(tmp_path, ap
 
 
 def test_origin_reads_ipv4_mapped_sources_and_skips_dhcpv6_leases(tmp_path):
-    from ggnet_api.boot_origin import BootOrigin, parse_leases, parse_neighbours
+    from ggnet_api.boot_origin import BootOrigin, neighbour_mac, parse_leases
 
     lease(tmp_path, PC2, "10.213.0.150")
     origin = BootOrigin({"lease_file": str(tmp_path / "dnsmasq.leases"), "neighbour_file": None})
@@ -192,9 +192,9 @@ def test_origin_reads_ipv4_mapped_sources_and_skips_dhcpv6_leases(tmp_path):
     assert list(parse_leases("garbage\n1 zz 10.0.0.1 x *\n0 52-54-00-AA-00-03 10.0.0.3 x *")) == [
         "52:54:00:aa:00:03"
     ]
-    assert parse_neighbours("header\n10.0.0.1 0x1 0x6 52:54:00:aa:00:04 * eth1\n") == {
-        "10.0.0.1": "52:54:00:aa:00:04"
-    }
+    table = "header\n10.0.0.11 0x1 0x2 52:54:00:aa:00:05 * eth1\n10.0.0.1 0x1 0x6 52-54-00-AA-00-04 * eth1\n"
+    assert neighbour_mac(table, "10.0.0.1") == "52:54:00:aa:00:04"
+    assert neighbour_mac(table, "10.0.0.2") is None
 
 
 def test_unknown_macs_still_get_the_discovery_script_from_anywhere(app):
