@@ -156,6 +156,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def internal(exc: Exception):
         # The message is logged, never answered: it may quote a path or a value.
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.path.startswith("/boot"):  # iPXE shows text, not JSON
+            text = "ggnet: internal error of the boot server; see the API's log\n"
+            return text, 500, {"Content-Type": "text/plain; charset=utf-8"}
         return jsonify(error="internal error; see the API's log"), 500
 
     if cfg["background"]:

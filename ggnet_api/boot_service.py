@@ -1,20 +1,28 @@
 """The boot path's decisions: what script a PC gets, and what its boots came to.
 
-A known PC's writeback is reset before it gets its script (unless it is kept for
-maintenance), on the backend the script points it at; a boot that would fail (the
-pool below its reserve, an image without a version) is refused with a message the PC
-shows.  The calls into the engine for it (storage.reset, iscsi.san_uri,
-ipxe.boot_script) are here, the one place that knows their signatures.
+A known PC's script is built first (SAN URIs, CHAP, the boot's callback token); only
+once it is built is the PC's writeback reset (unless it is kept for maintenance), on
+the backend the script points it at.  So a script that cannot be rendered costs no
+reset.  A boot that would fail (the pool below its reserve, an image without a
+version, credentials iPXE cannot carry) is refused with a message the PC shows.  The
+calls into the engine for it (storage.reset, iscsi.san_uri, ipxe.boot_script) are
+here, the one place that knows their signatures.
+
+The service also holds what guards the boot path (ggnet_api/blueprints/boot.py): who
+counts as the PC itself (BootOrigin) and the rate limits per source and per MAC.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
 from ggnet import ipxe, iscsi, lun_release, storage
 
+from ggnet_api.boot_origin import BootOrigin
 from ggnet_api.db.database import Database
+from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 
 
@@ -28,16 +36,40 @@ class BootService:
     def __init__(self, config: dict[str, Any], inventory: CurrentInventory):
         self.config = config
         self.inventory = inventory
+        self.origin = BootOrigin(config)
+        window, keys = float(config["boot_limit_window"]), int(config["boot_limit_keys"])
+        self.limits = {
+            "source": RateLimiter(int(config["boot_limit_source"]), window, keys),
+            "mac": RateLimiter(int(config["boot_limit_mac"]), window, keys),
+        }
 
-    def script(self, name: str, api_url: str) -> tuple[str, str]:
-        """(script, kind) for a known client: reset its writeback first unless kept.
+    @staticmethod
+    def new_token() -> str:
+        """A boot's callback token: what its stage callbacks must show."""
+        return secrets.token_urlsafe(18)
+
+    def script(self, name: str, api_url: str, token: str) -> tuple[str, str]:
+        """(script, kind) for a known client: the script is built, then the writeback
+        reset unless kept.
 
         kind is `normal` or `maintenance`.  Raises BootRefused when the boot would fail
-        (the pool is below its reserve, the image has no version)."""
+        (no script can be rendered, the pool is below its reserve, the image has no
+        version); the writeback is then reset only if the reset itself failed."""
         snap = self.inventory.snapshot
         client = snap.clients[name]
         kind = "maintenance" if client["keep_writeback"] else "normal"
         backend = snap.iscsi_backend
+        server_ip = snap.network.get("server_ip")
+        if not server_ip:
+            raise BootRefused("ggnet_network.server_ip is not set in the inventory")
+        disks = 2 if client.get("game_disk") else 1
+        try:
+            uris = [
+                iscsi.san_uri(server_ip, client["target_iqn"], backend, i) for i in range(disks)
+            ]
+            body = ipxe.boot_script(client, uris, api_url, snap.chap.get(name), token)
+        except (ipxe.IpxeError, iscsi.IscsiError) as exc:
+            raise BootRefused(str(exc)) from exc
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
                 # The LUNs to close are on the backend the script points the PC at.
@@ -47,20 +79,17 @@ class BootService:
                 storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
             except (storage.StorageError, iscsi.IscsiError) as exc:
                 raise BootRefused(str(exc)) from exc
-        server_ip = snap.network.get("server_ip")
-        if not server_ip:
-            raise BootRefused("ggnet_network.server_ip is not set in the inventory")
-        disks = 2 if client.get("game_disk") else 1
-        uris = [iscsi.san_uri(server_ip, client["target_iqn"], backend, i) for i in range(disks)]
-        return ipxe.boot_script(client, uris, api_url, snap.chap.get(name)), kind
+        return body, kind
 
     @staticmethod
     def discovery_script(api_url: str) -> str:
         return ipxe.discovery_script(api_url)
 
     @staticmethod
-    def refusal_script(message: str, api_url: str, mac: str) -> str:
-        return ipxe.error_script(message, api_url, mac)
+    def refusal_script(message: str, api_url: str, mac: str, token: str | None = None) -> str:
+        """A refused boot's script; without a token it calls nothing back (no boot was
+        recorded for it to report on)."""
+        return ipxe.error_script(message, api_url, mac, token, report=token is not None)
 
     def expire(self, db: Database) -> None:
         """Boots that reported no stage within boot_timeout become `timeout`."""

@@ -120,6 +120,22 @@ DEFAULTS: dict[str, Any] = {
     "discovered_retention": "7d",
     # Seconds between two retention passes.
     "retention_interval": 3600.0,
+    # The boot path (/boot/*) against the people at the PCs (ggnet_api/boot_origin.py).
+    # A PC's script goes only to the PC itself: to its fixed ggnet_ip, to the address
+    # dnsmasq's lease file gives its MAC (the netboot role's ggnet_netboot_lease_file),
+    # or to a source the kernel's IPv4 neighbour table maps to its MAC.
+    "lease_file": "/var/lib/ggnet/dnsmasq.leases",
+    "neighbour_file": "/proc/net/arp",
+    # Requests per boot_limit_window seconds on /boot/* per source address and per MAC
+    # (token buckets: a burst of that many, refilled evenly); beyond them 429 with
+    # Retry-After.  boot_limit_keys bounds the addresses and MACs tracked (the least
+    # recently seen are forgotten first).
+    "boot_limit_source": 120,
+    "boot_limit_mac": 60,
+    "boot_limit_window": 60.0,
+    "boot_limit_keys": 8192,
+    # The largest report_os.py body /boot/<mac>/report accepts (413 beyond).
+    "max_report_bytes": 16 * 1024,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
 }

@@ -338,6 +338,19 @@ class Metrics:
         )
         for reason in ("missing", "malformed", "invalid", "forbidden", "rate_limited"):
             self.auth_failures.labels(reason=reason)
+        self.boot_foreign = Counter(
+            "ggnet_boot_foreign_requests",
+            "Requests for a known PC's boot script from an address not the PC's own",
+            registry=self.registry,
+        )
+        self.boot_rate_limited = Counter(
+            "ggnet_boot_rate_limited",
+            "Boot-path requests refused (429) by the rate limit per source or per MAC",
+            ["by"],
+            registry=self.registry,
+        )
+        for by in ("source", "mac"):
+            self.boot_rate_limited.labels(by=by)
         # (the Sample object, its rendered block): the object itself is the key, so a
         # new collector run always misses even if Python reuses an id().
         self._sample_block: tuple[Any, bytes] | None = None

@@ -9,6 +9,16 @@ It POSTs one JSON object to <api>/boot/<mac>/report.  For an unknown MAC the API
 it beside the firmware's facts under /api/discovered; for a known PC the report marks
 its latest boot as reaching the OS.
 
+How a known PC's report proves it is the PC's own: the per-boot token the API put into
+iPXE's script does not reach the booted OS (the iBFT that iPXE hands over has no free
+field to carry it), so the API takes a known PC's report when it comes from the PC's
+own address: its fixed address, its DHCP lease, or a neighbour entry of its MAC (the
+same rule as for its boot script; ggnet_api/boot_origin.py).  Run it on the PC itself,
+from the interface it booted from.  A caller that does know the boot's token (a
+provisioning step that was handed it) can send it with --token (header
+X-Ggnet-Boot-Token) and report from anywhere.  The body stays below the API's
+max_report_bytes (16 KiB by default).
+
 Standard library and psutil only, so it can be copied alone onto any machine with
 Python 3.9+.  dmidecode and lshw add firmware and device details when they are
 installed and the script runs as root; without them the report is still complete for
@@ -38,8 +48,9 @@ except ImportError:  # pragma: no cover - reported clearly by main()
     psutil = None
 
 VERSION = 1
-# Stay below the API's default body limit (64 KiB) with room to spare.
-MAX_BYTES = 48 * 1024
+# Stay below the API's default report limit (max_report_bytes, 16 KiB) with room to spare.
+MAX_BYTES = 12 * 1024
+TOKEN_HEADER = "X-Ggnet-Boot-Token"
 DMI_KEYS = (
     "system-manufacturer",
     "system-product-name",
@@ -243,13 +254,17 @@ def shrink(report: dict[str, Any], limit: int = MAX_BYTES) -> dict[str, Any]:
     return report
 
 
-def send(api: str, mac: str, report: dict[str, Any], timeout: float = 15) -> tuple[int, str]:
-    """POST the report; (HTTP status, the API's one-line answer)."""
+def send(
+    api: str, mac: str, report: dict[str, Any], timeout: float = 15, token: str | None = None
+) -> tuple[int, str]:
+    """POST the report (with the boot's token when given); (HTTP status, the API's
+    one-line answer)."""
     url = f"{api.rstrip('/')}/boot/{mac}/report"
     data = json.dumps(report).encode()
-    req = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers[TOKEN_HEADER] = token
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace").strip()
@@ -262,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default=os.environ.get("GGNET_API_URL"), help="API base URL")
     parser.add_argument("--mac", help="the MAC to report as (default: the boot interface's)")
     parser.add_argument("--dry-run", action="store_true", help="print the report, send nothing")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("GGNET_BOOT_TOKEN"),
+        help="the boot's token, when known (default: prove the PC by its own address)",
+    )
     parser.add_argument("--no-tools", action="store_true", help="skip dmidecode and lshw")
     args = parser.parse_args(argv)
     if psutil is None:
@@ -280,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print("report_os: no network interface with a MAC; give --mac", file=sys.stderr)
         return 2
     try:
-        status, answer = send(args.api, mac, report)
+        status, answer = send(args.api, mac, report, token=args.token)
     except (urllib.error.URLError, OSError) as exc:
         print(f"report_os: {args.api}: {exc}", file=sys.stderr)
         return 1

@@ -188,13 +188,16 @@ class Database:
         result: str = "pending",
         detail: str | None = None,
         image: str | None = None,
+        token: str | None = None,
     ) -> int:
+        """A new boot; `token` (the one its script carries) is stored as its SHA-256."""
         now = time.time()
         duration = 0.0 if result != "pending" else None
+        token_hash = hash_token(token) if token is not None else None
         cur = self.execute(
-            "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration, image) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mac, client, kind, now, now, result, detail, duration, image),
+            "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration, "
+            "image, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mac, client, kind, now, now, result, detail, duration, image, token_hash),
         )
         return _new_id(cur)
 
@@ -287,6 +290,19 @@ class Database:
         if state is None:
             return self.count("SELECT COUNT(*) AS n FROM discovered")
         return self.count("SELECT COUNT(*) AS n FROM discovered WHERE state = ?", (state,))
+
+    def add_discovered_capped(self, mac: str, at: float, cap: int) -> bool:
+        """Add a discovered machine unless `cap` of them are listed already; True when
+        the MAC is listed afterwards.  The count and the insert are one write
+        transaction, so concurrent requests cannot pass the cap together."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO discovered (mac, first_seen, last_seen, facts) "
+                "SELECT ?, ?, ?, '{}' WHERE (SELECT COUNT(*) FROM discovered) < ?",
+                (mac, at, at, cap),
+            )
+            row = c.execute("SELECT 1 FROM discovered WHERE mac = ?", (mac,)).fetchone()
+        return row is not None
 
     def add_discovered(self, mac: str, at: float) -> None:
         self.execute(

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS boots (
     result TEXT NOT NULL DEFAULT 'pending',
     duration REAL,
     detail TEXT,
-    image TEXT
+    image TEXT,
+    token_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
 CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
@@ -80,6 +81,9 @@ def create(conn: sqlite3.Connection) -> None:
     have = {r[1] for r in conn.execute("PRAGMA table_info(boots)")}
     if "image" not in have:
         conn.execute("ALTER TABLE boots ADD COLUMN image TEXT")
+    # The SHA-256 of the token the boot's script carries (its callbacks must show it).
+    if "token_hash" not in have:
+        conn.execute("ALTER TABLE boots ADD COLUMN token_hash TEXT")
     conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
     # Tokens made before they could expire keep expires NULL: they never do.
     if "expires" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}:

@@ -7,7 +7,7 @@ iPXE to /boot/${mac}.
 
 Callbacks the scripts make (all plain HTTP GETs; the API answers 200 with any body):
 
-  {api}/boot/<mac>/stage?name=<stage>[&error=<errno>]   see STAGES
+  {api}/boot/<mac>/stage?name=<stage>[&token=<t>][&error=<errno>]   see STAGES
   {api}/boot/<mac>/discover?manufacturer=..&product=..&serial=..&uuid=..
                             &platform=..&buildarch=..   an unknown PC reports itself
 
@@ -23,6 +23,10 @@ NUL byte cuts the rest of the URL off (${uuid:uristring} of an unset SMBIOS UUID
 parse_discover_query(), never with a form decoder ('+' is not a space here) nor a
 plain split on '&'.  A callback that fails never stops a boot: reporting is best
 effort, booting is the job.
+
+A stage callback carries the per-boot token the API put into that boot's script (see
+ggnet_api/blueprints/boot.py): the API takes a stage only with the token of the PC's
+latest boot.  Tokens are URL-safe (secrets.token_urlsafe), so they need no escaping.
 
 The known-client script carries that one client's CHAP secret because iPXE must answer
 the target's challenge; it is never logged here, and callers must not log the text.
@@ -76,11 +80,22 @@ def _mac(client: Mapping[str, Any]) -> str:
     return mac
 
 
-def stage_url(api_base_url: str, mac: str, name: str, error: str | None = None) -> str:
-    """The callback URL of one boot stage; `error` may hold iPXE settings like ${errno}."""
+def stage_url(
+    api_base_url: str,
+    mac: str,
+    name: str,
+    error: str | None = None,
+    token: str | None = None,
+) -> str:
+    """The callback URL of one boot stage; `error` may hold iPXE settings like ${errno};
+    `token` is the boot's own token (URL-safe characters only)."""
     if name not in STAGES:
         raise IpxeError(f"stage {name!r} is not one of {', '.join(STAGES)}")
     url = f"{_api(api_base_url)}/boot/{mac}/stage?name={name}"
+    if token is not None:
+        if not token or not all(c.isascii() and (c.isalnum() or c in "-_") for c in token):
+            raise IpxeError("a boot token must be URL-safe (secrets.token_urlsafe)")
+        url += f"&token={token}"
     if error is not None:
         url += f"&error={error}"
     return url
@@ -160,13 +175,14 @@ def boot_script(
     san_uris: Sequence[str],
     api_base_url: str,
     chap: Mapping[str, str] | None = None,
+    token: str | None = None,
 ) -> str:
     """The script of a known client: hook its game disk, sanboot its system disk.
 
     san_uris: the system disk's URI, then the game disk's if the client has one, as
     ggnet.iscsi.san_uri() builds them for the client's target.  chap: {user, secret}
     and, with mutual CHAP, {mutual_user, mutual_secret} (model.chap_credentials), or
-    None when CHAP is off.
+    None when CHAP is off.  token: the boot's token, which every stage callback carries.
     """
     name = str(client.get("name") or "?")
     mac = _mac(client)
@@ -202,7 +218,7 @@ def boot_script(
             lines += ["clear username ||", "clear password ||"]
         lines += ["clear reverse-username ||", "clear reverse-password ||"]
     lines += [
-        _notify(stage_url(api, mac, "script-loaded")),
+        _notify(stage_url(api, mac, "script-loaded", token=token)),
         # A retry (chain --replace below) finds the drives of the last try still hooked.
         f"sanunhook --drive 0x{GAME_DRIVE:02x} ||",
         f"sanunhook --drive 0x{SYSTEM_DRIVE:02x} ||",
@@ -216,16 +232,16 @@ def boot_script(
             # refuses it before any iSCSI login: EADDRINUSE from core/sanboot.c,
             # errno 0x03232019.  The same target serves both LUNs (two sessions).
             f"sanhook --drive 0x{GAME_DRIVE:02x} {game} || goto game_failed",
-            _notify(stage_url(api, mac, "game-disk-hooked")),
+            _notify(stage_url(api, mac, "game-disk-hooked", token=token)),
             "goto system",
             ":game_failed",
             # Booting without games beats not booting: warn on screen and in the API.
             "echo ggnet: WARNING: the game disk of ${ggnet-name} could not be attached (error ${errno}); starting without it",
-            _notify(stage_url(api, mac, "game-disk-failed", "${errno}")),
+            _notify(stage_url(api, mac, "game-disk-failed", "${errno}", token)),
             ":system",
         ]
     lines += [
-        _notify(stage_url(api, mac, "sanboot")),
+        _notify(stage_url(api, mac, "sanboot", token=token)),
         f"sanboot --drive 0x{SYSTEM_DRIVE:02x} || goto failed",
         # sanboot returns only when the disk could not be booted.
         ":failed",
@@ -234,7 +250,7 @@ def boot_script(
         "echo ggnet: ${ggnet-name} could not start from its disk on the boot server (error ${ggnet-errno}).",
         "echo ggnet: Check that the boot server is up and that this PC's target exists;",
         "echo ggnet: details: https://ipxe.org/err/${ggnet-errno}",
-        _notify(stage_url(api, mac, "failed", "${ggnet-errno}")),
+        _notify(stage_url(api, mac, "failed", "${ggnet-errno}", token)),
         f"prompt --timeout {RETRY_SECONDS * 1000} ggnet: retrying in {RETRY_SECONDS} s; press any key for the iPXE shell && shell ||",
         # A fresh script, not the same sanboot again: the API may have fixed the cause.
         f"chain --replace --autofree {boot_url(api, mac)} || goto failed",
@@ -267,20 +283,24 @@ def discovery_script(api_base_url: str) -> str:
     )
 
 
-def error_script(message: str, api_base_url: str, mac: str) -> str:
+def error_script(
+    message: str, api_base_url: str, mac: str, token: str | None = None, report: bool = True
+) -> str:
     """A script that shows why the API refuses to boot a PC (e.g. the pool is full).
 
-    The API uses it when it knows the boot would fail; the PC asks again later.
+    The API uses it when it knows the boot would fail; the PC asks again later.  With
+    report off the script calls no stage back (an answer that recorded no boot).
     """
     api = _api(api_base_url)
     text = " ".join(str(message).split()) or "the boot server refused to boot this PC"
     # A message is operator text, not iPXE syntax: keep ${ and # from being interpreted.
     text = text.replace("$", "S").replace("#", "No.")
+    callback = [_notify(stage_url(api, mac, "failed", quote("refused", safe=""), token))]
     return "\n".join(
         [
             "#!ipxe",
             f"echo ggnet: {text}",
-            _notify(stage_url(api, mac, "failed", quote("refused", safe=""))),
+            *(callback if report else []),
             f"prompt --timeout {RETRY_SECONDS * 1000} ggnet: retrying in {RETRY_SECONDS} s; press any key for the iPXE shell && shell ||",
             f"chain --replace --autofree {boot_url(api, mac)}",
             "",

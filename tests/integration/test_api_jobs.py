@@ -173,8 +173,13 @@ def test_discovery_approval_commits_and_converges(api):
         ).stdout
         == ""
     )
-    # The machine is a client now: it boots its own script, in its machine group.
-    text = client.get(f"/boot/{mac}").get_data(as_text=True)
+    # The machine is a client now: it boots its own script (asked from the address its
+    # DHCP lease gives it), in its machine group.
+    leases = inv.parent.parent / "dnsmasq.leases"
+    leases.write_text(f"0 {mac} 10.213.0.157 pc-07 *\n")
+    app.extensions["ggnet"].config["lease_file"] = str(leases)
+    own = {"REMOTE_ADDR": "10.213.0.157"}
+    text = client.get(f"/boot/{mac}", environ_base=own).get_data(as_text=True)
     assert "target.pc-07" in text
     assert app.extensions["ggnet"].inventory.snapshot.clients["pc-07"]["groups"] == ["office"]
     job = finished(client, body["job_id"])

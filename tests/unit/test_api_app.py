@@ -5,6 +5,7 @@ through a stand-in for ggnet.storage.reset where noted."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -31,7 +32,7 @@ all:
             pc-01: {ggnet_mac: "52:54:00:aa:00:01", ggnet_ip: 10.213.0.101}
         office:
           hosts:
-            pc-02: {ggnet_mac: "52:54:00:aa:00:02", ggnet_keep_writeback: true}
+            pc-02: {ggnet_mac: "52:54:00:aa:00:02", ggnet_ip: 10.213.0.102, ggnet_keep_writeback: true}
 """
 ALL = f"""\
 ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
@@ -43,6 +44,20 @@ ggnet_images:
   games: {{size: 32M, kind: data}}
 ggnet_image: win11
 """
+
+
+# A PC's script goes to the PC only: requests come from its fixed address.
+AT = {
+    "52:54:00:aa:00:01": {"REMOTE_ADDR": "10.213.0.101"},
+    "52:54:00:aa:00:02": {"REMOTE_ADDR": "10.213.0.102"},
+}
+
+
+def boot(client, mac):
+    """GET the PC's script from the PC's own address: (response, the boot's token)."""
+    resp = client.get(f"/boot/{mac}", environ_base=AT[mac])
+    found = re.search(r"[?&]token=([A-Za-z0-9_-]+)", resp.get_data(as_text=True))
+    return resp, found.group(1) if found else None
 
 
 def write_inventory(root):
@@ -220,7 +235,7 @@ def test_queued_job_is_accepted_and_cancelled(client, tokens, app):
 
 
 def test_boot_script_of_known_pc_with_game_disk(client, app):
-    resp = client.get("/boot/52-54-00-AA-00-01")
+    resp = client.get("/boot/52-54-00-AA-00-01", environ_base=AT["52:54:00:aa:00:01"])
     assert resp.status_code == 200
     text = resp.get_data(as_text=True)
     assert text.startswith("#!ipxe")
@@ -236,7 +251,9 @@ def test_boot_script_of_known_pc_with_game_disk(client, app):
 
 
 def test_boot_of_pc_in_maintenance(client, app):
-    text = client.get("/boot/52:54:00:aa:00:02").get_data(as_text=True)
+    text = client.get("/boot/52:54:00:aa:00:02", environ_base=AT["52:54:00:aa:00:02"]).get_data(
+        as_text=True
+    )
     assert " iscsi:10.213.0.10::3260:1:iqn.2025-01.lan.ggnet:target.pc-02 " in text
     assert "::3260:2:" not in text
     assert app.extensions["ggnet"].db.one("SELECT kind FROM boots")["kind"] == "maintenance"
@@ -257,8 +274,8 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
     app.extensions["ggnet"].inventory.reload()
     c = app.test_client()
-    assert c.get("/boot/52:54:00:aa:00:01").status_code == 200
-    assert c.get("/boot/52:54:00:aa:00:02").status_code == 200
+    assert c.get("/boot/52:54:00:aa:00:01", environ_base=AT["52:54:00:aa:00:01"]).status_code == 200
+    assert c.get("/boot/52:54:00:aa:00:02", environ_base=AT["52:54:00:aa:00:02"]).status_code == 200
     # The closer lets a version change re-clone the disk its LUN holds open.
     assert calls == [("pc-01", True, True)]
 
@@ -274,7 +291,9 @@ def test_boot_refused_below_reserve(tmp_path, monkeypatch):
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
     app.extensions["ggnet"].inventory.reload()
     c = app.test_client()
-    text = c.get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
+    text = c.get("/boot/52:54:00:aa:00:01", environ_base=AT["52:54:00:aa:00:01"]).get_data(
+        as_text=True
+    )
     assert "echo ggnet: pool ggtest has 1M free, below its reserve" in text
     assert "sanboot" not in text and CHAP not in text
     boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
@@ -330,15 +349,16 @@ def test_discovery_keeps_plus_and_ampersand_that_ipxe_leaves_unescaped(client, t
 
 
 def test_stages_give_a_boot_its_result_and_duration(client, tokens, app):
-    client.get("/boot/52:54:00:aa:00:01")
-    assert client.get("/boot/52:54:00:aa:00:01/stage?name=script-loaded").status_code == 200
-    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
-    assert (boot["stage"], boot["result"]) == ("script-loaded", "pending")
-    client.get("/boot/52:54:00:aa:00:01/stage?name=sanboot")
-    boot = app.extensions["ggnet"].db.one("SELECT * FROM boots")
-    assert boot["result"] == "ok" and boot["duration"] >= 0
-    client.get("/boot/52:54:00:aa:00:02")
-    client.get("/boot/52:54:00:aa:00:02/stage?name=failed&error=0x3c0c6039")
+    _, token = boot(client, "52:54:00:aa:00:01")
+    resp = client.get(f"/boot/52:54:00:aa:00:01/stage?name=script-loaded&token={token}")
+    assert resp.status_code == 200
+    row = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert (row["stage"], row["result"]) == ("script-loaded", "pending")
+    client.get(f"/boot/52:54:00:aa:00:01/stage?name=sanboot&token={token}")
+    row = app.extensions["ggnet"].db.one("SELECT * FROM boots")
+    assert row["result"] == "ok" and row["duration"] >= 0
+    _, token = boot(client, "52:54:00:aa:00:02")
+    client.get(f"/boot/52:54:00:aa:00:02/stage?name=failed&token={token}&error=0x3c0c6039")
     machines = {
         m["name"]: m
         for m in client.get("/api/machines", headers=h(tokens["viewer"])).json["machines"]
@@ -357,7 +377,7 @@ def test_stages_give_a_boot_its_result_and_duration(client, tokens, app):
     # Only finished (ok) boots have a last duration; pc-02's failed boot has none.
     assert 'ggnet_machine_last_boot_duration_seconds{client="pc-01"}' in metrics
     assert 'ggnet_machine_last_boot_duration_seconds{client="pc-02"}' not in metrics
-    resp = client.get("/boot/52:54:00:aa:00:01/stage?name=bogus")
+    resp = client.get(f"/boot/52:54:00:aa:00:01/stage?name=bogus&token={token}")
     assert resp.status_code == 400 and "not one of" in resp.get_data(as_text=True)
 
 
@@ -417,8 +437,8 @@ def test_config_rejects_unknown_settings(tmp_path):
 
 
 def test_boot_duration_is_labelled_with_the_image_booted(client, app):
-    client.get("/boot/52:54:00:aa:00:01")
-    client.get("/boot/52:54:00:aa:00:01/stage?name=sanboot")
+    _, token = boot(client, "52:54:00:aa:00:01")
+    client.get(f"/boot/52:54:00:aa:00:01/stage?name=sanboot&token={token}")
     db = app.extensions["ggnet"].db
     assert db.one("SELECT image FROM boots")["image"] == "win11"
     db.execute("UPDATE boots SET duration = 7.5")
@@ -522,11 +542,19 @@ def test_boot_script_takes_chap_from_the_converged_file_not_the_inventory(tmp_pa
     app = _app_with(tmp_path, reset_on_boot=False, targets_file=str(targets_file))
     inventory = app.extensions["ggnet"].inventory
     assert inventory.reload(), inventory.load_error
-    text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
+    text = (
+        app.test_client()
+        .get("/boot/52:54:00:aa:00:01", environ_base=AT["52:54:00:aa:00:01"])
+        .get_data(as_text=True)
+    )
     assert f"set password {converged}" in text and CHAP not in text
     assert converged in inventory.secrets()  # redacted from logs like every other secret
     # A client missing from the file boots without CHAP credentials rather than stale ones.
-    text = app.test_client().get("/boot/52:54:00:aa:00:02").get_data(as_text=True)
+    text = (
+        app.test_client()
+        .get("/boot/52:54:00:aa:00:02", environ_base=AT["52:54:00:aa:00:02"])
+        .get_data(as_text=True)
+    )
     assert "set password" not in text
 
 
@@ -541,7 +569,11 @@ def test_boot_script_points_at_the_converged_backends_lun_not_the_inventory_copy
         targets_file.write_text(json.dumps({"backend": backend, "chap": {}}))
         assert inventory.reload(), inventory.load_error
         assert inventory.snapshot.iscsi["backend"] == backend
-        text = app.test_client().get("/boot/52:54:00:aa:00:01").get_data(as_text=True)
+        text = (
+            app.test_client()
+            .get("/boot/52:54:00:aa:00:01", environ_base=AT["52:54:00:aa:00:01"])
+            .get_data(as_text=True)
+        )
         assert f":3260:{lun}:{iqn}" in text, text
 
 
