@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from ggnet import chap
 
 from ggnet_api.app import create_app
 
@@ -117,7 +118,8 @@ def test_a_foreign_request_resets_nothing_carries_no_secret_and_records_no_boot(
     text = resp.get_data(as_text=True)
     assert resp.status_code == 200 and text.startswith("#!ipxe")
     assert "served only to that PC itself" in text and "10.213.0.66" in text
-    assert "password" not in text and CHAP not in text and "sanboot" not in text
+    assert "password" not in text and "sanboot" not in text
+    assert CHAP not in text and chap.pc_secret(CHAP, "pc-01") not in text
     assert "/stage?" not in text  # nothing recorded, so nothing to report on
     assert resets == []
     assert rows(app, "boots") == []
@@ -138,7 +140,7 @@ def test_two_hundred_foreign_requests_reset_nothing(tmp_path, resets):
 def test_the_pcs_own_request_by_its_fixed_address_gets_its_script(app, resets):
     resp = app.test_client().get(f"/boot/{PC1}", environ_base={"REMOTE_ADDR": PC1_IP})
     text = resp.get_data(as_text=True)
-    assert f"set password {CHAP}" in text and "sanboot" in text
+    assert f"set password {chap.pc_secret(CHAP, 'pc-01')}" in text and "sanboot" in text
     assert resets == ["pc-01"]
     assert [r["client"] for r in rows(app, "boots")] == ["pc-01"]
 

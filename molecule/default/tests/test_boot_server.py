@@ -4,9 +4,10 @@ uses: what a person would check by hand after `ansible-playbook playbooks/site.y
 Nothing here prints a boot script: it carries the PC's CHAP secret."""
 
 import json
+import shlex
 import time
 
-import pytest
+from ggnet.net import initiator_iqn, target_iqn
 
 from ggnet_lab import vm
 
@@ -48,11 +49,11 @@ def test_pool_has_every_image_and_one_writeback_per_client_and_disk(host):
 def test_every_client_has_a_lio_target_with_its_acl_and_two_luns(host):
     root = "/sys/kernel/config/target/iscsi"
     for client in CLIENTS:
-        iqn = f"iqn.2025-01.lan.ggnet:target.{client}"
+        iqn = target_iqn(client)
         tpg = f"{root}/{iqn}/tpgt_1"
         assert host.file(tpg).is_directory, iqn
         acls = host.check_output(f"ls {tpg}/acls").split()
-        assert acls == [f"iqn.2025-01.lan.ggnet:initiator.{client}"]
+        assert acls == [initiator_iqn(client)]
         assert sorted(host.check_output(f"ls {tpg}/lun").split()) == ["lun_0", "lun_1"]
 
 
@@ -89,17 +90,46 @@ def test_api_is_healthy(host):
     assert json.loads(body)["status"] == "ok"
 
 
-@pytest.mark.parametrize("client", sorted(CLIENTS))
-def test_boot_path_answers_each_known_pc_with_its_sanboot_script(host, client):
-    # The real boot path in the VM: the writeback reset on zfs-fuse, the SAN URI of LIO.
-    status, body = _get(host, f"/boot/{CLIENTS[client]}")
-    ok = (
-        status == 200
-        and body.startswith("#!ipxe")
-        and f"target.{client}" in body
-        and "sanboot" in body
+def test_boot_path_gives_a_known_pcs_script_only_to_that_pc(host):
+    # The boot server's own address is not pc-bios's: the script it gets holds no
+    # credentials and no SAN URI (the real PCs' boots in test_lab_boots.py get theirs).
+    status, body = _get(host, f"/boot/{CLIENTS['pc-bios']}")
+    leaked = [w for w in ("password", "username", "iscsi:", "sanboot") if w in body]
+    assert status == 200 and body.startswith("#!ipxe"), status
+    assert not leaked, f"a foreign request's script carries {leaked}; script not shown (secret)"
+
+
+# Run on the VM, so that the secrets never leave it: logs in to TARGET's LUN 0 as
+# INITIATOR with the CHAP credentials of CREDS (from the converged targets file) and
+# prints only the exit code.
+_LOGIN = """
+import json, subprocess, sys
+target, initiator, creds = sys.argv[1:4]
+c = json.load(open("/etc/ggnet/targets.json"))["chap"][creds]
+url = "iscsi://%s%%%s@10.213.0.10/%s/0" % (initiator, c["secret"], target)
+r = subprocess.run(["iscsi-readcapacity16", "-i", initiator, url], capture_output=True)
+print(r.returncode)
+"""
+
+
+def _login_rc(host, target: str, initiator: str, creds: str) -> int:
+    return int(
+        host.check_output(
+            f"python3 -c {shlex.quote(_LOGIN)} {shlex.quote(target)} "
+            f"{shlex.quote(initiator)} {shlex.quote(creds)}"
+        )
     )
-    assert ok, f"GET /boot/{CLIENTS[client]} answered {status}; script not shown (secret)"
+
+
+def test_one_pcs_chap_credentials_open_no_other_pcs_target(host):
+    bios_target, bios = target_iqn("pc-bios"), initiator_iqn("pc-bios")
+    # Its own credentials open pc-bios's target: the check below can fail for CHAP alone.
+    assert _login_rc(host, bios_target, bios, "pc-bios") == 0
+    # pc-uefi's secret, presented under pc-bios's (public) initiator name: refused,
+    # because each PC's secret is its own (one shared secret would open it).
+    assert _login_rc(host, bios_target, bios, "pc-uefi") != 0
+    # pc-uefi as itself: refused too (the ACL names pc-bios only).
+    assert _login_rc(host, bios_target, initiator_iqn("pc-uefi"), "pc-uefi") != 0
 
 
 def test_boot_path_gives_an_unknown_pc_the_discovery_script(host):

@@ -38,6 +38,8 @@ testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
 API = "http://10.213.0.10:8080"
 PCS = client.lab_pcs()
+# Counts the boot scripts asked for from an address that is not the PC's.
+FOREIGN_METRIC = "ggnet_boot_foreign_requests_total"
 STORAGE = yaml.safe_load((REPO / "inventory/lab/group_vars/all.yml").read_text())["ggnet_storage"]
 
 
@@ -93,6 +95,29 @@ def test_every_lab_pc_boots_the_image_from_its_own_writeback(host):
         # What it wrote is in its own writeback, not in the image nor in another PC's.
         assert disk_count(host, layout.writeback_backing(STORAGE, name, "system")[0]) == 1
     assert disk_count(host, image_path) == 0
+
+
+def test_a_pcs_script_asked_for_from_elsewhere_resets_nothing_and_holds_no_secret(host):
+    # pc-bios wrote count=1 above. Its script, asked for by the boot server itself and
+    # by the lab host (neither is pc-bios's address), must leave that write in place
+    # and carry no credentials; the next test boots pc-bios as before.
+    writeback = layout.writeback_backing(STORAGE, "pc-bios", "system")[0]
+    assert disk_count(host, writeback) == 1
+    url = f"{API}/boot/{PCS['pc-bios'].mac}"
+    answers = {
+        "boot server": host.check_output(f"curl -s --max-time 20 {url}"),
+        "lab host": subprocess.run(
+            netns.nsenter("curl", "-s", "--max-time", "20", url),
+            capture_output=True, text=True, check=True,
+        ).stdout,
+    }  # fmt: skip
+    for source, body in answers.items():
+        leaked = [w for w in ("password", "username", "iscsi:", "sanboot") if w in body]
+        assert body.startswith("#!ipxe") and not leaked, f"from the {source}: {leaked}"
+    assert disk_count(host, writeback) == 1
+    metrics = host.check_output(f"curl -s {API}/metrics")
+    counted = [ln for ln in metrics.splitlines() if ln.startswith(FOREIGN_METRIC)]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 2, counted
 
 
 def test_a_reboot_discards_what_the_pc_wrote(host):
