@@ -8,9 +8,8 @@ the largest body the API accepts must not make a reply of tens of megabytes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import re
 import time
 from typing import Any
 
@@ -28,7 +27,8 @@ bp = Blueprint("discovery", __name__, url_prefix="/api")
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 LIST_REPORT = 4096
-MAX_FORGET = 4096
+# A URL carries the list: 100 MACs stay well inside the 4 KiB request line gunicorn takes.
+MAX_FORGET = 100
 _STATES = ("discovered", "approved", "all")
 
 
@@ -58,19 +58,22 @@ def _state(raw: str | None, default: str) -> str | None:
     return None if state == "all" else state
 
 
+# A cursor is the last row's (first_seen, mac): `<first_seen as repr>-<12 hex digits>`.
+# repr gives the float back exactly, and every string of that shape is a position in
+# the order, so a well-formed cursor is never refused.
+_CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?)-([0-9a-f]{12})")
+
+
 def _cursor(row: dict) -> str:
-    raw = json.dumps([row["first_seen"], row["mac"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{float(row['first_seen'])!r}-{row['mac'].replace(':', '')}"
 
 
 def _after(raw: str) -> tuple[float, str]:
-    try:
-        first_seen, mac = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(mac, str) or isinstance(first_seen, bool):
-            raise ValueError
-        return float(first_seen), mac
-    except (ValueError, TypeError, binascii.Error):
+    m = _CURSOR.fullmatch(raw)
+    if m is None:
         fail(400, f"query parameter after: {raw[:40]!r} is not a cursor this API gave (next)")
+    hexmac = m.group(2)
+    return float(m.group(1)), ":".join(hexmac[i : i + 2] for i in range(0, 12, 2))
 
 
 @bp.get("/discovered")
@@ -82,7 +85,7 @@ def list_discovered():
         fail(400, f"query parameter limit: {raw_limit[:20]!r} is not a number from 1 to {MAX_PAGE}")
     limit = int(raw_limit)
     raw_after = request.args.get("after")
-    after = _after(raw_after) if raw_after else None
+    after = None if raw_after is None else _after(raw_after)
     # One more than the page: whether there is a next page, without a count.
     rows = ext().db.discovered_list(state, limit + 1, after)
     page, more = rows[:limit], len(rows) > limit
@@ -154,44 +157,42 @@ def forget(raw_mac: str):
     return jsonify(forgotten=mac)
 
 
-@bp.post("/discovered/forget")
+@bp.delete("/discovered")
 @auth.require("operator")
 def forget_many():
-    """Forget the machines matching every filter of the body: `macs` (a list),
-    `seen_before` (not seen since: epoch seconds, or a duration back from now) and
-    `state` (default discovered).  At least macs or seen_before."""
-    body = json_body()
-    unknown = sorted(set(body) - {"macs", "seen_before", "state"})
+    """Forget the machines matching every filter given: `mac` (repeated), `seen_before`
+    (not seen for this long: a duration) and `state` (default discovered).  No filter
+    clears the waiting list; a forgotten machine that boots again is discovered again."""
+    unknown = sorted(set(request.args) - {"mac", "seen_before", "state"})
     if unknown:
-        fail(400, f"body: unknown field(s) {', '.join(unknown)}; send macs, seen_before, state")
-    macs, seen_before = body.get("macs"), body.get("seen_before")
-    if macs is None and seen_before is None:
-        fail(400, "body: send macs (a list of MACs) or seen_before (epoch or duration), or both")
-    if macs is not None:
-        if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
-            fail(400, "body.macs: a list of MAC addresses")
-        if len(macs) > MAX_FORGET:
-            fail(400, f"body.macs: at most {MAX_FORGET} at a time")
-        macs = [_body_mac(m) for m in macs]
+        fail(400, f"query: unknown parameter(s) {', '.join(unknown)}; use mac, seen_before, state")
+    raw_macs = request.args.getlist("mac")
+    if len(raw_macs) > MAX_FORGET:
+        fail(400, f"query parameter mac: at most {MAX_FORGET} at a time")
+    macs = [_query_mac(m) for m in raw_macs] or None
+    seen_before = request.args.get("seen_before")
     before = None if seen_before is None else _seen_before(seen_before)
-    state = _state(body.get("state"), "discovered")
+    state = _state(request.args.get("state"), "discovered")
     n = ext().db.forget_discovered_many(macs, before, state)
     return jsonify(forgotten=n)
 
 
-def _body_mac(raw: str) -> str:
+_MAC_SHAPE = re.compile(r"(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
+
+
+def _query_mac(raw: str) -> str:
     try:
         return normalize_mac(raw)
     except ValueError as exc:
-        fail(400, f"body.macs: {raw[:40]!r} {exc}")
+        # A filter: a well-formed MAC no PC can have (all zeros, multicast) matches
+        # nothing rather than failing the whole request.
+        if _MAC_SHAPE.fullmatch(raw):
+            return raw.lower().replace("-", ":")
+        fail(400, f"query parameter mac: {raw[:40]!r} {exc}")
 
 
-def _seen_before(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return time.time() - parse_duration(value)
-        except ValueError as exc:
-            fail(400, f"body.seen_before: {value[:40]!r} {exc}")
-    fail(400, "body.seen_before: epoch seconds, or a duration back from now (e.g. 7d)")
+def _seen_before(value: str) -> float:
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError as exc:
+        fail(400, f"query parameter seen_before: {value[:40]!r} {exc}")

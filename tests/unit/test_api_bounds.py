@@ -245,7 +245,7 @@ def test_the_discovered_list_comes_a_page_at_a_time(app, client, tokens):
     assert seen == macs and pages == 3
     default = client.get("/api/discovered", headers=h(tokens["viewer"])).json
     assert len(default["discovered"]) == 7 and default["next"] is None
-    for bad in ("limit=0", "limit=501", "limit=x", "after=!!", "after=bm90IGpzb24"):
+    for bad in ("limit=0", "limit=501", "limit=x", "after=!!", "after=bm90IGpzb24", "after=1.5-52540000"):
         resp = client.get(f"/api/discovered?{bad}", headers=h(tokens["viewer"]))
         assert resp.status_code == 400, bad
 
@@ -269,22 +269,22 @@ def test_bulk_forget_by_age_and_by_list(app, client, tokens):
     new = ["52:54:00:ee:00:01", "52:54:00:ee:00:02"]
     for mac in new:
         db.add_discovered(mac, now)
-    url = "/api/discovered/forget"
-    viewer = client.post(url, json={"seen_before": "7d"}, headers=h(tokens["viewer"]))
+    url = "/api/discovered"
+    op = h(tokens["operator"])
+    viewer = client.delete(f"{url}?seen_before=7d", headers=h(tokens["viewer"]))
     assert viewer.status_code == 403
-    nothing = client.post(url, json={}, headers=h(tokens["operator"]))
-    assert nothing.status_code == 400 and "macs" in nothing.json["error"]
-    bad = client.post(url, json={"seen_before": "7x"}, headers=h(tokens["operator"]))
+    bad = client.delete(f"{url}?seen_before=7x", headers=op)
     assert bad.status_code == 400 and "seen_before" in bad.json["error"]
-    resp = client.post(url, json={"seen_before": "7d"}, headers=h(tokens["operator"]))
+    unknown = client.delete(f"{url}?macs=x", headers=op)
+    assert unknown.status_code == 400 and "macs" in unknown.json["error"]
+    resp = client.delete(f"{url}?seen_before=7d", headers=op)
     assert resp.status_code == 200 and resp.json == {"forgotten": 5}
     assert all(db.discovered(m) is None for m in old)
-    resp = client.post(
-        url, json={"macs": [new[0].upper(), "52:54:00:ee:00:99"]}, headers=h(tokens["operator"])
-    )
+    resp = client.delete(f"{url}?mac={new[0].upper()}&mac=52:54:00:ee:00:99", headers=op)
     assert resp.json == {"forgotten": 1}
     assert db.discovered(new[0]) is None and db.discovered(new[1]) is not None
-    resp = client.post(url, json={"seen_before": now + 1}, headers=h(tokens["operator"]))
+    # No filter: the whole waiting list.
+    resp = client.delete(url, headers=op)
     assert resp.json == {"forgotten": 1} and db.count_discovered() == 0
 
 
