@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from ggnet.model import parse_duration
-from ggnet.net import normalize_mac
+from ggnet.net import mac_bytes, mac_of_bytes, normalize_mac
 
 from ggnet_api import auth
 from ggnet_api.approval import ApprovalError, approve, check_request
@@ -61,7 +61,7 @@ def _state(raw: str | None, default: str) -> str | None:
 # A cursor is the last row's (first_seen, mac): `<first_seen as repr>-<12 hex digits>`.
 # repr gives the float back exactly, and every string of that shape is a position in
 # the order, so a well-formed cursor is never refused.
-_CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?)-([0-9a-f]{12})")
+_CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?)-(\w{12})")
 
 
 def _cursor(row: dict) -> str:
@@ -70,10 +70,12 @@ def _cursor(row: dict) -> str:
 
 def _after(raw: str) -> tuple[float, str]:
     m = _CURSOR.fullmatch(raw)
-    if m is None:
+    try:
+        if m is None:
+            raise ValueError
+        return float(m.group(1)), mac_of_bytes(mac_bytes(m.group(2)))
+    except ValueError:
         fail(400, f"query parameter after: {raw[:40]!r} is not a cursor this API gave (next)")
-    hexmac = m.group(2)
-    return float(m.group(1)), ":".join(hexmac[i : i + 2] for i in range(0, 12, 2))
 
 
 @bp.get("/discovered")
@@ -177,18 +179,16 @@ def forget_many():
     return jsonify(forgotten=n)
 
 
-_MAC_SHAPE = re.compile(r"(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
-
-
 def _query_mac(raw: str) -> str:
     try:
         return normalize_mac(raw)
     except ValueError as exc:
-        # A filter: a well-formed MAC no PC can have (all zeros, multicast) matches
-        # nothing rather than failing the whole request.
-        if _MAC_SHAPE.fullmatch(raw):
-            return raw.lower().replace("-", ":")
-        fail(400, f"query parameter mac: {raw[:40]!r} {exc}")
+        try:
+            # A filter: a well-formed MAC no PC can have (all zeros, multicast)
+            # matches nothing rather than failing the whole request.
+            return mac_of_bytes(mac_bytes(raw))
+        except ValueError:
+            fail(400, f"query parameter mac: {raw[:40]!r} {exc}")
 
 
 def _seen_before(value: str) -> float:
