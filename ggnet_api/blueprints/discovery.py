@@ -27,8 +27,6 @@ bp = Blueprint("discovery", __name__, url_prefix="/api")
 DEFAULT_PAGE = 100
 MAX_PAGE = 500
 LIST_REPORT = 4096
-# A URL carries the list: 100 MACs stay well inside the 4 KiB request line gunicorn takes.
-MAX_FORGET = 100
 _STATES = ("discovered", "approved", "all")
 
 
@@ -162,33 +160,17 @@ def forget(raw_mac: str):
 @bp.delete("/discovered")
 @auth.require("operator")
 def forget_many():
-    """Forget the machines matching every filter given: `mac` (repeated), `seen_before`
-    (not seen for this long: a duration) and `state` (default discovered).  No filter
-    clears the waiting list; a forgotten machine that boots again is discovered again."""
-    unknown = sorted(set(request.args) - {"mac", "seen_before", "state"})
+    """Forget the machines matching every filter given: `seen_before` (not seen for
+    this long: a duration) and `state` (default discovered).  No filter clears the
+    waiting list; a forgotten machine that boots again is discovered again.  One
+    machine is DELETE /discovered/<mac>."""
+    unknown = sorted(set(request.args) - {"seen_before", "state"})
     if unknown:
-        fail(400, f"query: unknown parameter(s) {', '.join(unknown)}; use mac, seen_before, state")
-    raw_macs = request.args.getlist("mac")
-    if len(raw_macs) > MAX_FORGET:
-        fail(400, f"query parameter mac: at most {MAX_FORGET} at a time")
-    macs = [_query_mac(m) for m in raw_macs] or None
+        fail(400, f"query: unknown parameter(s) {', '.join(unknown)}; use seen_before, state")
     seen_before = request.args.get("seen_before")
     before = None if seen_before is None else _seen_before(seen_before)
     state = _state(request.args.get("state"), "discovered")
-    n = ext().db.forget_discovered_many(macs, before, state)
-    return jsonify(forgotten=n)
-
-
-def _query_mac(raw: str) -> str:
-    try:
-        return normalize_mac(raw)
-    except ValueError as exc:
-        try:
-            # A filter: a well-formed MAC no PC can have (all zeros, multicast)
-            # matches nothing rather than failing the whole request.
-            return mac_of_bytes(mac_bytes(raw))
-        except ValueError:
-            fail(400, f"query parameter mac: {raw[:40]!r} {exc}")
+    return jsonify(forgotten=ext().db.forget_discovered_many(None, before, state))
 
 
 def _seen_before(value: str) -> float:
