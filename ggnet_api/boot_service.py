@@ -15,6 +15,7 @@ from typing import Any
 from ggnet import ipxe, iscsi, lun_release, storage
 
 from ggnet_api.db.database import Database
+from ggnet_api.locks import Busy, Locks
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 
 
@@ -25,9 +26,12 @@ class BootRefused(Exception):
 class BootService:
     STAGES = ipxe.STAGES
 
-    def __init__(self, config: dict[str, Any], inventory: CurrentInventory):
+    def __init__(
+        self, config: dict[str, Any], inventory: CurrentInventory, locks: Locks | None = None
+    ):
         self.config = config
         self.inventory = inventory
+        self.locks = locks or Locks()
 
     def script(self, name: str, api_url: str) -> tuple[str, str]:
         """(script, kind) for a known client: reset its writeback first unless kept.
@@ -44,8 +48,12 @@ class BootService:
                 closer = lun_release.closer(
                     backend if snap.iscsi else None, [client], self.config.get("iscsi_options")
                 )
-                storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
-            except (storage.StorageError, iscsi.IscsiError) as exc:
+                # Never during a job on this PC or its image: refused, the PC asks again.
+                with self.locks.boot(name, snap):
+                    storage.reset(
+                        snap.storage, snap.images, [client], name, boot=True, closer=closer
+                    )
+            except (storage.StorageError, iscsi.IscsiError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
         server_ip = snap.network.get("server_ip")
         if not server_ip:

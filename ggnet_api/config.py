@@ -113,6 +113,15 @@ DEFAULTS: dict[str, Any] = {
     "console_port": 6080,
     "git_author": "ggnet-api <ggnet-api@localhost>",
     "max_discovered": 4096,
+    # Server-sent event streams each hold a request thread while open: at most this
+    # many at once per token and in all (never more than half of request_threads, so
+    # /boot keeps threads), each closed after event_stream_lifetime seconds with an
+    # `event: reconnect` (EventSource comes back with Last-Event-ID and loses nothing).
+    "max_event_streams": 8,
+    "max_event_streams_per_token": 4,
+    "event_stream_lifetime": 300.0,
+    # gunicorn's --threads (`ggnet serve` passes it on as GGNET_API_REQUEST_THREADS).
+    "request_threads": 16,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
 }
