@@ -237,6 +237,9 @@ def events(job_id: str):
 def _stream(e, job_id: str, after: int):
     idle_since = time.monotonic()
     ends = idle_since + float(e.config["event_stream_lifetime"])
+    # A first line at once: the client sees the stream open (headers sent) even when
+    # the job has nothing to say for a while.
+    yield f": job {job_id}\n\n"
     while True:
         if time.monotonic() >= ends:
             # EventSource reconnects after `retry` ms, sending the last id it saw.
