@@ -377,7 +377,15 @@ def test_a_stream_ends_after_its_lifetime_with_reconnect_and_resumes(tmp_path):
     e.db.add_token("v", "viewer", token)
     heads = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     c = app.test_client()
-    text = c.get(f"/api/jobs/{job_id}/events", headers={**heads, "Last-Event-ID": "1"}).text
+    resp = c.get(
+        f"/api/jobs/{job_id}/events", headers={**heads, "Last-Event-ID": "1"}, buffered=False
+    )
+    text, deadline = "", time.monotonic() + 5
+    for chunk in resp.response:  # a stream that never ends fails here, not hangs
+        text += chunk.decode()
+        if time.monotonic() > deadline:
+            break
+    resp.close()
     assert "id: 1\n" not in text and "id: 2\n" in text and "id: 3\n" in text
     assert text.rstrip().endswith('event: reconnect\ndata: {"after": 3}')
     assert "retry: " in text and "id: 3\nevent: reconnect" in text
