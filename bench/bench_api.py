@@ -17,6 +17,11 @@
    ggnet_api/boot_origin.py).  Goal: p99 <= 20 ms.
 3. POST /api/jobs accepted into the queue (token check, allow-list, insert).
    Goal: p99 <= 50 ms.
+4. `boot_with_streams`: GET /boot/<mac> over HTTP against a real gunicorn on 127.0.0.1
+   started as `ggnet serve` starts it (its default 16 threads), first alone, then with
+   64 event streams asked for on a running job (the API serves at most half its threads'
+   worth and refuses the rest with 429, which the bench's client reads and hangs up on,
+   as EventSource does).  Goal: /boot p99 with the streams within 2x of /boot alone.
 
 Each figure is the wall time of one request in this process (time.perf_counter around
 the test client's call), the garbage collector on, over METRICS_RUNS (BOOT_RUNS,
@@ -28,11 +33,18 @@ cores, other work running): single runs vary, percentiles over many requests do 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import http.client
+import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.stats import percentile
@@ -43,6 +55,8 @@ METRICS_RUNS = 400
 LONG_HISTORY = 100  # boots per PC for the long-history run
 BOOT_RUNS = 1000
 JOB_RUNS = 300
+STREAMS = 64
+HTTP_BOOT_RUNS = 1000
 
 
 def _inventory(root: Path) -> None:
@@ -269,4 +283,125 @@ def run() -> dict:
         "before": BEFORE,
         "boot_script": {**b, "goal": "p99 <= 20 ms (no reset)", "met": b["p99_ms"] <= 20},
         "job_accept": {**j, "goal": "p99 <= 50 ms", "met": j["p99_ms"] <= 50},
+        "boot_with_streams": boot_with_streams(),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_boots(port: int, mac: str) -> list[float]:
+    """HTTP_BOOT_RUNS timed GET /boot/<mac> on one kept-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out = []
+    try:
+        for _ in range(HTTP_BOOT_RUNS):
+            t = time.perf_counter()
+            conn.request("GET", f"/boot/{mac}")
+            resp = conn.getresponse()
+            body = resp.read()
+            out.append(time.perf_counter() - t)
+            assert resp.status == 200 and body.startswith(b"#!ipxe"), (resp.status, body[:200])
+    finally:
+        conn.close()
+    return out
+
+
+def boot_with_streams() -> dict:
+    """/boot over HTTP to `ggnet serve`'s gunicorn, alone and beside STREAMS streams."""
+    import yaml
+
+    from ggnet_api.auth import new_token
+    from ggnet_api.db.database import Database
+    from ggnet_cli import serve
+
+    with tempfile.TemporaryDirectory(prefix="ggnet-bench-streams-") as tmp:
+        inv = Path(tmp) / "inventory"
+        _inventory(inv)
+        cfg = {
+            "state_dir": f"{tmp}/state",
+            "inventory": str(inv),
+            "reset_on_boot": False,
+            "public_url": "http://10.213.0.10:8080",
+            "collect_interval": 3600.0,
+        }
+        cfg_path = Path(tmp) / "api.yml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        db = Database(f"{tmp}/state/api.db")
+        # Sixteen viewers: the per-token cap alone would leave the total cap untried.
+        tokens = [new_token() for _ in range(16)]
+        for i, token in enumerate(tokens):
+            db.add_token(f"bench-{i}", "viewer", token)
+        parser = argparse.ArgumentParser()
+        serve.add_arguments(parser)
+        port = _free_port()
+        args = parser.parse_args(["--bind", f"127.0.0.1:{port}"])
+        argv = serve.gunicorn_argv(args, sys.executable)
+        argv[-1:-1] = ["--env", f"GGNET_API_CONFIG={cfg_path}"]
+        log = open(Path(tmp) / "gunicorn.log", "w")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        streams: list[socket.socket] = []
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("the API did not come up") from None
+                    time.sleep(0.2)
+            mac = "52:54:00:00:00:01"  # pc-0000
+            _http_boots(port, mac)  # warm-up: imports, the snapshot, statement caches
+            alone = _stats(_http_boots(port, mac))
+            # A job that runs all along (added behind the runner's back: it runs only
+            # what is submitted), so no stream ends on its own.
+            job_id = "e" * 32
+            db.add_job(job_id, "converge", "site.yml", {}, "bench")
+            db.update_job(job_id, state="running", started=time.time())
+            for i in range(STREAMS):
+                request = (
+                    f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {tokens[i % len(tokens)]}\r\n"
+                    "Accept: text/event-stream\r\n\r\n"
+                ).encode()
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                sock.sendall(request)
+                streams.append(sock)
+            statuses: dict[str, int] = {}
+            for sock in streams:
+                status = sock.recv(64).split(b"\r\n", 1)[0].decode()
+                code = status.split(" ")[1] if " " in status else status
+                statuses[code] = statuses.get(code, 0) + 1
+                if code != "200":
+                    sock.close()
+            beside = _stats(_http_boots(port, mac))
+        finally:
+            for sock in streams:
+                sock.close()
+            db.update_job("e" * 32, state="canceled", finished=time.time())
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+            log.close()
+    ratio = round(beside["p99_ms"] / alone["p99_ms"], 2)
+    return {
+        "measured": (
+            "wall time of each GET /boot/<mac> on one kept-alive HTTP connection to gunicorn "
+            f"({args.threads} threads, as `ggnet serve`) on 127.0.0.1, reset_on_boot off"
+        ),
+        "threads": args.threads,
+        "streams_asked": STREAMS,
+        "streams_answered": statuses,
+        "boot_alone": alone,
+        "boot_beside_streams": beside,
+        "p99_ratio": ratio,
+        "goal": "p99 beside the streams <= 2x p99 alone",
+        "met": ratio <= 2,
     }

@@ -28,6 +28,7 @@ from ggnet_api.boot_service import BootService
 from ggnet_api.collector import Collector
 from ggnet_api.db.database import Database
 from ggnet_api.jobs import JobRunner
+from ggnet_api.locks import Locks
 from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
 from ggnet_api.snapshot import CurrentInventory
@@ -104,13 +105,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(str(state_dir / "api.db"))
     inventory = CurrentInventory(cfg)
+    locks = Locks()  # jobs and the boot path's resets: one at a time per PC and image
     ext = Ggnet(
         cfg,
         db,
         inventory,
         Collector(cfg, inventory),
-        BootService(cfg, inventory),
-        JobRunner(db, cfg, secrets=inventory.secrets),
+        BootService(cfg, inventory, locks),
+        JobRunner(
+            db, cfg, secrets=inventory.secrets, locks=locks, snapshot=lambda: inventory.snapshot
+        ),
         FailureLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"])),
     )
     metrics = ext.metrics = Metrics(ext)

@@ -22,6 +22,7 @@ from ggnet import ipxe, iscsi, lun_release, storage
 
 from ggnet_api.boot_origin import BootOrigin
 from ggnet_api.db.database import Database
+from ggnet_api.locks import Busy, Locks
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 
@@ -33,7 +34,9 @@ class BootRefused(Exception):
 class BootService:
     STAGES = ipxe.STAGES
 
-    def __init__(self, config: dict[str, Any], inventory: CurrentInventory):
+    def __init__(
+        self, config: dict[str, Any], inventory: CurrentInventory, locks: Locks | None = None
+    ):
         self.config = config
         self.inventory = inventory
         self.origin = BootOrigin(config)
@@ -42,6 +45,7 @@ class BootService:
             "source": RateLimiter(int(config["boot_limit_source"]), window, keys),
             "mac": RateLimiter(int(config["boot_limit_mac"]), window, keys),
         }
+        self.locks = locks or Locks()
 
     @staticmethod
     def new_token() -> str:
@@ -53,8 +57,9 @@ class BootService:
         reset unless kept.
 
         kind is `normal` or `maintenance`.  Raises BootRefused when the boot would fail
-        (no script can be rendered, the pool is below its reserve, the image has no
-        version); the writeback is then reset only if the reset itself failed."""
+        (no script can be rendered, a job holds the PC or its image, the pool is below
+        its reserve, the image has no version); a script that cannot be rendered costs
+        no reset."""
         snap = self.inventory.snapshot
         client = snap.clients[name]
         kind = "maintenance" if client["keep_writeback"] else "normal"
@@ -76,8 +81,12 @@ class BootService:
                 closer = lun_release.closer(
                     backend if snap.iscsi else None, [client], self.config.get("iscsi_options")
                 )
-                storage.reset(snap.storage, snap.images, [client], name, boot=True, closer=closer)
-            except (storage.StorageError, iscsi.IscsiError) as exc:
+                # Never during a job on this PC or its image: refused, the PC asks again.
+                with self.locks.boot(name, snap):
+                    storage.reset(
+                        snap.storage, snap.images, [client], name, boot=True, closer=closer
+                    )
+            except (storage.StorageError, iscsi.IscsiError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
         return body, kind
 

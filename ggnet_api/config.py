@@ -136,6 +136,15 @@ DEFAULTS: dict[str, Any] = {
     "boot_limit_keys": 8192,
     # The largest report_os.py body /boot/<mac>/report accepts (413 beyond).
     "max_report_bytes": 16 * 1024,
+    # Server-sent event streams each hold a request thread while open: at most this
+    # many at once per token and in all (never more than half of request_threads, so
+    # /boot keeps threads), each closed after event_stream_lifetime seconds with an
+    # `event: reconnect` (EventSource comes back with Last-Event-ID and loses nothing).
+    "max_event_streams": 8,
+    "max_event_streams_per_token": 4,
+    "event_stream_lifetime": 300.0,
+    # gunicorn's --threads (`ggnet serve` passes it on as GGNET_API_REQUEST_THREADS).
+    "request_threads": 16,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
 }

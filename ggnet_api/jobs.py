@@ -2,7 +2,11 @@
 
 Each job gets its own private_data_dir (runner writes its env, inventory link and
 artifacts there, so two jobs never share files), a bounded number run at once, the
-rest wait in a FIFO queue.  Events are stored in SQLite as they arrive, stripped to
+rest wait in a queue.  A job starts only when it can take its claim on the PCs and
+images it touches (ggnet_api/locks.py): it waits while a running job, a boot's reset
+or a job queued before it conflicts, and its `detail` says whom it waits for; jobs
+that conflict with nothing pass the waiting ones.  A submission with `wait: false`
+is refused with 409 instead of waiting.  Events are stored in SQLite as they arrive, stripped to
 what an operator reads (event, host, task, stdout) with known secrets masked.
 
 Cancelling: runner is always given a cancel_callback (without one it installs its own
@@ -22,10 +26,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import importlib.util
 import json
 import logging
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -43,6 +47,8 @@ import psutil
 
 from ggnet_api.config import ExtraVarsError, check_extravars
 from ggnet_api.db.database import JOB_DONE, Database
+from ggnet_api.locks import Busy, Claim, Locks, describe, job_claim
+from ggnet_api.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,12 @@ def redact(text: str | None, secrets: Iterable[str]) -> str | None:
     return text
 
 
+def job_label(job_id: str, kind: str, extravars: dict[str, Any]) -> str:
+    """`job <id> (machine reset pc-01)`: how waiting jobs and refused boots name a job."""
+    words = [kind, *(str(extravars[k]) for k in ("op", "client", "image") if extravars.get(k))]
+    return f"job {job_id} ({' '.join(words)})"
+
+
 def processes_of(job_id: str) -> list[psutil.Process]:
     """Every live process that inherited the job's environment marker."""
     found = []
@@ -140,15 +152,23 @@ class JobRunner:
         config: dict[str, Any],
         secrets: Callable[[], Iterable[str]] = lambda: (),
         on_finish: Callable[[dict[str, Any]], None] | None = None,
+        locks: Locks | None = None,
+        snapshot: Callable[[], Snapshot] = Snapshot,
     ):
         self.db = db
         self.config = config
         self.secrets = secrets
         self.on_finish = on_finish
+        self.locks = locks or Locks()
+        self.snapshot = snapshot
         self.jobs_dir = Path(config["state_dir"]) / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        # Queued jobs in order: id -> (kind, extravars); the database holds the rest.
+        self._pending: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._waiting: dict[str, str] = {}  # the detail last written for a queued job
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._has_runner = importlib.util.find_spec("ansible_runner") is not None
         self._cancel: dict[str, float] = {}
         self._pids: dict[str, int] = {}
         self._termed: set[str] = set()
@@ -182,10 +202,10 @@ class JobRunner:
                 finished=time.time(),
                 detail="the API restarted while this job was running; start it again",
             )
-        for job in sorted(
-            self.db.jobs(limit=1_000_000, state="queued"), key=lambda j: j["created"]
-        ):
-            self._queue.put(job["id"])
+        queued = sorted(self.db.jobs(limit=1_000_000, state="queued"), key=lambda j: j["created"])
+        with self._lock:
+            for job in queued:
+                self._pending[job["id"]] = (job["kind"], job["extravars"] or {})
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel the running jobs and stop the workers (the queued jobs stay queued)."""
@@ -193,8 +213,7 @@ class JobRunner:
         with self._lock:
             for job_id in self._running:
                 self._cancel.setdefault(job_id, time.monotonic())
-        for _ in self._workers:
-            self._queue.put(None)
+            self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.1, deadline - time.monotonic()))
@@ -202,7 +221,27 @@ class JobRunner:
 
     # -- API ------------------------------------------------------------------------
 
-    def submit(self, kind: str, extravars: Any, requested_by: str) -> dict[str, Any]:
+    def unavailable(self) -> str | None:
+        """Why no job could run now (None: jobs run, or wait for a worker).
+
+        An app started without its background threads (tests) still queues jobs."""
+        if not self._has_runner:
+            return (
+                "the job runner is not available: ansible-runner is not installed on this "
+                "server (the ggnet_api role's ggnet_api_jobs: false); install it to run jobs"
+            )
+        if self.config.get("background", True) and (
+            self._stopping or not any(t.is_alive() for t in self._workers)
+        ):
+            return (
+                "the job runner is not running (its worker threads have stopped); restart "
+                "the API (systemctl restart ggnet-api) and submit the job again"
+            )
+        return None
+
+    def submit(
+        self, kind: str, extravars: Any, requested_by: str, wait: bool = True
+    ) -> dict[str, Any]:
         spec = self.config["playbooks"].get(kind)
         if spec is None:
             known = ", ".join(sorted(self.config["playbooks"]))
@@ -217,12 +256,27 @@ class JobRunner:
                 f"kind: {kind!r} runs playbooks/{spec['playbook']}, which this appliance does not have",
                 409,
             )
+        down = self.unavailable()
+        if down:
+            raise JobError(down, 503)
         queued = self.db.count_jobs("queued")
         if queued >= int(self.config["max_queued_jobs"]):
             raise JobError(f"the job queue is full ({queued} waiting); try again later", 503)
+        claim = job_claim(kind, checked, self.snapshot())
         job_id = uuid.uuid4().hex
-        self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
-        self._queue.put(job_id)
+        with self._lock:
+            reason = self._conflict(job_id, claim, self._claims_ahead(len(self._pending)))
+            if reason and not wait:
+                raise JobError(
+                    f"{reason.replace('waiting for', 'conflicts with', 1)}; "
+                    'submit it without "wait": false to queue it behind',
+                    409,
+                )
+            self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
+            self._pending[job_id] = (kind, checked)
+            if reason:
+                self._note(job_id, reason)
+            self._wake.notify()
         return self._job(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -235,8 +289,11 @@ class JobRunner:
             if job_id in self._running:
                 self._cancel.setdefault(job_id, time.monotonic())
                 return self._job(job_id)
-            # Still queued: the worker skips it when it comes to it.
             cancelled = self.db.cancel_queued_job(job_id, "cancelled before it started")
+            if cancelled:
+                self._pending.pop(job_id, None)
+                self._waiting.pop(job_id, None)
+                self._wake.notify_all()  # a job waiting behind it may go now
         if not cancelled:
             # It started in between: cancel the run.
             with self._lock:
@@ -255,15 +312,75 @@ class JobRunner:
 
     # -- the work -----------------------------------------------------------------------
 
+    # How often a worker with nothing to start looks again: a boot's reset releases its
+    # PC without waking the workers.
+    RECHECK = 0.5
+
+    def _next(self) -> str | None:
+        """The next job this worker runs (marked running, its claim held); None: stop."""
+        with self._wake:
+            while not self._stopping:
+                job_id = self._pick()
+                if job_id is not None:
+                    return job_id
+                self._wake.wait(self.RECHECK)
+        return None
+
+    def _pick(self) -> str | None:
+        """The first queued job whose claim is free and that no earlier queued job
+        conflicts with; notes on the others why they wait.  Called under _lock."""
+        snap = self.snapshot()
+        ahead: list[tuple[Claim, str]] = []
+        for job_id, (kind, extravars) in list(self._pending.items()):
+            claim = job_claim(kind, extravars, snap)
+            reason = self._conflict(job_id, claim, ahead)
+            if reason is None:
+                try:
+                    self.locks.take(job_id, claim, job_label(job_id, kind, extravars))
+                except Busy as busy:
+                    reason = f"waiting for {busy.holder}, which holds {describe(busy.key)}"
+            if reason is None:
+                del self._pending[job_id]
+                self._waiting.pop(job_id, None)
+                if not self.db.start_queued_job(job_id):
+                    self.locks.release(job_id)  # cancelled while queued
+                    continue
+                self._running.add(job_id)
+                return job_id
+            self._note(job_id, reason)
+            ahead.append((claim, job_label(job_id, kind, extravars)))
+        return None
+
+    def _claims_ahead(self, count: int) -> list[tuple[Claim, str]]:
+        """The claims and labels of the first `count` queued jobs."""
+        snap = self.snapshot()
+        return [
+            (job_claim(kind, extravars, snap), job_label(job_id, kind, extravars))
+            for job_id, (kind, extravars) in list(self._pending.items())[:count]
+        ]
+
+    def _conflict(self, job_id: str, claim: Claim, ahead: list[tuple[Claim, str]]) -> str | None:
+        """Why a job with `claim` cannot start now: a holder of the locks, or a job
+        queued before it (which it must not pass); None when it could."""
+        for other, label in ahead:
+            key = claim.clash(other)
+            if key is not None:
+                return f"waiting for {label}, queued before it for {describe(key)}"
+        busy = self.locks.blocker(claim, ignore=job_id)
+        if busy is not None:
+            return f"waiting for {busy.holder}, which holds {describe(busy.key)}"
+        return None
+
+    def _note(self, job_id: str, reason: str) -> None:
+        if self._waiting.get(job_id) != reason:
+            self._waiting[job_id] = reason
+            self.db.note_queued_job(job_id, reason)
+
     def _worker(self) -> None:
         while True:
-            job_id = self._queue.get()
-            if job_id is None or self._stopping:
+            job_id = self._next()
+            if job_id is None:
                 return
-            with self._lock:
-                if not self.db.start_queued_job(job_id):
-                    continue  # cancelled while queued
-                self._running.add(job_id)
             try:
                 self._run(job_id)
             except Exception as exc:  # the worker must survive any one job
@@ -286,6 +403,8 @@ class JobRunner:
                     self._cancel.pop(job_id, None)
                     self._pids.pop(job_id, None)
                     self._termed.discard(job_id)
+                    self.locks.release(job_id)
+                    self._wake.notify_all()
                 shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
                 if self.on_finish:
                     job = self.db.job(job_id)

@@ -1,7 +1,8 @@
 """`ggnet serve`: the API under gunicorn, as the systemd unit of roles/ggnet_api runs it.
 
 One worker with threads: the job queue and the collector live in the worker's process
-(see ggnet_api/app.py), and server-sent event streams each hold a thread while they last.
+(see ggnet_api/app.py), and server-sent event streams each hold a thread while they last,
+so the API is told the thread count and keeps streams to half of it.
 
 With --certfile and --keyfile gunicorn speaks HTTPS on every address it binds, the boot
 path's included: the PCs' iPXE then needs to trust the certificate (docs/security.md).
@@ -50,6 +51,9 @@ def gunicorn_argv(args: argparse.Namespace, python: str = "python3") -> list[str
         "--access-logfile",
         "-",
         *tls_argv(args),
+        # The API keeps event streams to half of these threads (the rest serve /boot).
+        "--env",
+        f"GGNET_API_REQUEST_THREADS={args.threads}",
         "ggnet_api.app:wsgi()",
     ]
 

@@ -116,13 +116,26 @@ class Database:
             row["extravars"] = json.loads(row["extravars"])
         return row
 
-    def jobs(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+    def jobs(
+        self,
+        limit: int = 100,
+        state: str | None = None,
+        before: tuple[float, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before` (created, id) of the last job of a page starts the next
+        (id breaks ties, so a page boundary never skips or repeats a job)."""
+        where: list[str] = []
+        args: list[Any] = []
         if state:
-            rows = self.query(
-                "SELECT * FROM jobs WHERE state = ? ORDER BY created DESC LIMIT ?", (state, limit)
-            )
-        else:
-            rows = self.query("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
+            where.append("state = ?")
+            args.append(state)
+        if before is not None:
+            where.append("(created < ? OR (created = ? AND id < ?))")
+            args += [before[0], before[0], before[1]]
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.query(sql + " ORDER BY created DESC, id DESC LIMIT ?", (*args, limit))
         for row in rows:
             row["extravars"] = json.loads(row["extravars"])
         return rows
@@ -142,10 +155,17 @@ class Database:
     def start_queued_job(self, job_id: str) -> bool:
         """Mark a queued job running; False when it is no longer queued (cancelled)."""
         cur = self.execute(
-            "UPDATE jobs SET state = 'running', started = ? WHERE id = ? AND state = 'queued'",
+            "UPDATE jobs SET state = 'running', started = ?, detail = NULL "
+            "WHERE id = ? AND state = 'queued'",
             (time.time(), job_id),
         )
         return cur.rowcount > 0
+
+    def note_queued_job(self, job_id: str, detail: str) -> None:
+        """Why a queued job has not started (what it waits for)."""
+        self.execute(
+            "UPDATE jobs SET detail = ? WHERE id = ? AND state = 'queued'", (detail, job_id)
+        )
 
     def cancel_queued_job(self, job_id: str, detail: str) -> bool:
         """Mark a queued job canceled; False when it is no longer queued (it started)."""
