@@ -9,7 +9,6 @@ the largest body the API accepts must not make a reply of tens of megabytes.
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from ggnet.net import mac_bytes, mac_of_bytes, normalize_mac
 
 from ggnet_api import auth
 from ggnet_api.approval import ApprovalError, approve, check_request
-from ggnet_api.blueprints.common import ext, fail, json_body
+from ggnet_api.blueprints.common import cursor_arg, ext, fail, json_body, page_cursor
 from ggnet_api.jobs import JobError
 
 bp = Blueprint("discovery", __name__, url_prefix="/api")
@@ -56,26 +55,6 @@ def _state(raw: str | None, default: str) -> str | None:
     return None if state == "all" else state
 
 
-# A cursor is the last row's (first_seen, mac): `<first_seen as repr>-<12 hex digits>`.
-# repr gives the float back exactly, and every string of that shape is a position in
-# the order, so a well-formed cursor is never refused.
-_CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?)-(\w{12})")
-
-
-def _cursor(row: dict) -> str:
-    return f"{float(row['first_seen'])!r}-{row['mac'].replace(':', '')}"
-
-
-def _after(raw: str) -> tuple[float, str]:
-    m = _CURSOR.fullmatch(raw)
-    try:
-        if m is None:
-            raise ValueError
-        return float(m.group(1)), mac_of_bytes(mac_bytes(m.group(2)))
-    except ValueError:
-        fail(400, f"query parameter after: {raw[:40]!r} is not a cursor this API gave (next)")
-
-
 @bp.get("/discovered")
 @auth.require("viewer")
 def list_discovered():
@@ -84,15 +63,24 @@ def list_discovered():
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
         fail(400, f"query parameter limit: {raw_limit[:20]!r} is not a number from 1 to {MAX_PAGE}")
     limit = int(raw_limit)
-    raw_after = request.args.get("after")
-    after = None if raw_after is None else _after(raw_after)
+    cursor = cursor_arg(r"\w{12}")
+    after = None if cursor is None else (cursor[0], _cursor_mac(cursor[1]))
     # One more than the page: whether there is a next page, without a count.
     rows = ext().db.discovered_list(state, limit + 1, after)
     page, more = rows[:limit], len(rows) > limit
     return jsonify(
         discovered=[_view(r, LIST_REPORT) for r in page],
-        next=_cursor(page[-1]) if more else None,
+        next=page_cursor(page[-1]["first_seen"], page[-1]["mac"].replace(":", ""))
+        if more
+        else None,
     )
+
+
+def _cursor_mac(key: str) -> str:
+    try:
+        return mac_of_bytes(mac_bytes(key))
+    except ValueError:
+        fail(400, f"query parameter cursor: {key!r} is not a cursor this API gave (next)")
 
 
 def _row_or_404(mac: str) -> dict:

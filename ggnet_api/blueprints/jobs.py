@@ -8,8 +8,6 @@ on its own with Last-Event-ID, from the event it saw last.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import threading
@@ -19,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from ggnet_api import auth
-from ggnet_api.blueprints.common import ext, fail, int_arg, json_body
+from ggnet_api.blueprints.common import cursor_arg, ext, fail, int_arg, json_body, page_cursor
 from ggnet_api.db.database import JOB_DONE
 from ggnet_api.jobs import JobError
 
@@ -84,7 +82,9 @@ def _slots() -> StreamSlots:
     return current_app.extensions["ggnet_streams"]
 
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# A job id is uuid4().hex; the spec publishes the same pattern (JobId).
+JOB_ID_PATTERN = "[0-9a-f]{32}"
+_JOB_ID = re.compile(f"^{JOB_ID_PATTERN}$")
 STATES = ("queued", "running", *JOB_DONE)
 
 
@@ -152,31 +152,12 @@ def list_jobs():
     if state is not None and state not in STATES:
         fail(400, f"query parameter state: {state[:20]!r} is not one of {', '.join(STATES)}")
     limit = int_arg("limit", 100, 1, 1000)
-    before = _cursor(request.args.get("cursor"))
+    before = cursor_arg(JOB_ID_PATTERN)
     jobs = ext().db.jobs(limit=limit + 1, state=state, before=before)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    cursor = _encode_cursor(jobs[-1]) if more else None
+    cursor = page_cursor(jobs[-1]["created"], jobs[-1]["id"]) if more else None
     return jsonify(jobs=jobs, next=cursor)
-
-
-def _encode_cursor(job: dict) -> str:
-    """Where the next page starts: the last job's (created, id), opaque to clients."""
-    raw = json.dumps([job["created"], job["id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _cursor(text: str | None) -> tuple[float, str] | None:
-    if text is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        created, job_id = json.loads(raw)
-        if isinstance(created, (int, float)) and isinstance(job_id, str):
-            return float(created), job_id
-    except (binascii.Error, ValueError, TypeError):
-        pass
-    fail(400, "query parameter cursor: not a cursor this API gave (use `next` of a reply)")
 
 
 @bp.get("/jobs/<job_id>")

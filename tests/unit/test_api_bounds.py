@@ -235,7 +235,7 @@ def test_the_discovered_list_comes_a_page_at_a_time(app, client, tokens):
     macs = _discover(app.extensions["ggnet"].db, 7)
     seen, after, pages = [], None, 0
     while True:
-        query = "/api/discovered?limit=3" + (f"&after={after}" if after else "")
+        query = "/api/discovered?limit=3" + (f"&cursor={after}" if after else "")
         body = client.get(query, headers=h(tokens["viewer"])).json
         seen += [r["mac"] for r in body["discovered"]]
         pages += 1
@@ -249,9 +249,9 @@ def test_the_discovered_list_comes_a_page_at_a_time(app, client, tokens):
         "limit=0",
         "limit=501",
         "limit=x",
-        "after=!!",
-        "after=bm90IGpzb24",
-        "after=1.5-52540000",
+        "cursor=!!",
+        "cursor=bm90IGpzb24",
+        "cursor=1.5-52540000",
     ):
         resp = client.get(f"/api/discovered?{bad}", headers=h(tokens["viewer"]))
         assert resp.status_code == 400, bad
