@@ -82,3 +82,63 @@ def settings(tmp_path, project, inv, **more):
     }
     base.update(more)
     return base
+
+
+def write_inventory(root, hosts: str, all_vars: str, **group_vars: str):
+    """An inventory of HOSTS with group_vars/all.yml ALL (and more group_vars by
+    name) at ROOT; ROOT."""
+    (root / "group_vars").mkdir(parents=True)
+    (root / "hosts.yml").write_text(hosts)
+    for group, text in {"all": all_vars, **group_vars}.items():
+        (root / "group_vars" / f"{group}.yml").write_text(text)
+    return root
+
+
+def inventory_app(tmp_path, hosts: str, all_vars: str, load: bool = True, **overrides):
+    """The app factory on an inventory under tmp_path, as the routes' tests want it: no
+    background threads, no writeback reset, the lab server's public URL; loaded and
+    checked unless load is off."""
+    from ggnet_api.app import create_app
+
+    inv = tmp_path / "inventory"
+    if not inv.exists():
+        write_inventory(inv, hosts, all_vars)
+    app = create_app(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "inventory": str(inv),
+            "background": False,
+            "reset_on_boot": False,
+            "public_url": "http://10.213.0.10:8080",
+            **overrides,
+        }
+    )
+    if load:
+        e = app.extensions["ggnet"]
+        assert e.inventory.reload(), e.inventory.load_error
+    return app
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def role_tokens(app, *roles: str) -> dict[str, str]:
+    """A fresh token per role, added to the app's database: role -> token."""
+    from ggnet_api.auth import new_token
+
+    db = app.extensions["ggnet"].db
+    out = {}
+    for role in roles:
+        out[role] = new_token()
+        db.add_token(f"test-{role}", role, out[role])
+    return out
+
+
+# The boots table as the first versions made it (before `image` and `token_hash`).
+OLD_BOOTS_TABLE = (
+    "CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, "
+    "client TEXT, kind TEXT NOT NULL, started REAL NOT NULL, stage TEXT NOT NULL "
+    "DEFAULT 'requested', stage_at REAL, result TEXT NOT NULL DEFAULT 'pending', "
+    "duration REAL, detail TEXT{})"
+)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from ggnet import chap
+from ggnet_testing import api_project
+from ggnet_testing.api_project import OLD_BOOTS_TABLE, bearer, inventory_app, role_tokens
 
 from ggnet_api.app import create_app
-from ggnet_api.auth import new_token
 
 pytestmark = pytest.mark.unit
 
@@ -61,28 +62,13 @@ def boot(client, mac):
 
 
 def write_inventory(root):
-    (root / "group_vars").mkdir(parents=True)
-    (root / "hosts.yml").write_text(HOSTS)
-    (root / "group_vars" / "all.yml").write_text(ALL)
-    (root / "group_vars" / "vip.yml").write_text("ggnet_game_disk: games\n")
-    return root
+    return api_project.write_inventory(root, HOSTS, ALL, vip="ggnet_game_disk: games\n")
 
 
 @pytest.fixture
 def app(tmp_path):
-    inv = write_inventory(tmp_path / "inventory")
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "inventory": str(inv),
-            "background": False,
-            "reset_on_boot": False,
-            "public_url": "http://10.213.0.10:8080",
-            "max_body_bytes": 4096,
-            "auth_fail_limit": 5,
-        }
-    )
-    assert app.extensions["ggnet"].inventory.reload(), app.extensions["ggnet"].inventory.load_error
+    write_inventory(tmp_path / "inventory")
+    app = inventory_app(tmp_path, HOSTS, ALL, max_body_bytes=4096, auth_fail_limit=5)
     yield app
     app.extensions["ggnet"].close()
 
@@ -94,16 +80,10 @@ def client(app):
 
 @pytest.fixture
 def tokens(app):
-    db = app.extensions["ggnet"].db
-    out = {}
-    for role in ("viewer", "operator", "admin"):
-        out[role] = new_token()
-        db.add_token(f"test-{role}", role, out[role])
-    return out
+    return role_tokens(app, "viewer", "operator", "admin")
 
 
-def h(token):
-    return {"Authorization": f"Bearer {token}"}
+h = bearer
 
 
 def test_health_and_metrics_need_no_token(client):
@@ -455,12 +435,7 @@ def test_old_database_gets_the_image_column(tmp_path):
 
     path = tmp_path / "api.db"
     con = sqlite3.connect(path)
-    con.execute(
-        "CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, "
-        "client TEXT, kind TEXT NOT NULL, started REAL NOT NULL, stage TEXT NOT NULL "
-        "DEFAULT 'requested', stage_at REAL, result TEXT NOT NULL DEFAULT 'pending', "
-        "duration REAL, detail TEXT)"
-    )
+    con.execute(OLD_BOOTS_TABLE.format(""))
     con.execute("INSERT INTO boots (mac, kind, started) VALUES ('m', 'normal', 1)")
     con.commit()
     con.close()

@@ -10,12 +10,11 @@ import subprocess
 import time
 
 import pytest
-from ggnet_testing.api_project import make_project, settings
+from ggnet_testing.api_project import bearer, make_project, role_tokens, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from ggnet_api import approval
 from ggnet_api.app import create_app
-from ggnet_api.auth import new_token
 
 pytestmark = pytest.mark.unit
 
@@ -50,16 +49,10 @@ def client(app):
 
 @pytest.fixture
 def tokens(app):
-    db = app.extensions["ggnet"].db
-    out = {}
-    for role in ("viewer", "operator"):
-        out[role] = new_token()
-        db.add_token(f"test-{role}", role, out[role])
-    return out
+    return role_tokens(app, "viewer", "operator")
 
 
-def h(token):
-    return {"Authorization": f"Bearer {token}"}
+h = bearer
 
 
 def _files(inv):

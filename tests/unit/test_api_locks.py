@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
+from ggnet_testing.api_project import bearer, inventory_app, role_tokens
 
-from ggnet_api.app import create_app
 from ggnet_api.auth import new_token
 from ggnet_api.boot_service import BootRefused
 from ggnet_api.jobs import JobRunner
@@ -82,24 +82,7 @@ def playbooks(monkeypatch):
 
 
 def make_app(tmp_path, **settings):
-    inv = tmp_path / "inventory"
-    (inv / "group_vars").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(HOSTS)
-    (inv / "group_vars" / "all.yml").write_text(ALL)
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "inventory": str(inv),
-            "background": False,
-            "reset_on_boot": False,
-            "public_url": API,
-            "max_concurrent_jobs": 2,
-            **settings,
-        }
-    )
-    e = app.extensions["ggnet"]
-    assert e.inventory.reload(), e.inventory.load_error
-    return app
+    return inventory_app(tmp_path, HOSTS, ALL, **{"max_concurrent_jobs": 2, **settings})
 
 
 @pytest.fixture
@@ -111,9 +94,7 @@ def app(tmp_path):
 
 @pytest.fixture
 def operator(app):
-    token = new_token()
-    app.extensions["ggnet"].db.add_token("op", "operator", token)
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(role_tokens(app, "operator")["operator"])
 
 
 def wait_until(what: str, probe, timeout: float = 10.0):

@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from ggnet_testing.api_project import inventory_app
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from ggnet_api import metrics as m
-from ggnet_api.app import create_app
 from ggnet_api.boot_service import count_client_states
 from ggnet_api.collector import Sample
 from ggnet_api.db import stats
@@ -148,21 +148,8 @@ def test_writer_round_trips_through_the_parser():
 
 @pytest.fixture
 def ext(tmp_path):
-    inv = tmp_path / "inventory"
-    (inv / "group_vars").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(HOSTS)
-    (inv / "group_vars" / "all.yml").write_text(ALL)
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "inventory": str(inv),
-            "background": False,
-            "reset_on_boot": False,
-            "public_url": "http://10.213.0.10:8080",
-        }
-    )
+    app = inventory_app(tmp_path, HOSTS, ALL)
     e = app.extensions["ggnet"]
-    assert e.inventory.reload(), e.inventory.load_error
     with e.db.tx() as c:
         for i, (mac, client, result, duration, image) in enumerate(BOOTS):
             c.execute(

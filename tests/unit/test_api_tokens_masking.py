@@ -13,8 +13,8 @@ from argparse import Namespace
 
 import pytest
 from ggnet.settings import is_secret_key
+from ggnet_testing.api_project import bearer, inventory_app
 
-from ggnet_api.app import create_app
 from ggnet_api.auth import new_token, principal_name
 from ggnet_api.db.database import Database
 from ggnet_api.jobs import MASK, redact
@@ -43,25 +43,9 @@ ggnet_image: win11
 
 @pytest.fixture
 def app(tmp_path):
-    inv = tmp_path / "inventory"
-    (inv / "group_vars").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(HOSTS)
-    (inv / "group_vars" / "all.yml").write_text(ALL)
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "inventory": str(inv),
-            "background": False,
-            "reset_on_boot": False,
-            "public_url": "http://10.213.0.10:8080",
-        }
-    )
+    app = inventory_app(tmp_path, HOSTS, ALL, load=False)
     yield app
     app.extensions["ggnet"].close()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # -- token names -----------------------------------------------------------------------

@@ -11,8 +11,7 @@ import time
 
 import pytest
 from ggnet import chap
-
-from ggnet_api.app import create_app
+from ggnet_testing.api_project import OLD_BOOTS_TABLE, inventory_app
 
 pytestmark = pytest.mark.unit
 
@@ -42,13 +41,6 @@ ggnet_image: win11
 """
 
 
-def _inventory(root):
-    (root / "group_vars").mkdir(parents=True)
-    (root / "hosts.yml").write_text(HOSTS)
-    (root / "group_vars" / "all.yml").write_text(ALL)
-    return root
-
-
 @pytest.fixture
 def resets(monkeypatch):
     """Every writeback reset the boot path asks for (no ZFS here)."""
@@ -60,22 +52,18 @@ def resets(monkeypatch):
 
 
 def make_app(tmp_path, load=True, **settings):
-    app = create_app(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "inventory": str(_inventory(tmp_path / "inventory")),
-            "background": False,
+    return inventory_app(
+        tmp_path,
+        HOSTS,
+        ALL,
+        load,
+        **{
             "reset_on_boot": True,
-            "public_url": "http://10.213.0.10:8080",
             "lease_file": str(tmp_path / "dnsmasq.leases"),
             "neighbour_file": str(tmp_path / "arp"),
             **settings,
-        }
+        },
     )
-    inventory = app.extensions["ggnet"].inventory
-    if load:
-        assert inventory.reload(), inventory.load_error
-    return app
 
 
 @pytest.fixture
@@ -289,12 +277,7 @@ def test_old_database_gets_the_token_column(tmp_path):
 
     path = tmp_path / "api.db"
     con = sqlite3.connect(path)
-    con.execute(
-        "CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, "
-        "client TEXT, kind TEXT NOT NULL, started REAL NOT NULL, stage TEXT NOT NULL "
-        "DEFAULT 'requested', stage_at REAL, result TEXT NOT NULL DEFAULT 'pending', "
-        "duration REAL, detail TEXT, image TEXT)"
-    )
+    con.execute(OLD_BOOTS_TABLE.format(", image TEXT"))
     con.commit()
     con.close()
     db = Database(str(path))
