@@ -14,6 +14,7 @@ two ways.  A refusal or failure is an OpError whose status is the HTTP status to
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -80,7 +81,9 @@ class SocketClient(Privileged):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout)
                 sock.connect(self.path)
-                sock.sendall(protocol.request(op, args))
+                # privd may refuse (the peer, its load) before it reads: its reply says why.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(protocol.request(op, args))
                 if op == "run_job":
                     sock.settimeout(None)
                 with sock.makefile("rb") as replies:

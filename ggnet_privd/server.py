@@ -115,6 +115,10 @@ class Server:
         with contextlib.suppress(OSError):
             conn.settimeout(1.0)
             conn.sendall(protocol.error(exc))
+            # A socket closed with unread bytes resets the peer, which would then lose
+            # the reply: take what it sent already, without waiting for more.
+            conn.setblocking(False)
+            conn.recv(self.max_request + 1)
         conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
