@@ -3,6 +3,9 @@ reads from app.extensions["ggnet"]: settings, SQLite, the current inventory snap
 the collector's latest sample, the boot service, the job runner, metrics and the
 authentication-failure limiter.
 
+What needs root is asked of ggnet-privd, or done in this process without a
+`privd_socket` (ggnet_api/privileged.py).
+
 The job runner, the inventory watcher and the collector are threads of this process,
 so the API is served by ONE gunicorn worker with threads (ggnet_cli/serve.py); a
 second worker would run a second job queue against the same database.
@@ -31,6 +34,7 @@ from ggnet_api.jobs import JobRunner
 from ggnet_api.locks import Locks
 from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
+from ggnet_api.privileged import Privileged, privileged
 from ggnet_api.snapshot import CurrentInventory
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class Ggnet:
     boot: BootService
     jobs: JobRunner
     limiter: FailureLimiter
+    privileged: Privileged
     metrics: Metrics | None = None
     background: Periodic | None = None
 
@@ -88,7 +93,7 @@ class Ggnet:
         return boots, discovered
 
     def _collect(self) -> None:
-        self.collector.collect()
+        self.collector.sample = self.privileged.sample()
         self.boot.expire(self.db)
 
     def close(self) -> None:
@@ -106,16 +111,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db = Database(str(state_dir / "api.db"))
     inventory = CurrentInventory(cfg)
     locks = Locks()  # jobs and the boot path's resets: one at a time per PC and image
+    collector = Collector(cfg, inventory)
+    root = privileged(cfg, inventory, collector)
     ext = Ggnet(
         cfg,
         db,
         inventory,
-        Collector(cfg, inventory),
-        BootService(cfg, inventory, locks),
-        JobRunner(
-            db, cfg, secrets=inventory.secrets, locks=locks, snapshot=lambda: inventory.snapshot
-        ),
+        collector,
+        BootService(cfg, inventory, root, locks),
+        JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot),
         FailureLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"])),
+        root,
     )
     metrics = ext.metrics = Metrics(ext)
 

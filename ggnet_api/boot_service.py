@@ -5,8 +5,8 @@ once it is built is the PC's writeback reset (unless it is kept for maintenance)
 the backend the script points it at.  So a script that cannot be rendered costs no
 reset.  A boot that would fail (the pool below its reserve, an image without a
 version, credentials iPXE cannot carry) is refused with a message the PC shows.  The
-calls into the engine for it (storage.reset, iscsi.san_uri, ipxe.boot_script) are
-here, the one place that knows their signatures.
+script's calls into the engine (iscsi.san_uri, ipxe.boot_script) are here; the reset
+needs root and is the privileged side's `reset` (ggnet_api/privileged.py).
 
 The service also holds what guards the boot path (ggnet_api/blueprints/boot.py): who
 counts as the PC itself (BootOrigin) and the rate limits per source and per MAC.
@@ -18,13 +18,15 @@ import secrets
 import time
 from typing import Any
 
-from ggnet import ipxe, iscsi, lun_release, storage
+from ggnet import ipxe, iscsi
 
 from ggnet_api.boot_origin import BootOrigin
 from ggnet_api.db.database import Database
 from ggnet_api.locks import Busy, Locks
+from ggnet_api.privileged import Privileged
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
+from ggnet_privd.protocol import OpError
 
 
 class BootRefused(Exception):
@@ -35,9 +37,14 @@ class BootService:
     STAGES = ipxe.STAGES
 
     def __init__(
-        self, config: dict[str, Any], inventory: CurrentInventory, locks: Locks | None = None
+        self,
+        config: dict[str, Any],
+        inventory: CurrentInventory,
+        privileged: Privileged,
+        locks: Locks | None = None,
     ):
         self.config = config
+        self.privileged = privileged
         self.inventory = inventory
         self.origin = BootOrigin(config)
         window, keys = float(config["boot_limit_window"]), int(config["boot_limit_keys"])
@@ -77,16 +84,10 @@ class BootService:
             raise BootRefused(str(exc)) from exc
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
-                # The LUNs to close are on the backend the script points the PC at.
-                closer = lun_release.closer(
-                    backend if snap.iscsi else None, [client], self.config.get("iscsi_options")
-                )
                 # Never during a job on this PC or its image: refused, the PC asks again.
                 with self.locks.boot(name, snap):
-                    storage.reset(
-                        snap.storage, snap.images, [client], name, boot=True, closer=closer
-                    )
-            except (storage.StorageError, iscsi.IscsiError, Busy) as exc:
+                    self.privileged.reset(name)
+            except (OpError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
         return body, kind
 

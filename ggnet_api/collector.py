@@ -3,11 +3,14 @@
 The collector thread (app.py) reads zfs (writeback sizes, pool capacity, image
 versions), the iSCSI backend's sessions and LIO's per-client traffic into a Sample and
 swaps it whole; /metrics and the views only read the latest Sample, so a request
-never forks.
+never forks.  The reads need root: the thread asks for them through
+ggnet_api/privileged.py (the `sample` operation, which runs Collector.collect in
+ggnet-privd or in this process), and a Sample crosses the socket as JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +32,26 @@ class Sample:
     # client -> (bytes read, bytes written) over iSCSI since the API started (LIO only).
     traffic: dict[str, tuple[int, int]] | None = None
     errors: dict[str, str] = field(default_factory=dict)
+
+
+def sample_to_json(sample: Sample) -> dict[str, Any]:
+    return dataclasses.asdict(sample)
+
+
+def sample_from_json(data: dict[str, Any]) -> Sample:
+    """A Sample from sample_to_json's form (JSON has lists where the Sample has pairs)."""
+    traffic = data.get("traffic")
+    return Sample(
+        at=float(data.get("at") or 0.0),
+        writeback_bytes=data.get("writeback_bytes"),
+        pools={k: (int(v[0]), int(v[1])) for k, v in (data.get("pools") or {}).items()},
+        sessions=data.get("sessions"),
+        versions=data.get("versions") or {},
+        traffic=None
+        if traffic is None
+        else {k: (int(v[0]), int(v[1])) for k, v in traffic.items()},
+        errors=data.get("errors") or {},
+    )
 
 
 class Collector:

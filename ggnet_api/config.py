@@ -145,6 +145,14 @@ DEFAULTS: dict[str, Any] = {
     "event_stream_lifetime": 300.0,
     # gunicorn's --threads (`ggnet serve` passes it on as GGNET_API_REQUEST_THREADS).
     "request_threads": 16,
+    # What needs root (a boot's writeback reset, the jobs' playbooks, the collector's
+    # zfs/iSCSI/LIO reads, an approval's inventory commit) is asked of ggnet-privd
+    # (`ggnet privd`, root) on this Unix socket.  None: done in the API's own process
+    # (development, tests, `ggnet serve` run as root on its own).
+    "privd_socket": None,
+    # The user the API runs as: besides root, the only peer ggnet-privd answers (its
+    # socket's group is this user's group).
+    "privd_api_user": "ggnet-api",
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
 }
@@ -203,6 +211,15 @@ class ExtraVarsError(ValueError):
 
 
 _JINJA = re.compile(r"\{\{|\{%|\{#")
+
+
+def job_spec(playbooks: dict[str, dict[str, Any]], kind: Any) -> dict[str, Any]:
+    """The allow-list entry of a job kind (ExtraVarsError when there is none)."""
+    spec = playbooks.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        known = ", ".join(sorted(playbooks))
+        raise ExtraVarsError(f"kind: {str(kind)[:60]!r} is not a job kind; use one of {known}")
+    return spec
 
 
 def check_extravars(kind: str, spec: dict[str, Any], given: Any) -> dict[str, Any]:

@@ -1,21 +1,17 @@
 """Jobs: allow-listed playbooks run through ansible-runner in background threads.
 
-Each job gets its own private_data_dir (runner writes its env, inventory link and
-artifacts there, so two jobs never share files), a bounded number run at once, the
-rest wait in a queue.  A job starts only when it can take its claim on the PCs and
+A bounded number of jobs run at once, the rest wait in a queue.  A job starts only when it can take its claim on the PCs and
 images it touches (ggnet_api/locks.py): it waits while a running job, a boot's reset
 or a job queued before it conflicts, and its `detail` says whom it waits for; jobs
 that conflict with nothing pass the waiting ones.  A submission with `wait: false`
-is refused with 409 instead of waiting.  Events are stored in SQLite as they arrive, stripped to
-what an operator reads (event, host, task, stdout) with known secrets masked.
+is refused with 409 instead of waiting.
 
-Cancelling: runner is always given a cancel_callback (without one it installs its own
-SIGINT/SIGTERM handlers in our process).  When a job is cancelled the callback sends
-SIGTERM to the ansible-playbook pid (taken from the first event) and lets ansible stop
-its workers; only if it is still alive after a grace period does the callback return
-True, letting runner SIGKILL the process group.  runner's SIGKILL alone leaves
-ansible-core 2.19 workers behind, so after every job, cancelled or not, every process
-carrying the job's GGNET_JOB_ID environment marker is killed.
+The run itself (ansible-runner, its private_data_dir, cancelling, the processes left
+behind) is the privileged side's: ggnet_privd/playbooks.py, reached through
+ggnet_api/privileged.py (in ggnet-privd, or in this process without a privd socket).
+Its events arrive stripped to what an operator reads (event, host, task, stdout) with
+known secrets masked, and are stored in SQLite as they arrive; a cancel is passed on.
+The helpers both sides share (redact, the environment marker) are here.
 
 A restart of the API marks the jobs that were running `interrupted` (after killing
 what is left of them) and queues again the ones that had not started.
@@ -30,32 +26,31 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shlex
-import shutil
-import signal
-import sys
 import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ggnet_api.config import ExtraVarsError, check_extravars
+from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
 from ggnet_api.db.database import JOB_DONE, Database
 from ggnet_api.locks import Busy, Claim, Locks, describe, job_claim
 from ggnet_api.snapshot import Snapshot
+from ggnet_privd.protocol import OpError
+
+if TYPE_CHECKING:
+    from ggnet_api.privileged import Privileged
 
 log = logging.getLogger(__name__)
 
 ENV_MARKER = "GGNET_JOB_ID"
 MASK = "********"
 MAX_STDOUT = 8192
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class JobError(Exception):
@@ -126,7 +121,7 @@ def processes_of(job_id: str) -> list[psutil.Process]:
 
 def kill_tree(procs: list[psutil.Process], grace: float = 3.0) -> int:
     """SIGTERM, then SIGKILL what is still alive after `grace`; returns how many were left."""
-    alive = [p for p in procs if _alive(p)]
+    alive = [p for p in procs if is_alive(p)]
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.terminate()
@@ -138,7 +133,7 @@ def kill_tree(procs: list[psutil.Process], grace: float = 3.0) -> int:
     return len(alive)
 
 
-def _alive(p: psutil.Process) -> bool:
+def is_alive(p: psutil.Process) -> bool:
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -150,19 +145,17 @@ class JobRunner:
         self,
         db: Database,
         config: dict[str, Any],
-        secrets: Callable[[], Iterable[str]] = lambda: (),
+        privileged: Privileged,
         on_finish: Callable[[dict[str, Any]], None] | None = None,
         locks: Locks | None = None,
         snapshot: Callable[[], Snapshot] = Snapshot,
     ):
         self.db = db
         self.config = config
-        self.secrets = secrets
+        self.privileged = privileged
         self.on_finish = on_finish
         self.locks = locks or Locks()
         self.snapshot = snapshot
-        self.jobs_dir = Path(config["state_dir"]) / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Queued jobs in order: id -> (kind, extravars); the database holds the rest.
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}
         self._waiting: dict[str, str] = {}  # the detail last written for a queued job
@@ -170,8 +163,6 @@ class JobRunner:
         self._wake = threading.Condition(self._lock)
         self._has_runner = importlib.util.find_spec("ansible_runner") is not None
         self._cancel: dict[str, float] = {}
-        self._pids: dict[str, int] = {}
-        self._termed: set[str] = set()
         self._running: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._stopping = False
@@ -211,9 +202,12 @@ class JobRunner:
         """Cancel the running jobs and stop the workers (the queued jobs stay queued)."""
         self._stopping = True
         with self._lock:
-            for job_id in self._running:
+            running = sorted(self._running)
+            for job_id in running:
                 self._cancel.setdefault(job_id, time.monotonic())
             self._wake.notify_all()
+        for job_id in running:
+            self._stop_run(job_id)
         deadline = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.1, deadline - time.monotonic()))
@@ -242,11 +236,8 @@ class JobRunner:
     def submit(
         self, kind: str, extravars: Any, requested_by: str, wait: bool = True
     ) -> dict[str, Any]:
-        spec = self.config["playbooks"].get(kind)
-        if spec is None:
-            known = ", ".join(sorted(self.config["playbooks"]))
-            raise JobError(f"kind: {kind!r} is not a job kind; use one of {known}")
         try:
+            spec = job_spec(self.config["playbooks"], kind)
             checked = check_extravars(kind, spec, extravars)
         except ExtraVarsError as exc:
             raise JobError(str(exc)) from None
@@ -286,19 +277,27 @@ class JobRunner:
         if job["state"] in JOB_DONE:
             raise JobError(f"job {job_id}: already {job['state']}", 409)
         with self._lock:
-            if job_id in self._running:
+            running = job_id in self._running
+            if not running:
+                running = not self.db.cancel_queued_job(job_id, "cancelled before it started")
+                if not running:
+                    self._pending.pop(job_id, None)
+                    self._waiting.pop(job_id, None)
+                    self._wake.notify_all()  # a job waiting behind it may go now
+            if running:
+                # Running, or it started in between: cancel the run.
                 self._cancel.setdefault(job_id, time.monotonic())
-                return self._job(job_id)
-            cancelled = self.db.cancel_queued_job(job_id, "cancelled before it started")
-            if cancelled:
-                self._pending.pop(job_id, None)
-                self._waiting.pop(job_id, None)
-                self._wake.notify_all()  # a job waiting behind it may go now
-        if not cancelled:
-            # It started in between: cancel the run.
-            with self._lock:
-                self._cancel.setdefault(job_id, time.monotonic())
+        if running:
+            self._stop_run(job_id)
         return self._job(job_id)
+
+    def _stop_run(self, job_id: str) -> None:
+        """Pass a cancel on to the run (again from its events: the run may not have
+        started on the privileged side when it was first asked)."""
+        try:
+            self.privileged.cancel_job(job_id)
+        except OpError as exc:
+            log.warning("job %s: the cancel was not passed on: %s", job_id, exc)
 
     def _job(self, job_id: str) -> dict[str, Any]:
         """A job known to exist: jobs are added, never deleted."""
@@ -392,118 +391,49 @@ class JobRunner:
                     detail=f"runner error: {type(exc).__name__}",
                 )
             finally:
-                left = processes_of(job_id)
-                if left:
-                    log.warning(
-                        "job %s: %d process(es) left after the run; killing them", job_id, len(left)
-                    )
-                    kill_tree(left)
                 with self._lock:
                     self._running.discard(job_id)
                     self._cancel.pop(job_id, None)
-                    self._pids.pop(job_id, None)
-                    self._termed.discard(job_id)
                     self.locks.release(job_id)
                     self._wake.notify_all()
-                shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
                 if self.on_finish:
                     job = self.db.job(job_id)
                     if job:
                         self.on_finish(job)
 
     def _run(self, job_id: str) -> None:
-        import ansible_runner
-
         job = self._job(job_id)
-        pdd = self.jobs_dir / job_id
-        pdd.mkdir(mode=0o700, exist_ok=True)
-        project = Path(self.config["project_dir"])
-        secrets = [s for s in self.secrets() if s]
-        on_event = self._event_handler(job_id, secrets)
-        envvars = self._envvars(job_id, project)
-        inventory = self._inventory(pdd)
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd),
-            project_dir=str(project),
-            playbook=str(project / "playbooks" / job["playbook"]),
-            inventory=inventory,
-            extravars=job["extravars"] or None,
-            envvars=envvars,
-            ident="run",
-            quiet=True,
-            event_handler=on_event,
-            cancel_callback=lambda: self._should_stop(job_id),
-            settings={
-                "pexpect_timeout": float(self.config["cancel_poll"]),
-                "suppress_ansible_output": True,
-            },
+        # The run is the privileged side's (ggnet_privd/playbooks.py): in ggnet-privd
+        # when a socket is configured, in this process otherwise.  Its events come
+        # back redacted and are stored here as they arrive.
+        result = self.privileged.run_job(
+            job_id, job["kind"], job["extravars"] or {}, self._event_handler(job_id)
         )
-        state, detail = self._outcome(job_id, runner.status)
-        self.db.update_job(job_id, state=state, rc=runner.rc, finished=time.time(), detail=detail)
+        state, detail = self._outcome(job_id, result["status"])
+        self.db.update_job(
+            job_id, state=state, rc=result["rc"], finished=time.time(), detail=detail
+        )
 
-    def _event_handler(self, job_id: str, secrets: list[str]) -> Callable[[dict[str, Any]], bool]:
-        """runner's event_handler: note the playbook's pid, store each event redacted."""
-        seq = [0]
+    def _event_handler(self, job_id: str) -> Callable[[dict[str, Any]], None]:
+        """Store each event the run sends (already stripped and redacted); note the
+        playbook's pid from the first that carries one."""
+        noted, passed_on = [False], [False]
 
-        def on_event(data: dict[str, Any]) -> bool:
-            pid = data.get("pid")
-            if pid and job_id not in self._pids:
-                self._pids[job_id] = int(pid)
+        def on_event(event: dict[str, Any]) -> None:
+            pid = event.get("pid")
+            if pid and not noted[0]:
+                noted[0] = True
                 self.db.update_job(job_id, pid=int(pid))
-            seq[0] += 1
-            ed = data.get("event_data") or {}
-            stdout = _ANSI.sub("", data.get("stdout") or "")[:MAX_STDOUT]
+            if job_id in self._cancel and not passed_on[0]:
+                passed_on[0] = True
+                self._stop_run(job_id)
             self.db.add_event(
                 job_id,
-                int(data.get("counter") or seq[0]),
-                {
-                    "event": str(data.get("event") or "verbose"),
-                    "host": ed.get("host"),
-                    "task": redact(ed.get("task"), secrets),
-                    "stdout": redact(stdout, secrets),
-                },
+                int(event["counter"]),
+                {k: event.get(k) for k in ("event", "host", "task", "stdout")},
             )
-            return False  # stored here; runner need not write it to the artifacts too
 
         return on_event
-
-    def _envvars(self, job_id: str, project: Path) -> dict[str, str]:
-        envvars = {
-            ENV_MARKER: job_id,
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            # ansible-playbook is the one next to our interpreter (the venv's), even
-            # when the service's PATH does not name the venv.
-            "PATH": os.pathsep.join(
-                [os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")]
-            ),
-        }
-        if (project / "ansible.cfg").is_file():
-            envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
-        return envvars
-
-    def _inventory(self, pdd: Path) -> str | list[str]:
-        main_inventory = str(self.config["inventory"])
-        inventory: str | list[str] = main_inventory
-        if self.config.get("local_hosts"):
-            # The inventory says how the operator's machine reaches each server (SSH);
-            # the server the API runs on reaches itself without SSH.  A second source's
-            # host vars outrank the first's group_vars.
-            local = pdd / "local-hosts.json"
-            local.write_text(
-                json.dumps(
-                    {
-                        "all": {
-                            "hosts": {
-                                name: {"ansible_connection": "local"}
-                                for name in self.config["local_hosts"]
-                            }
-                        }
-                    }
-                )
-            )
-            inventory = [main_inventory, str(local)]
-        return inventory
 
     def _outcome(self, job_id: str, status: str) -> tuple[str, str | None]:
         """(state, detail) the job ends in, from runner's status and our own requests."""
@@ -529,25 +459,3 @@ class JobRunner:
                 "the API stopped while this job was running; start it again",
             )
         return state, detail
-
-    def _should_stop(self, job_id: str) -> bool:
-        asked = self._cancel.get(job_id)
-        if asked is None:
-            return False
-        pid = self._pids.get(job_id)
-        if pid is None:
-            return True  # no playbook pid yet: let runner kill the process group
-        if job_id not in self._termed:
-            self._termed.add(job_id)
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return True
-            return False
-        try:
-            if not _alive(psutil.Process(pid)):
-                return True
-        except psutil.Error:
-            return True
-        # Ansible stops its workers on SIGTERM; past the grace period runner kills.
-        return time.monotonic() - asked >= float(self.config["cancel_grace"])

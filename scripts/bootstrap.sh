@@ -63,7 +63,7 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp_dir/py-$py_key" ]; then
   # setuptools' notice that an editable install maps folders is expected here.
   PYTHONWARNINGS="ignore:Editable installation" pip_q install -q --no-deps --no-build-isolation -e .
   pip_q check
-  "$VENV/bin/python" -c 'import ansible, ansible_runner, flask, netaddr, rtslib_fb, ggnet, ggnet_api, ggnet_cli, ggnet_lab, ggnet_testing'
+  "$VENV/bin/python" -c 'import ansible, ansible_runner, flask, netaddr, rtslib_fb, ggnet, ggnet_api, ggnet_cli, ggnet_privd, ggnet_lab, ggnet_testing'
   touch "$stamp_dir/py-$py_key"
 else
   step "Python venv $VENV: up to date"

@@ -17,9 +17,10 @@ from ggnet.model import parse_duration
 from ggnet.net import mac_bytes, mac_of_bytes, normalize_mac
 
 from ggnet_api import auth
-from ggnet_api.approval import ApprovalError, approve, check_request
+from ggnet_api.approval import ApprovalError, check_request
 from ggnet_api.blueprints.common import cursor_arg, ext, fail, json_body, page_cursor
 from ggnet_api.jobs import JobError
+from ggnet_privd.protocol import OpError
 
 bp = Blueprint("discovery", __name__, url_prefix="/api")
 
@@ -108,10 +109,9 @@ def approve_machine(raw_mac: str):
     who = auth.principal_name()
     try:
         name, image, groups = check_request(body, e.inventory.snapshot, mac)
-        commit = approve(
-            e.config["inventory"], mac, name, image, groups, who, e.config["git_author"]
-        )
-    except ApprovalError as exc:
+        # The write and the commit are the privileged side's; it checks again.
+        commit = e.privileged.approve(mac, name, image, groups, who)
+    except (ApprovalError, OpError) as exc:
         payload: dict[str, Any] = {"error": str(exc)}
         if exc.problems:
             payload["problems"] = exc.problems

@@ -19,6 +19,7 @@ def test_commands_in_the_order_help_lists_them():
         "diff",
         "lab",
         "serve",
+        "privd",
         "status",
         "token",
         "preflight",
@@ -32,7 +33,15 @@ def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
         return None if name == "ggnet_lab" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    assert list(main.commands()) == ["validate", "diff", "serve", "status", "token", "preflight"]
+    assert list(main.commands()) == [
+        "validate",
+        "diff",
+        "serve",
+        "privd",
+        "status",
+        "token",
+        "preflight",
+    ]
     with pytest.raises(SystemExit):
         main.build_parser().parse_args(["lab", "status"])
 

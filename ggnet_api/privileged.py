@@ -1,0 +1,120 @@
+"""What the API asks of root: one interface, two ways.
+
+The API that faces the PCs runs without root; the named operations of ggnet_privd
+(reset, run_job, cancel_job, sample, approve) do what needs it.  `privileged(config,
+...)` gives the way the settings ask for:
+
+- no `privd_socket`: InProcess, which calls ggnet_privd's Ops in this process
+  (development, unit tests, `ggnet serve` standalone as root);
+- `privd_socket` set: SocketClient, which sends the same requests to ggnet-privd.
+
+Both go through Ops.call, which checks every argument: nothing is checked or done in
+two ways.  A refusal or failure is an OpError whose status is the HTTP status to pass on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ggnet_api.collector import Collector, Sample, sample_from_json
+from ggnet_api.snapshot import CurrentInventory
+from ggnet_privd import protocol
+from ggnet_privd.ops import Ops
+from ggnet_privd.protocol import OpError
+
+OnEvent = Callable[[dict[str, Any]], None]
+
+
+class Privileged:
+    """The operations; a way provides _call."""
+
+    def reset(self, client: str) -> None:
+        self._call("reset", {"client": client})
+
+    def run_job(
+        self, job_id: str, kind: str, extravars: dict[str, Any], on_event: OnEvent
+    ) -> dict[str, Any]:
+        """{"status": runner's status, "rc": ...}; each event goes to on_event first."""
+        args = {"job_id": job_id, "kind": kind, "extravars": extravars}
+        return self._call("run_job", args, on_event)
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Whether a run of job_id was going on to be cancelled."""
+        return bool(self._call("cancel_job", {"job_id": job_id})["running"])
+
+    def sample(self) -> Sample:
+        return sample_from_json(self._call("sample", {}))
+
+    def approve(self, mac: str, name: str, image: str, groups: list[str], principal: str) -> str:
+        """The commit id of the approval."""
+        args = {"mac": mac, "name": name, "image": image, "groups": groups, "principal": principal}
+        return str(self._call("approve", args)["commit"])
+
+    def _call(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
+        raise NotImplementedError
+
+
+class InProcess(Privileged):
+    def __init__(self, ops: Ops):
+        self.ops = ops
+
+    def _call(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
+        if on_event is None:
+            return self.ops.call(op, args)
+        return self.ops.call(op, args, on_event)
+
+
+class SocketClient(Privileged):
+    # A job's connection waits for as long as the job runs; every other operation is
+    # over well within this.
+    TIMEOUT = 120.0
+
+    def __init__(self, path: str, timeout: float = TIMEOUT):
+        self.path = path
+        self.timeout = timeout
+
+    def _call(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.path)
+                # privd may refuse (the peer, its load) before it reads: its reply says why.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(protocol.request(op, args))
+                if op == "run_job":
+                    sock.settimeout(None)
+                with sock.makefile("rb") as replies:
+                    return self._read(replies, on_event)
+        except OSError as exc:
+            raise OpError(f"ggnet-privd at {self.path} did not answer {op}: {exc}", 503) from exc
+
+    @staticmethod
+    def _read(replies: Any, on_event: OnEvent | None) -> Any:
+        while True:
+            line = replies.readline(protocol.MAX_REPLY + 1)
+            if not line.endswith(b"\n"):
+                raise OpError("ggnet-privd: the reply ended early or is too long", 502)
+            message = protocol.parse_reply(line)
+            if "event" in message:
+                if on_event is not None:
+                    on_event(message["event"])
+                continue
+            if message.get("ok") is True:
+                return message.get("result")
+            raise OpError(
+                str(message.get("error") or "ggnet-privd refused"),
+                int(message.get("status") or 502),
+                list(message.get("problems") or []),
+            )
+
+
+def privileged(
+    config: dict[str, Any], inventory: CurrentInventory, collector: Collector
+) -> Privileged:
+    """The way the settings ask for (see the module's docstring)."""
+    if config.get("privd_socket"):
+        return SocketClient(str(config["privd_socket"]))
+    return InProcess(Ops(config, inventory, collector))

@@ -1,0 +1,168 @@
+"""The named operations of ggnet-privd, and the checks of their arguments.
+
+Each operation takes names and short values only, and checks them itself against
+privd's own view of the inventory and its own copy of the allow-list: a client must be
+a client of this server's inventory, a job kind must be in `playbooks` (whose entry,
+not the caller, names the playbook file), extra-vars must pass config's validator, and
+no value may carry a Jinja marker.  No operation takes a path or a command.
+
+`Ops.call` is the one entry: ggnet-privd's server calls it for each request, and the
+API's in-process way (ggnet_api/privileged.py, no privd socket) calls the same, so a
+refusal reads the same whichever way the API is set up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ggnet import iscsi, lun_release, storage
+from ggnet.net import normalize_mac
+
+from ggnet_api import approval
+from ggnet_api.collector import Collector, sample_to_json
+from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
+from ggnet_api.snapshot import CurrentInventory
+from ggnet_privd.playbooks import Emit, PlaybookRuns
+from ggnet_privd.protocol import OpError, check_no_template
+
+# op -> its arguments, every one required and nothing else accepted.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "reset": ("client",),
+    "run_job": ("job_id", "kind", "extravars"),
+    "cancel_job": ("job_id",),
+    "sample": (),
+    "approve": ("mac", "name", "image", "groups", "principal"),
+}
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+# Who approved goes into a commit message and a YAML comment: one printable line.
+_PRINCIPAL = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+
+
+def _no_emit(_event: dict[str, Any]) -> None:
+    pass
+
+
+class Ops:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        inventory: CurrentInventory,
+        collector: Collector | None = None,
+        jobs_dir: Path | None = None,
+    ):
+        self.config = config
+        self.inventory = inventory
+        self.collector = collector or Collector(config, inventory)
+        self.runs = PlaybookRuns(
+            config, jobs_dir or Path(config["state_dir"]) / "jobs", inventory.secrets
+        )
+
+    def call(self, op: Any, args: Any, emit: Emit = _no_emit) -> Any:
+        """Check the request's shape, then run op; OpError when it is refused."""
+        if not isinstance(op, str) or op not in SIGNATURES:
+            raise OpError(
+                f"op: {str(op)[:60]!r} is not an operation (known: {', '.join(SIGNATURES)})"
+            )
+        if not isinstance(args, dict):
+            raise OpError(f"args: {op} takes an object of arguments")
+        wanted = SIGNATURES[op]
+        extra = sorted(str(k)[:60] for k in set(args) - set(wanted))
+        if extra:
+            raise OpError(
+                f"args: {op} does not take {', '.join(extra)} (takes: {', '.join(wanted) or 'nothing'})"
+            )
+        missing = [k for k in wanted if k not in args]
+        if missing:
+            raise OpError(f"args: {op} needs {', '.join(missing)}")
+        for key, value in args.items():
+            check_no_template(value, f"args.{key}")
+        handler: Callable[..., Any] = getattr(self, f"op_{op}")
+        if op == "run_job":
+            return handler(emit=emit, **args)
+        return handler(**args)
+
+    # -- the operations -------------------------------------------------------------------
+
+    def op_reset(self, client: Any) -> dict[str, Any]:
+        """The boot path's writeback reset of one client (storage keeps a client in
+        maintenance as it is), its LUNs closed around a re-clone."""
+        snap = self.inventory.snapshot
+        name = self._client(client)
+        backend = snap.iscsi_backend
+        try:
+            # The LUNs to close are on the backend the PC's script points it at.
+            closer = lun_release.closer(
+                backend if snap.iscsi else None,
+                [snap.clients[name]],
+                self.config.get("iscsi_options"),
+            )
+            storage.reset(
+                snap.storage, snap.images, [snap.clients[name]], name, boot=True, closer=closer
+            )
+        except (storage.StorageError, iscsi.IscsiError) as exc:
+            raise OpError(str(exc), 409) from exc
+        return {"client": name}
+
+    def op_run_job(self, job_id: Any, kind: Any, extravars: Any, emit: Emit) -> dict[str, Any]:
+        """Run a job of an allow-listed kind; its events go to emit as they come."""
+        job_id = self._job_id(job_id)
+        try:
+            spec = job_spec(self.config["playbooks"], kind)
+            checked = check_extravars(kind, spec, extravars)
+        except ExtraVarsError as exc:
+            raise OpError(str(exc)) from None
+        if "client" in checked:
+            self._client(checked["client"], "extravars.client")
+        return self.runs.run(job_id, spec["playbook"], checked, emit)
+
+    def op_cancel_job(self, job_id: Any) -> dict[str, Any]:
+        return {"running": self.runs.cancel(self._job_id(job_id))}
+
+    def op_sample(self) -> dict[str, Any]:
+        """The collector's zfs, iSCSI and LIO reads."""
+        return sample_to_json(self.collector.collect())
+
+    def op_approve(
+        self, mac: Any, name: Any, image: Any, groups: Any, principal: Any
+    ) -> dict[str, Any]:
+        """Write the approved machine into the inventory and commit it."""
+        try:
+            normal = normalize_mac(mac)
+        except ValueError as exc:
+            raise OpError(f"args.mac: {str(mac)[:40]!r} {exc}") from None
+        if not isinstance(principal, str) or not _PRINCIPAL.fullmatch(principal):
+            raise OpError(f"args.principal: {str(principal)[:60]!r} is not a printable name")
+        body = {"name": name, "image": image, "groups": groups}
+        try:
+            name, image, groups = approval.check_request(body, self.inventory.snapshot, normal)
+            commit = approval.approve(
+                self.config["inventory"],
+                normal,
+                name,
+                image,
+                groups,
+                principal,
+                self.config["git_author"],
+            )
+        except approval.ApprovalError as exc:
+            raise OpError(str(exc), exc.status, exc.problems) from None
+        return {"commit": commit}
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _client(self, value: Any, where: str = "args.client") -> str:
+        snap = self.inventory.snapshot
+        if not isinstance(value, str) or value not in snap.clients:
+            raise OpError(
+                f"{where}: {str(value)[:60]!r} is not a client of this server's inventory", 404
+            )
+        return value
+
+    @staticmethod
+    def _job_id(value: Any) -> str:
+        if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+            raise OpError(f"args.job_id: {str(value)[:60]!r} is not a job id (32 hex digits)")
+        return value

@@ -1,0 +1,200 @@
+"""A job's playbook run through ansible-runner: the root half of ggnet_api/jobs.py.
+
+The API queues jobs, takes their locks and stores their events; the run itself is
+here, so that in production it happens in ggnet-privd (root) and in the API's own
+process when no privd socket is configured.  Each run gets its own private_data_dir
+under `jobs_dir`, removed afterwards.
+
+Every event is stripped to what an operator reads (event, host, task, stdout) and
+masked with the secrets of the inventory before it leaves: what privd sends the API
+holds no secret, and neither does its log.
+
+Cancelling: runner is always given a cancel_callback (without one it installs its own
+SIGINT/SIGTERM handlers in our process).  When a job is cancelled the callback sends
+SIGTERM to the ansible-playbook pid (taken from the first event) and lets ansible stop
+its workers; only if it is still alive after cancel_grace does the callback return
+True, letting runner SIGKILL the process group.  runner's SIGKILL alone leaves
+ansible-core 2.19 workers behind, so after every run, cancelled or not, every process
+carrying the job's GGNET_JOB_ID environment marker is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ggnet_api.jobs import ENV_MARKER, MAX_STDOUT, is_alive, kill_tree, processes_of, redact
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class PlaybookRuns:
+    def __init__(
+        self, config: dict[str, Any], jobs_dir: Path, secrets: Callable[[], Iterable[str]]
+    ):
+        self.config = config
+        self.jobs_dir = jobs_dir
+        self.secrets = secrets
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._cancel: dict[str, float] = {}
+        self._pids: dict[str, int] = {}
+        self._termed: set[str] = set()
+
+    def run(self, job_id: str, playbook: str, extravars: dict[str, Any], emit: Emit) -> dict:
+        """Run playbooks/<playbook> (a name the caller took from the allow-list);
+        {"status": runner's status, "rc": its return code}."""
+        import ansible_runner
+
+        with self._lock:
+            if job_id in self._running:
+                raise RuntimeError(f"job {job_id} is running already")
+            self._running.add(job_id)
+        pdd = self.jobs_dir / job_id
+        try:
+            self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            pdd.mkdir(mode=0o700, exist_ok=True)
+            project = Path(self.config["project_dir"])
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd),
+                project_dir=str(project),
+                playbook=str(project / "playbooks" / playbook),
+                inventory=self._inventory(pdd),
+                extravars=extravars or None,
+                envvars=self._envvars(job_id, project),
+                ident="run",
+                quiet=True,
+                event_handler=self._event_handler(job_id, emit),
+                cancel_callback=lambda: self._should_stop(job_id),
+                settings={
+                    "pexpect_timeout": float(self.config["cancel_poll"]),
+                    "suppress_ansible_output": True,
+                },
+            )
+            return {"status": str(runner.status), "rc": runner.rc}
+        finally:
+            left = processes_of(job_id)
+            if left:
+                log.warning(
+                    "job %s: %d process(es) left after the run; killing them", job_id, len(left)
+                )
+                kill_tree(left)
+            with self._lock:
+                self._running.discard(job_id)
+                self._cancel.pop(job_id, None)
+                self._pids.pop(job_id, None)
+                self._termed.discard(job_id)
+            shutil.rmtree(pdd, ignore_errors=True)
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the run of job_id to stop; False when no such run is going on."""
+        with self._lock:
+            if job_id not in self._running:
+                return False
+            self._cancel.setdefault(job_id, time.monotonic())
+            return True
+
+    def _event_handler(self, job_id: str, emit: Emit) -> Callable[[dict[str, Any]], bool]:
+        seq = [0]
+
+        def on_event(data: dict[str, Any]) -> bool:
+            secrets = [s for s in self.secrets() if s]
+            pid = data.get("pid")
+            if pid and job_id not in self._pids:
+                self._pids[job_id] = int(pid)
+            seq[0] += 1
+            ed = data.get("event_data") or {}
+            stdout = _ANSI.sub("", data.get("stdout") or "")[:MAX_STDOUT]
+            event = {
+                "counter": int(data.get("counter") or seq[0]),
+                "event": str(data.get("event") or "verbose"),
+                "host": ed.get("host"),
+                "task": redact(ed.get("task"), secrets),
+                "stdout": redact(stdout, secrets),
+                "pid": int(pid) if pid else None,
+            }
+            try:
+                emit(event)
+            except OSError:
+                # Nobody reads the events any more (the API went away): stop the job.
+                with self._lock:
+                    self._cancel.setdefault(job_id, time.monotonic())
+            return False  # handed on; runner need not write it to the artifacts too
+
+        return on_event
+
+    def _envvars(self, job_id: str, project: Path) -> dict[str, str]:
+        envvars = {
+            ENV_MARKER: job_id,
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            # ansible-playbook is the one next to our interpreter (the venv's), even
+            # when the service's PATH does not name the venv.
+            "PATH": os.pathsep.join(
+                [os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/bin:/bin")]
+            ),
+        }
+        if (project / "ansible.cfg").is_file():
+            envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
+        return envvars
+
+    def _inventory(self, pdd: Path) -> str | list[str]:
+        main_inventory = str(self.config["inventory"])
+        inventory: str | list[str] = main_inventory
+        if self.config.get("local_hosts"):
+            # The inventory says how the operator's machine reaches each server (SSH);
+            # the server the API runs on reaches itself without SSH.  A second source's
+            # host vars outrank the first's group_vars.
+            local = pdd / "local-hosts.json"
+            local.write_text(
+                json.dumps(
+                    {
+                        "all": {
+                            "hosts": {
+                                name: {"ansible_connection": "local"}
+                                for name in self.config["local_hosts"]
+                            }
+                        }
+                    }
+                )
+            )
+            inventory = [main_inventory, str(local)]
+        return inventory
+
+    def _should_stop(self, job_id: str) -> bool:
+        asked = self._cancel.get(job_id)
+        if asked is None:
+            return False
+        pid = self._pids.get(job_id)
+        if pid is None:
+            return True  # no playbook pid yet: let runner kill the process group
+        if job_id not in self._termed:
+            self._termed.add(job_id)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return True
+            return False
+        try:
+            if not is_alive(psutil.Process(pid)):
+                return True
+        except psutil.Error:
+            return True
+        # Ansible stops its workers on SIGTERM; past the grace period runner kills.
+        return time.monotonic() - asked >= float(self.config["cancel_grace"])
