@@ -1,13 +1,17 @@
 """`ggnet token create|list|revoke`: API tokens, kept in the API's database as hashes.
 
 A new token is printed once, on this terminal; it is never stored or shown again.
+Run as root, it acts as the owner of the API's database (the account the API runs
+as): SQLite files root created (api.db-wal, api.db-shm) would lock the API out.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +21,11 @@ HELP = "API tokens: create --name N --role R [--expires 30d] | list | revoke ID"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Run as root, it switches to the owner of the API's database (its directory's "
+        "owner before the database exists) first, so the API's account can still "
+        "open every file SQLite writes."
+    )
     parser.add_argument(
         "--state-dir", help="the API's state directory (default: the API's setting)"
     )
@@ -59,13 +68,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _database(args: argparse.Namespace) -> Database:
-    from pathlib import Path
-
     from ggnet_api import config
     from ggnet_api.db.database import Database
 
     cfg = config.load(**({"state_dir": args.state_dir} if args.state_dir else {}))
-    return Database(str(Path(cfg["state_dir"]) / "api.db"))
+    path = Path(cfg["state_dir"]) / "api.db"
+    become_owner_of(path)
+    return Database(str(path))
+
+
+def become_owner_of(path: Path) -> None:
+    """As root, become the user and group owning PATH (or, before it exists, its
+    directory), with no supplementary groups; anyone else, or root's own files: stay."""
+    if os.geteuid() != 0:
+        return
+    for candidate in (path, path.parent):
+        if candidate.exists():
+            st = candidate.stat()
+            break
+    else:
+        return
+    if st.st_uid == 0:
+        return
+    # Groups first: after setuid there is no privilege left to change them.
+    os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
 
 
 def _create(db: Database, name: str, role: str, lifetime: int | None) -> int:
