@@ -169,3 +169,34 @@ def test_preflight_runs_before_every_api_start_without_keeping_the_boot_path_dow
     # Its report is in the API's journal: one summary line per start.
     log = host.check_output("journalctl -u ggnet-api --no-pager -o cat")
     assert "preflight: " in log and " passed, " in log, log[-2000:]
+
+
+def _service_user(host, service: str) -> str:
+    pid = host.check_output(f"systemctl show -p MainPID --value {service}").strip()
+    assert pid not in ("", "0"), f"{service} has no main process"
+    return host.check_output(f"ps -o user= -p {pid}").strip()
+
+
+def test_the_api_runs_without_root_and_privd_does_the_root_work(host):
+    assert _service_user(host, "ggnet-api") == "ggnet-api"
+    assert _service_user(host, "ggnet-privd") == "root"
+    sock = host.file("/run/ggnet-privd/privd.sock")
+    assert sock.is_socket and sock.mode == 0o660 and sock.group == "ggnet-api"
+    # Everything the API keeps is its own: nothing a root process left behind.
+    assert host.check_output("find /var/lib/ggnet-api ! -user ggnet-api") == ""
+    for path in ("/etc/ggnet/targets.json", "/etc/ggnet/api.yml"):
+        f = host.file(path)
+        assert (f.mode, f.user, f.group) == (0o640, "root", "ggnet-api"), path
+
+
+def test_privd_answers_no_other_user(host):
+    # Another account cannot reach the socket at all; the uid check behind it is
+    # tests/unit/test_privd.py's.
+    probe = (
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        "s.connect('/run/ggnet-privd/privd.sock'); print('connected')"
+    )
+    r = host.run(
+        f"setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c {shlex.quote(probe)}"
+    )
+    assert r.rc != 0 and "connected" not in r.stdout, r.stdout + r.stderr
