@@ -26,7 +26,6 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ggnet_api import config as config_mod
-from ggnet_api.auth import FailureLimiter
 from ggnet_api.boot_service import BootService
 from ggnet_api.collector import Collector
 from ggnet_api.db.database import Database
@@ -35,6 +34,7 @@ from ggnet_api.locks import Locks
 from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
 from ggnet_api.privileged import Privileged, privileged
+from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Ggnet:
     collector: Collector
     boot: BootService
     jobs: JobRunner
-    limiter: FailureLimiter
+    limiter: RateLimiter
     privileged: Privileged
     metrics: Metrics | None = None
     background: Periodic | None = None
@@ -120,7 +120,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         collector,
         BootService(cfg, inventory, root, locks),
         JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot),
-        FailureLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"])),
+        # Failed authentications per client address; 10000 addresses at the most.
+        RateLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"]), 10000),
         root,
     )
     metrics = ext.metrics = Metrics(ext)

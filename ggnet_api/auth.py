@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, g, jsonify, request
+
+from ggnet_api import rate_limit
 
 ROLES = ("viewer", "operator", "admin")
 TOKEN_PREFIX = "ggn_"
@@ -56,40 +56,6 @@ def role_at_least(role: str, needed: str) -> bool:
     return ROLES.index(role) >= ROLES.index(needed)
 
 
-class FailureLimiter:
-    def __init__(self, limit: int, window: float):
-        self.limit = limit
-        self.window = window
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _trim(self, who: str, now: float) -> deque[float]:
-        q = self._seen.setdefault(who, deque())
-        while q and now - q[0] > self.window:
-            q.popleft()
-        return q
-
-    def blocked(self, who: str) -> float:
-        """Seconds until `who` may try again; 0 when not blocked."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._trim(who, now)
-            if len(q) < self.limit:
-                if not q:
-                    self._seen.pop(who, None)
-                return 0.0
-            return max(1.0, self.window - (now - q[0]))
-
-    def fail(self, who: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            q = self._trim(who, now)
-            q.append(now)
-            if len(self._seen) > 10000:  # bound the memory a scan of addresses can take
-                for key in list(self._seen)[:5000]:
-                    self._seen.pop(key, None)
-
-
 def _deny(status: int, reason: str, message: str, retry_after: float | None = None):
     ext = current_app.extensions["ggnet"]
     ext.metrics.auth_failures.labels(reason=reason).inc()
@@ -98,7 +64,7 @@ def _deny(status: int, reason: str, message: str, retry_after: float | None = No
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="ggnet"'
     if retry_after is not None:
-        resp.headers["Retry-After"] = str(int(retry_after + 0.999))
+        resp.headers["Retry-After"] = rate_limit.retry_after(retry_after)
     return resp
 
 
@@ -106,35 +72,35 @@ def check_request(needed: str):
     """None when the request may go on (g.principal is set), else the error response."""
     ext = current_app.extensions["ggnet"]
     who = request.remote_addr or "unknown"
-    wait = ext.limiter.blocked(who)
+    wait = ext.limiter.wait(who)
     if wait:
         return _deny(
             429,
             "rate_limited",
-            f"too many failed authentications from {who}; retry in {int(wait + 0.999)} s",
+            f"too many failed authentications from {who}; retry in {rate_limit.retry_after(wait)} s",
             wait,
         )
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        ext.limiter.fail(who)
+        ext.limiter.take(who)
         return _deny(
             401,
             "missing",
             "Authorization: a bearer token is required (Authorization: Bearer <token>)",
         )
     if scheme.lower() != "bearer" or not token.strip():
-        ext.limiter.fail(who)
+        ext.limiter.take(who)
         return _deny(
             401, "malformed", "Authorization: use the Bearer scheme (Authorization: Bearer <token>)"
         )
     principal = ext.db.token(token.strip())
     if principal is None:
-        ext.limiter.fail(who)
+        ext.limiter.take(who)
         return _deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
     expires = principal.get("expires")
     if expires is not None and expires <= time.time():
-        ext.limiter.fail(who)
+        ext.limiter.take(who)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
         return _deny(
             401,

@@ -1,8 +1,8 @@
 """Token buckets per key (a source address, a MAC) with a bound on the keys kept.
 
-Used on the boot path, which anyone on the PCs' network reaches without a token: each
-key may make `limit` requests at once and then `limit` per `window` seconds, refilled
-evenly.  The keys tracked are capped: past `max_keys` the least recently seen are
+Used on the boot path, which anyone on the PCs' network reaches without a token, and
+for failed authentications per client: each key may spend `limit` at once and then
+`limit` per `window` seconds, refilled evenly.  The keys tracked are capped: past `max_keys` the least recently seen are
 forgotten (a forgotten key starts again with a full bucket, which costs less than
 refusing a real PC the server has not seen for a while).  One lock; every call is a
 few dictionary operations, so it stays far below the boot script's latency budget.
@@ -37,16 +37,24 @@ class RateLimiter:
     def take(self, key: str) -> float:
         """Spend one request of `key`: 0.0 when allowed, else the seconds until the
         next request would be (nothing is spent then)."""
+        return self._bucket(key, spend=True)
+
+    def wait(self, key: str) -> float:
+        """The seconds until `key` may spend again (0.0: now); nothing is spent."""
+        return self._bucket(key, spend=False)
+
+    def _bucket(self, key: str, spend: bool) -> float:
         now = self._clock()
         with self._lock:
             tokens, at = self._buckets.pop(key, (self.limit, now))
             tokens = min(self.limit, tokens + (now - at) * self.rate)
             if tokens >= 1.0:
-                tokens -= 1.0
+                tokens -= 1.0 if spend else 0.0
                 wait = 0.0
             else:
                 wait = (1.0 - tokens) / self.rate
-            self._buckets[key] = (tokens, now)  # now the most recently seen
+            if tokens < self.limit:  # a full bucket is the same as no entry
+                self._buckets[key] = (tokens, now)  # now the most recently seen
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
             return wait

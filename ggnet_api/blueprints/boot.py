@@ -160,7 +160,7 @@ def _seen_unknown(db, mac: str) -> None:
 def _upsert_discovered(db, mac: str, facts: dict | None, report: dict | None) -> bool:
     now = time.time()
     cap = int(ext().config["max_discovered"])
-    if db.discovered(mac) is None and not db.add_discovered_capped(mac, now, cap):
+    if db.discovered(mac) is None and not db.add_discovered(mac, now, cap):
         return False
     db.seen_discovered(mac, now, facts, report)
     return True

@@ -158,7 +158,7 @@ def forget_many():
     seen_before = request.args.get("seen_before")
     before = None if seen_before is None else _seen_before(seen_before)
     state = _state(request.args.get("state"), "discovered")
-    return jsonify(forgotten=ext().db.forget_discovered_many(None, before, state))
+    return jsonify(forgotten=ext().db.forget_discovered_many(before, state))
 
 
 def _seen_before(value: str) -> float:

@@ -311,25 +311,18 @@ class Database:
             return self.count("SELECT COUNT(*) AS n FROM discovered")
         return self.count("SELECT COUNT(*) AS n FROM discovered WHERE state = ?", (state,))
 
-    def add_discovered_capped(self, mac: str, at: float, cap: int) -> bool:
+    def add_discovered(self, mac: str, at: float, cap: int | None = None) -> bool:
         """Add a discovered machine unless `cap` of them are listed already; True when
         the MAC is listed afterwards.  The count and the insert are one write
         transaction, so concurrent requests cannot pass the cap together."""
         with self.tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO discovered (mac, first_seen, last_seen, facts) "
-                "SELECT ?, ?, ?, '{}' WHERE (SELECT COUNT(*) FROM discovered) < ?",
-                (mac, at, at, cap),
+                "SELECT ?, ?, ?, '{}' WHERE ? IS NULL OR (SELECT COUNT(*) FROM discovered) < ?",
+                (mac, at, at, cap, cap),
             )
             row = c.execute("SELECT 1 FROM discovered WHERE mac = ?", (mac,)).fetchone()
         return row is not None
-
-    def add_discovered(self, mac: str, at: float) -> None:
-        self.execute(
-            "INSERT OR IGNORE INTO discovered (mac, first_seen, last_seen, facts) "
-            "VALUES (?, ?, ?, '{}')",
-            (mac, at, at),
-        )
 
     def seen_discovered(
         self, mac: str, at: float, facts: dict | None = None, report: dict | None = None
@@ -356,18 +349,12 @@ class Database:
         self.execute("DELETE FROM discovered WHERE mac = ?", (mac,))
 
     def forget_discovered_many(
-        self,
-        macs: list[str] | None = None,
-        seen_before: float | None = None,
-        state: str | None = None,
+        self, seen_before: float | None = None, state: str | None = None
     ) -> int:
-        """Forget the machines matching every filter given (macs: among these; seen_before:
-        not seen since; state: in it); how many were forgotten."""
+        """Forget the machines matching every filter given (seen_before: not seen since;
+        state: in it); how many were forgotten."""
         where: list[str] = []
         args: list[Any] = []
-        if macs is not None:
-            where.append("mac IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(macs))
         if seen_before is not None:
             where.append("last_seen < ?")
             args.append(seen_before)

@@ -6,33 +6,53 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 from ggnet_api.config import PLAYBOOKS
 
 CHAP = "Sup3rS3cretChap"
 
-HOSTS = f"""\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {{ansible_host: 127.0.0.1, ansible_connection: local, ansible_python_interpreter: {sys.executable}}}
-    ggnet_clients:
-      children:
-        vip:
-          hosts:
-            pc-01: {{ggnet_mac: "52:54:00:aa:00:01"}}
-        office: {{}}
-"""
-ALL = f"""\
-ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
-  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}}
-ggnet_storage: {{pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}}
-ggnet_iscsi: {{backend: tgt, chap: true, chap_secret: {CHAP}}}
-ggnet_images:
-  win11: {{size: 64M, kind: system}}
-ggnet_image: win11
-"""
+# The inventory pieces the API's tests share: one server `boot1` on this machine, the
+# lab's network in full DHCP mode, a file-backed pool.
+LOCAL = "ansible_host: 127.0.0.1, ansible_connection: local"
+NETWORK = (
+    "ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,\n"
+    "  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}\n"
+)
+STORAGE = "ggnet_storage: {pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}\n"
+
+
+def hosts_yml(clients: str, server: str = LOCAL) -> str:
+    """hosts.yml of the server boot1 (its vars: SERVER) and CLIENTS, the YAML that goes
+    under ggnet_clients (written from column 0)."""
+    return (
+        "all:\n  children:\n    ggnet_servers:\n      hosts:\n"
+        f"        boot1: {{{server}}}\n    ggnet_clients:\n"
+        + textwrap.indent(textwrap.dedent(clients), " " * 6)
+    )
+
+
+def iscsi_yml(chap_secret: str | None = CHAP, backend: str = "tgt") -> str:
+    chap = f"chap: true, chap_secret: {chap_secret}" if chap_secret else "chap: false"
+    return f"ggnet_iscsi: {{backend: {backend}, {chap}}}\n"
+
+
+HOSTS = hosts_yml(
+    """\
+    children:
+      vip:
+        hosts:
+          pc-01: {ggnet_mac: "52:54:00:aa:00:01"}
+      office: {}
+    """,
+    f"{LOCAL}, ansible_python_interpreter: {sys.executable}",
+)
+ALL = (
+    NETWORK
+    + STORAGE
+    + iscsi_yml()
+    + "ggnet_images:\n  win11: {size: 64M, kind: system}\nggnet_image: win11\n"
+)
 PLAYBOOK = """\
 - name: A tiny converge
   hosts: ggnet_servers

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from ggnet import chap
 from ggnet_testing import api_project
-from ggnet_testing.api_project import OLD_BOOTS_TABLE, bearer, inventory_app, role_tokens
+from ggnet_testing.api_project import (
+    NETWORK,
+    OLD_BOOTS_TABLE,
+    STORAGE,
+    bearer,
+    hosts_yml,
+    inventory_app,
+    iscsi_yml,
+    role_tokens,
+)
 
 from ggnet_api.app import create_app
 
@@ -20,31 +29,24 @@ pytestmark = pytest.mark.unit
 
 CHAP = "Sup3rS3cretChap"
 
-HOSTS = """\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {ansible_host: 127.0.0.1, ansible_connection: local}
-    ggnet_clients:
-      children:
-        vip:
-          hosts:
-            pc-01: {ggnet_mac: "52:54:00:aa:00:01", ggnet_ip: 10.213.0.101}
-        office:
-          hosts:
-            pc-02: {ggnet_mac: "52:54:00:aa:00:02", ggnet_ip: 10.213.0.102, ggnet_keep_writeback: true}
-"""
-ALL = f"""\
-ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
-  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}}
-ggnet_storage: {{pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}}
-ggnet_iscsi: {{backend: tgt, chap: true, chap_secret: {CHAP}}}
-ggnet_images:
-  win11: {{size: 64M, kind: system}}
-  games: {{size: 32M, kind: data}}
-ggnet_image: win11
-"""
+HOSTS = hosts_yml(
+    """\
+    children:
+      vip:
+        hosts:
+          pc-01: {ggnet_mac: "52:54:00:aa:00:01", ggnet_ip: 10.213.0.101}
+      office:
+        hosts:
+          pc-02: {ggnet_mac: "52:54:00:aa:00:02", ggnet_ip: 10.213.0.102, ggnet_keep_writeback: true}
+    """
+)
+ALL = (
+    NETWORK
+    + STORAGE
+    + iscsi_yml(CHAP)
+    + "ggnet_images:\n  win11: {size: 64M, kind: system}\n  games: {size: 32M, kind: data}\n"
+    + "ggnet_image: win11\n"
+)
 
 
 # A PC's script goes to the PC only: requests come from its fixed address.

@@ -12,7 +12,16 @@ import threading
 import time
 
 import pytest
-from ggnet_testing.api_project import bearer, inventory_app, role_tokens
+from ggnet_testing.api_project import (
+    NETWORK,
+    STORAGE,
+    bearer,
+    hosts_yml,
+    inventory_app,
+    iscsi_yml,
+    role_tokens,
+)
+from ggnet_testing.daemons import wait_for
 
 from ggnet_api.auth import new_token
 from ggnet_api.boot_service import BootRefused
@@ -22,30 +31,23 @@ from ggnet_api.snapshot import Snapshot
 
 pytestmark = pytest.mark.unit
 
-HOSTS = """\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {ansible_host: 127.0.0.1, ansible_connection: local}
-    ggnet_clients:
-      children:
-        room:
-          hosts:
-            pc-01: {ggnet_mac: "52:54:00:aa:00:01"}
-            pc-02: {ggnet_mac: "52:54:00:aa:00:02"}
-            pc-03: {ggnet_mac: "52:54:00:aa:00:03", ggnet_image: linux}
-"""
-ALL = """\
-ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
-  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}
-ggnet_storage: {pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}
-ggnet_iscsi: {backend: tgt, chap: true, chap_secret: Sup3rS3cretChap}
-ggnet_images:
-  win11: {size: 64M, kind: system}
-  linux: {size: 64M, kind: system}
-ggnet_image: win11
-"""
+HOSTS = hosts_yml(
+    """\
+    children:
+      room:
+        hosts:
+          pc-01: {ggnet_mac: "52:54:00:aa:00:01"}
+          pc-02: {ggnet_mac: "52:54:00:aa:00:02"}
+          pc-03: {ggnet_mac: "52:54:00:aa:00:03", ggnet_image: linux}
+    """
+)
+ALL = (
+    NETWORK
+    + STORAGE
+    + iscsi_yml()
+    + "ggnet_images:\n  win11: {size: 64M, kind: system}\n  linux: {size: 64M, kind: system}\n"
+    + "ggnet_image: win11\n"
+)
 API = "http://10.213.0.10:8080"
 
 
@@ -97,14 +99,9 @@ def operator(app):
     return bearer(role_tokens(app, "operator")["operator"])
 
 
-def wait_until(what: str, probe, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout} s")
+def wait_until(what: str, probe):
+    # The stand-in playbooks move within milliseconds: look often, give up soon.
+    return wait_for(what, probe, timeout=10.0, interval=0.02)
 
 
 def submit(http, headers, kind, **extravars):

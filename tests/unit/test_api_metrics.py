@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from ggnet_testing.api_project import inventory_app
+from ggnet_testing.api_project import STORAGE, hosts_yml, inventory_app, iscsi_yml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,25 +20,23 @@ from ggnet_api.db import stats
 
 pytestmark = pytest.mark.unit
 
-HOSTS = """\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {}
-    ggnet_clients:
-      hosts:
-        pc-01: {ggnet_mac: "52:54:00:bb:00:01"}
-        pc-02: {ggnet_mac: "52:54:00:bb:00:02"}
-        pc-03: {ggnet_mac: "52:54:00:bb:00:03", ggnet_keep_writeback: true}
-"""
-ALL = """\
-ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24, dhcp_mode: proxy}
-ggnet_storage: {pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}
-ggnet_iscsi: {backend: lio, chap: false}
-ggnet_images: {win11: {size: 64M, kind: system}, lin: {size: 64M, kind: system}}
-ggnet_image: win11
-"""
+HOSTS = hosts_yml(
+    """\
+    hosts:
+      pc-01: {ggnet_mac: "52:54:00:bb:00:01"}
+      pc-02: {ggnet_mac: "52:54:00:bb:00:02"}
+      pc-03: {ggnet_mac: "52:54:00:bb:00:03", ggnet_keep_writeback: true}
+    """,
+    server="",
+)
+ALL = (
+    "ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24, "
+    "dhcp_mode: proxy}\n"
+    + STORAGE
+    + iscsi_yml(None, backend="lio")
+    + "ggnet_images: {win11: {size: 64M, kind: system}, lin: {size: 64M, kind: system}}\n"
+    + "ggnet_image: win11\n"
+)
 WEIRD = 'we"ird\\name\nwith {braces}, = and é'
 # (mac, client, result, duration, image): ids ascend in this order.
 BOOTS = [

@@ -13,7 +13,7 @@ from argparse import Namespace
 
 import pytest
 from ggnet.settings import is_secret_key
-from ggnet_testing.api_project import bearer, inventory_app
+from ggnet_testing.api_project import NETWORK, bearer, hosts_yml, inventory_app
 
 from ggnet_api.auth import new_token, principal_name
 from ggnet_api.db.database import Database
@@ -22,23 +22,17 @@ from ggnet_cli import serve, tokens
 
 pytestmark = pytest.mark.unit
 
-HOSTS = """\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {ansible_host: 127.0.0.1, ansible_connection: local}
-    ggnet_clients:
-      hosts:
-        pc-01: {ggnet_mac: "52:54:00:aa:00:01"}
-"""
-ALL = """\
-ggnet_network: {interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
-  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}
-ggnet_storage: {pool: ggtest, disk_format: file}
-ggnet_images: {win11: {size: 64M, kind: system}}
-ggnet_image: win11
-"""
+HOSTS = hosts_yml(
+    """\
+    hosts:
+      pc-01: {ggnet_mac: "52:54:00:aa:00:01"}
+    """
+)
+ALL = (
+    NETWORK
+    + "ggnet_storage: {pool: ggtest, disk_format: file}\n"
+    + "ggnet_images: {win11: {size: 64M, kind: system}}\nggnet_image: win11\n"
+)
 
 
 @pytest.fixture

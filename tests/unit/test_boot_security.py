@@ -11,7 +11,14 @@ import time
 
 import pytest
 from ggnet import chap
-from ggnet_testing.api_project import OLD_BOOTS_TABLE, inventory_app
+from ggnet_testing.api_project import (
+    NETWORK,
+    OLD_BOOTS_TABLE,
+    STORAGE,
+    hosts_yml,
+    inventory_app,
+    iscsi_yml,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -19,26 +26,19 @@ CHAP = "Sup3rS3cretChap"
 PC1, PC1_IP = "52:54:00:aa:00:01", "10.213.0.101"  # a fixed address (ggnet_ip)
 PC2 = "52:54:00:aa:00:02"  # no fixed address: a DHCP lease or a neighbour entry
 INTRUDER = {"REMOTE_ADDR": "10.213.0.66"}
-HOSTS = f"""\
-all:
-  children:
-    ggnet_servers:
-      hosts:
-        boot1: {{ansible_host: 127.0.0.1, ansible_connection: local}}
-    ggnet_clients:
-      hosts:
-        pc-01: {{ggnet_mac: "{PC1}", ggnet_ip: {PC1_IP}}}
-        pc-02: {{ggnet_mac: "{PC2}"}}
-"""
-ALL = f"""\
-ggnet_network: {{interface: eth1, server_ip: 10.213.0.10, subnet: 10.213.0.0/24,
-  dhcp_mode: full, dhcp_range: [10.213.0.150, 10.213.0.199]}}
-ggnet_storage: {{pool: ggtest, disk_format: file, reserve: 10%, writeback_quota: 1G}}
-ggnet_iscsi: {{backend: tgt, chap: true, chap_secret: {CHAP}}}
-ggnet_images:
-  win11: {{size: 64M, kind: system}}
-ggnet_image: win11
-"""
+HOSTS = hosts_yml(
+    f"""\
+    hosts:
+      pc-01: {{ggnet_mac: "{PC1}", ggnet_ip: {PC1_IP}}}
+      pc-02: {{ggnet_mac: "{PC2}"}}
+    """
+)
+ALL = (
+    NETWORK
+    + STORAGE
+    + iscsi_yml(CHAP)
+    + "ggnet_images:\n  win11: {size: 64M, kind: system}\nggnet_image: win11\n"
+)
 
 
 @pytest.fixture
