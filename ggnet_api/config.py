@@ -155,7 +155,16 @@ DEFAULTS: dict[str, Any] = {
     "privd_api_user": "ggnet-api",
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
+    # The fleet key that signs the calls between boot servers (/v1/status and every
+    # fleet call; ggnet_api/fleet_signing.py), from the inventory, vaulted; None: the
+    # signed endpoints answer 503.  fleet_key_previous is also accepted during a
+    # rotation, until every server has the new key.  At least FLEET_KEY_MIN characters.
+    "fleet_key": None,
+    "fleet_key_previous": None,
 }
+
+# A fleet key shorter than this is refused at load (hex of 16 random bytes at least).
+FLEET_KEY_MIN = 32
 
 _ENV_PREFIX = "GGNET_API_"
 
@@ -189,6 +198,11 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
             config[key] = _coerce(env, default) if default is not None else env
     config.update(overrides)
     config["state_dir"] = str(Path(config["state_dir"]))
+    for key in ("fleet_key", "fleet_key_previous"):
+        value = config[key] = config[key] or None  # an empty value: no key
+        # Only the length is named: the value is a secret.
+        if value is not None and (not isinstance(value, str) or len(value) < FLEET_KEY_MIN):
+            raise ValueError(f"{key}: a string of at least {FLEET_KEY_MIN} characters")
     for key in _DURATIONS:
         try:
             parse_duration(config[key])

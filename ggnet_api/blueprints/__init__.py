@@ -1,5 +1,14 @@
 """The API's blueprints, one per area; app.create_app() registers ALL of them."""
 
-from ggnet_api.blueprints import boot, discovery, health, images, jobs, machines, tokens
+from ggnet_api.blueprints import (
+    boot,
+    discovery,
+    fleet,
+    health,
+    images,
+    jobs,
+    machines,
+    tokens,
+)
 
-ALL = (health.bp, boot.bp, jobs.bp, machines.bp, images.bp, discovery.bp, tokens.bp)
+ALL = (health.bp, boot.bp, jobs.bp, machines.bp, images.bp, discovery.bp, tokens.bp, fleet.bp)
