@@ -99,8 +99,9 @@ def clients_of(groups: Mapping[str, Any]) -> list[str]:
     return sorted(groups.get(CLIENTS_GROUP) or [])
 
 
-def server_of(name: str, hostvars: Mapping[str, Any], servers: list[str]) -> str:
-    """Where a client is placed: ggnet_server, or the only server there is."""
+def server_of(name: str, hostvars: Mapping[str, Any], servers: list[str]) -> str | None:
+    """Where a client is placed: ggnet_server, or the only server there is.  None for a
+    PC of a node group that placement has not placed yet: no server serves it."""
     chosen = hostvars.get("ggnet_server")
     if chosen:
         if chosen not in servers:
@@ -108,6 +109,8 @@ def server_of(name: str, hostvars: Mapping[str, Any], servers: list[str]) -> str
         return chosen
     if len(servers) == 1:
         return servers[0]
+    if hostvars.get("ggnet_node_group"):
+        return None
     raise ModelError(f"{name}: ggnet_server is required when there are {len(servers)} servers")
 
 

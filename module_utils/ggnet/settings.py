@@ -78,10 +78,18 @@ CLIENT_KEYS = frozenset(
         "ggnet_server",
         "ggnet_console_vnc",
         "ggnet_chap_secret",
+        "ggnet_node_group",
     }
 )
 # The server settings; all but ggnet_images are mappings with DEFAULTS.
 SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
+# Node groups of a fleet: a mapping name -> {region, priority, capacity, servers}, read
+# from the servers (group_vars/ggnet_servers.yml); a client group names one with
+# ggnet_node_group.  Without it an inventory places PCs with ggnet_server, as always.
+NODE_GROUPS_KEY = "ggnet_node_groups"
+NODE_GROUP_KEYS = frozenset({"region", "priority", "capacity", "servers"})
+# capacity: the most PCs one server of the group carries (a server holds about 40-60).
+NODE_GROUP_DEFAULTS: dict[str, Any] = {"priority": 0, "capacity": 60}
 # Extension keys that only the built-in lab reads.
 EXTENSION_PREFIXES = ("ggnet_lab_",)
 
@@ -102,6 +110,24 @@ STORAGE_KEYS = frozenset(
 )
 ISCSI_KEYS = frozenset({"backend", "chap", "chap_secret", "chap_mutual", "iqn_prefix"})
 IMAGE_KEYS = frozenset({"size", "kind", "version", "description", "source"})
+
+
+# How placement (ggnet.placement) scores a server for one more PC; lower is better.
+# The score is the load ratio (PCs / capacity) plus: a penalty once CPU or memory is
+# above its limit (the reference design's 80 % and 85 %), up to pool_weight for a full
+# pool, up to priority_weight for the lowest priority of the group.  rebalance_margin
+# says when a placed PC's server is "far over its share": a server of its group would
+# carry it at a load ratio, and at a score, more than this much lower.  0.25 is a
+# quarter of a server's capacity when the servers are alike.
+PLACEMENT: dict[str, float] = {
+    "cpu_limit": 80.0,
+    "cpu_penalty": 0.5,
+    "memory_limit": 85.0,
+    "memory_penalty": 0.5,
+    "pool_weight": 0.1,
+    "priority_weight": 0.05,
+    "rebalance_margin": 0.25,
+}
 
 
 def default(key: str, sub: str) -> Any:

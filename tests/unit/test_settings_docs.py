@@ -100,3 +100,8 @@ def test_a_changed_default_is_caught():
     doc = {"pool": "`ggpool`", "disk_format": "`file`", "mountpoint": "`/<pool>`"}
     wrong = mismatches(doc, {"pool": "ggpool", "disk_format": "zvol"}, ())
     assert wrong == ["disk_format: the docs say 'file', the model 'zvol'"]
+
+
+def test_node_group_keys_match_the_model(doc_tables):
+    doc = doc_tables["Node groups"]
+    assert mismatches(doc, settings.NODE_GROUP_DEFAULTS, settings.NODE_GROUP_KEYS) == []

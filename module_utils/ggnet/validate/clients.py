@@ -1,4 +1,5 @@
-"""Checks of one client PC against the server that serves it: placement, name, MAC, images, IP."""
+"""Checks of one client PC against the server(s) that may serve it: placement, name, MAC,
+images, IP."""
 
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ def _check_client(
     name: str,
     hv: Mapping[str, Any],
     servers: list[str],
+    fleet: Mapping[str, list[str]] | None,
     parsed: Mapping[str, dict[str, Any]],
     hostvars: Mapping[str, Mapping[str, Any]],
     macs: dict[str, str],
     ips: dict[str, str],
 ) -> None:
-    server = _placement(out, name, hv, servers)
-    info = parsed.get(server, {}) if server else {}
-    if server:
+    # The servers this PC may boot from: its own, or (placed later) its node group's.
+    targets = _placement(out, name, hv, servers, fleet)
+    info = parsed.get(targets[0], {}) if targets else {}
+    # A server's settings apply to the PCs placed on it; a PC not placed yet is compared
+    # once placement has written its ggnet_server.
+    for server in targets if len(targets) == 1 else []:
         for key in SETTINGS_KEYS:
             mine, theirs = hv.get(key), hostvars.get(server, {}).get(key)
             if mine is not UNRESOLVED and theirs is not UNRESOLVED and mine != theirs:
@@ -66,7 +71,7 @@ def _check_client(
             else:
                 macs[normal] = name
 
-    _check_client_images(out, name, hv, info.get("images", {}), server)
+    _check_client_images(out, name, hv, {t: parsed.get(t, {}).get("images", {}) for t in targets})
     _choice(
         out, name, "ggnet_boot", hv.get("ggnet_boot", CLIENT_DEFAULTS["ggnet_boot"]), BOOT_MODES
     )
@@ -81,46 +86,79 @@ def _check_client(
         out.add_secret(name, "ggnet_chap_secret", pinned, wrong)
 
 
-def _placement(out: _Collector, name: str, hv: Mapping[str, Any], servers: list[str]):
+def _placement(
+    out: _Collector,
+    name: str,
+    hv: Mapping[str, Any],
+    servers: list[str],
+    fleet: Mapping[str, list[str]] | None,
+) -> list[str]:
+    group = hv.get("ggnet_node_group")
+    members = None
+    if group is not None and group is not UNRESOLVED and fleet is not None:
+        if group not in fleet:
+            known = ", ".join(sorted(fleet)) or "none"
+            out.add(
+                name,
+                "ggnet_node_group",
+                group,
+                f"unknown node group (known: {known})" + _suggest(str(group), fleet),
+            )
+            return []
+        members = fleet[group]
     chosen = hv.get("ggnet_server")
     if chosen is UNRESOLVED:
-        return None
+        return []
     if chosen is not None:
         if chosen not in servers:
             hint = _suggest(str(chosen), servers) if servers else ""
             out.add(name, "ggnet_server", chosen, "is not a host of ggnet_servers" + hint)
-            return None
-        return chosen
+            return []
+        if members is not None and chosen not in members:
+            out.add(
+                name,
+                "ggnet_server",
+                chosen,
+                f"is outside the PC's node group {group} (its servers: "
+                f"{', '.join(members) or 'none'}): pin it to one of those, or leave "
+                "ggnet_server to placement",
+            )
+            return []
+        return [chosen]
+    if members is not None:
+        return list(members)  # not placed yet: placement picks one of these
     if len(servers) == 1:
-        return servers[0]
+        return [servers[0]]
     if len(servers) > 1:
         out.add(
             name,
             "ggnet_server",
             None,
             f"is required with {len(servers)} servers ({', '.join(servers)}): "
-            "say which one serves this PC",
+            "say which one serves this PC, or name its ggnet_node_group",
         )
-    return None
+    return []
 
 
 def _check_client_images(
-    out: _Collector, name: str, hv: Mapping[str, Any], kinds: dict[str, str], server
+    out: _Collector, name: str, hv: Mapping[str, Any], images: Mapping[str, dict[str, str]]
 ) -> None:
+    """The PC's images, on every server it may boot from ({server: {image: kind}})."""
     image = hv.get("ggnet_image")
     disk = hv.get("ggnet_game_disk")
     if image is None:
         out.add(name, "ggnet_image", None, "is required: the system image this PC boots")
-    elif image is not UNRESOLVED and server:
-        _check_image_ref(
-            out, name, "ggnet_image", image, "system", kinds, server, "unknown image",
-            "is a data image (a game disk), not a system image: use it as ggnet_game_disk",
-        )  # fmt: skip
-    if disk not in (None, UNRESOLVED) and server:
-        _check_image_ref(
-            out, name, "ggnet_game_disk", disk, "data", kinds, server, "unknown game disk",
-            "is a system image, not a data image: use a kind: data image as game disk",
-        )  # fmt: skip
+    for server, kinds in images.items():
+        if image not in (None, UNRESOLVED):
+            _check_image_ref(
+                out, name, "ggnet_image", image, "system", kinds, server, "unknown image",
+                "is a data image (a game disk), not a system image: use it as ggnet_game_disk",
+            )  # fmt: skip
+        if disk not in (None, UNRESOLVED):
+            _check_image_ref(
+                out, name, "ggnet_game_disk", disk, "data", kinds, server, "unknown game disk",
+                "is a system image, not a data image: use a kind: data image as game disk",
+            )  # fmt: skip
 
 
 def _check_image_ref(

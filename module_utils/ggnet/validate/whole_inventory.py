@@ -12,6 +12,7 @@ from ..settings import (
     EXTENSION_PREFIXES,
     ISCSI_KEYS,
     NETWORK_KEYS,
+    NODE_GROUPS_KEY,
     SETTINGS_KEYS,
     STORAGE_KEYS,
     merged,
@@ -20,6 +21,7 @@ from .clients import _check_client
 from .fields import _dict_setting, _suggest, _unknown_subkeys
 from .iscsi import _check_iscsi
 from .network import _check_network
+from .node_groups import _check_node_groups
 from .problems import Problem, _Collector, _group_of, _merge_shared
 from .storage import _check_images, _check_storage
 
@@ -57,7 +59,7 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
     origins = _field(inventory, "origins") or {}
     out = _Collector(origins)
     out.problems.extend(_field(inventory, "problems") or [])
-    known = set(CLIENT_KEYS) | set(SETTINGS_KEYS) | set(extra_keys)
+    known = set(CLIENT_KEYS) | set(SETTINGS_KEYS) | {NODE_GROUPS_KEY} | set(extra_keys)
 
     servers = model.servers_of(groups)
     clients = model.clients_of(groups)
@@ -86,12 +88,15 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
                 )
 
     parsed = {s: _check_server(out, s, hostvars.get(s, {})) for s in servers}
+    fleet = _check_node_groups(out, servers, hostvars)
     macs: dict[str, str] = {}
     ips: dict[str, str] = {}
     for name in clients:
         if name in servers:
             continue
-        _check_client(out, name, hostvars.get(name, {}), servers, parsed, hostvars, macs, ips)
+        _check_client(
+            out, name, hostvars.get(name, {}), servers, fleet, parsed, hostvars, macs, ips
+        )
     return _merge_shared(out.problems)
 
 
