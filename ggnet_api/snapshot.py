@@ -46,6 +46,9 @@ class Snapshot:
     iscsi: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
     chap: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    # Clients whose CHAP credentials the inventory did not give this process, with why
+    # (a problem until the targets file gives them).
+    chap_unresolved: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)
     problems: tuple[str, ...] = ()
     # The inventory repository's commit the snapshot was loaded at (None: not in git).
@@ -84,15 +87,23 @@ def build_snapshot(
     clients: dict[str, dict[str, Any]] = {}
     by_mac: dict[str, str] = {}
     chap: dict[str, dict[str, str]] = {}
+    unresolved: dict[str, str] = {}
     for name in model.clients_of(groups):
         try:
             c = model.client(name, hostvars[name], groups)
-            creds = model.chap_credentials(name, hostvars[name])
         except (model.ModelError, ValueError) as exc:
             problems.append(str(exc))
             continue
         if server is not None and c["server"] != server:
             continue
+        try:
+            creds = model.chap_credentials(name, hostvars[name])
+        except (model.ModelError, ValueError) as exc:
+            # The API, without root on the server, often cannot resolve the server
+            # secret (a vault, a controller-side password lookup); the targets file holds
+            # what the converge gave the PC's target, so the PC still boots from it.
+            unresolved[name] = str(exc)
+            creds = None
         clients[name] = c
         if c["mac"] in by_mac:
             problems.append(f"{name}: ggnet_mac {c['mac']} is also {by_mac[c['mac']]}'s")
@@ -127,8 +138,9 @@ def build_snapshot(
         iscsi=model.settings(shv, "ggnet_iscsi") if server else {},
         network=dict(shv.get("ggnet_network") or {}),
         chap=chap,
+        chap_unresolved=unresolved,
         secrets=tuple(sorted(secrets)),
-        problems=tuple(problems),
+        problems=tuple(problems) + tuple(unresolved[n] for n in sorted(unresolved)),
     )
 
 
@@ -140,8 +152,14 @@ def with_converged_targets(snap: Snapshot, targets_file: str | None) -> Snapshot
     chap = {name: targets["chap"][name] for name in snap.clients if name in targets["chap"]}
     secrets = set(snap.secrets).union(*(_chap_secrets(c) for c in chap.values()))
     iscsi_settings = {**snap.iscsi, "backend": targets["backend"]} if snap.iscsi else {}
+    resolved = {snap.chap_unresolved[n] for n in chap if n in snap.chap_unresolved}
     return dataclasses.replace(
-        snap, chap=chap, secrets=tuple(sorted(secrets)), iscsi=iscsi_settings
+        snap,
+        chap=chap,
+        chap_unresolved={n: why for n, why in snap.chap_unresolved.items() if n not in chap},
+        secrets=tuple(sorted(secrets)),
+        iscsi=iscsi_settings,
+        problems=tuple(p for p in snap.problems if p not in resolved),
     )
 
 
