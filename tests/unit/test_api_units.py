@@ -193,11 +193,21 @@ def test_privd_runs_as_root_with_its_socket_where_the_api_looks():
 def test_privd_is_fenced_only_where_its_jobs_never_go():
     unit = privd_unit()
     assert one(unit, "NoNewPrivileges") == "yes"
-    assert one(unit, "PrivateTmp") == "yes"
     assert one(unit, "UMask") == "0022"  # approvals' git objects readable by the group
     # A converge job writes /usr, /etc, /opt and /root, runs zfs on /dev, LIO's configfs
-    # under /sys, loads modules and installs packages: none of these may be set.
+    # under /sys, loads modules and installs packages: none of these may be set. Nor
+    # may anything that gives privd its own mount namespace: its jobs (un)mount ZFS
+    # datasets, which must happen in the host's (an apply failed in the lab that way).
     for key in (
+        "PrivateTmp",
+        "ProtectControlGroups",
+        "ProtectKernelLogs",
+        "ProtectClock",
+        "ProtectHostname",
+        "PrivateMounts",
+        "ReadOnlyPaths",
+        "InaccessiblePaths",
+        "TemporaryFileSystem",
         "ProtectSystem",
         "ProtectHome",
         "PrivateDevices",
