@@ -42,7 +42,15 @@ class Server:
         project, inv = make_project(tmp_path)
         # The failure limiter is tested in the unit tier; here it would turn the
         # schemathesis run's deliberate unauthenticated requests into 429s.
-        self.cfg = settings(tmp_path, project, inv, collect_interval=5.0, auth_fail_limit=1_000_000)
+        # A fleet key: the node agent's signed /v1/status is then fuzzed to its refusals.
+        self.cfg = settings(
+            tmp_path,
+            project,
+            inv,
+            collect_interval=5.0,
+            auth_fail_limit=1_000_000,
+            fleet_key="k" * 40,
+        )
         self.cfg_path = tmp_path / "api.yml"
         self.cfg_path.write_text(yaml.safe_dump(self.cfg))
         self.port = free_port()
