@@ -254,10 +254,16 @@ def _fake_owner(monkeypatch: pytest.MonkeyPatch, path: Path, uid: int, gid: int)
     monkeypatch.setattr(Path, "stat", stat)
 
 
-def test_root_becomes_the_owner_of_the_database(monkeypatch, tmp_path):
+def _database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uid: int, gid: int) -> Path:
+    """An empty api.db that looks owned by uid:gid."""
     db = tmp_path / "api.db"
     db.write_bytes(b"")
-    _fake_owner(monkeypatch, db, 998, 997)
+    _fake_owner(monkeypatch, db, uid, gid)
+    return db
+
+
+def test_root_becomes_the_owner_of_the_database(monkeypatch, tmp_path):
+    db = _database(monkeypatch, tmp_path, 998, 997)
     ids = Identity(monkeypatch, euid=0)
     tokens.become_owner_of(db)
     assert ids.calls == [("setgroups", []), ("setgid", 997), ("setuid", 998)]
@@ -271,27 +277,21 @@ def test_before_the_database_exists_root_becomes_its_directory_owner(monkeypatch
 
 
 def test_root_stays_root_for_its_own_database(monkeypatch, tmp_path):
-    db = tmp_path / "api.db"
-    db.write_bytes(b"")
-    _fake_owner(monkeypatch, db, 0, 0)
+    db = _database(monkeypatch, tmp_path, 0, 0)
     ids = Identity(monkeypatch, euid=0)
     tokens.become_owner_of(db)
     assert ids.calls == []
 
 
 def test_anyone_else_stays_who_they_are(monkeypatch, tmp_path):
-    db = tmp_path / "api.db"
-    db.write_bytes(b"")
-    _fake_owner(monkeypatch, db, 998, 997)
+    db = _database(monkeypatch, tmp_path, 998, 997)
     ids = Identity(monkeypatch, euid=1000)
     tokens.become_owner_of(db)
     assert ids.calls == []
 
 
 def test_the_token_command_switches_before_it_opens_the_database(monkeypatch, tmp_path):
-    db = tmp_path / "api.db"
-    db.write_bytes(b"")
-    _fake_owner(monkeypatch, db, 998, 997)
+    db = _database(monkeypatch, tmp_path, 998, 997)
     ids = Identity(monkeypatch, euid=0)
     opened: list[tuple[str, list]] = []
 

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import ansible_runner
 import pytest
 from ggnet_testing.api_project import CHAP, make_project, settings
+from ggnet_testing.daemons import wait_for
 
 from ggnet_api import config as config_mod
 from ggnet_api.app import create_app
@@ -141,16 +142,6 @@ def raw(path: str, data: bytes, timeout: float = 5.0) -> list[dict]:
                 s.sendall(data)
         with s.makefile("rb") as replies:
             return [protocol.parse_reply(line) for line in replies]
-
-
-def wait_until(what, probe, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 # -- who may ask ------------------------------------------------------------------------
@@ -343,7 +334,7 @@ def test_concurrent_connections_are_capped(tmp_path, project, sock, resets):
             assert reply["status"] == 503 and "too many connections" in reply["error"]
             assert resets == []
         # The slot is free again once the holder is gone.
-        wait_until(
+        wait_for(
             "the slot comes back",
             lambda: raw(sock, protocol.request("reset", {"client": "pc-01"}))[0]["ok"],
         )
@@ -400,7 +391,7 @@ def test_a_job_runs_in_privd_and_its_events_come_back_redacted(app, operator, ru
     job_id = resp.json["id"]
     runner.started.wait(10)
     runner.gate.set()
-    job = wait_until("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j)
+    job = wait_for("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j)
     assert job["state"] == "successful" and job["rc"] == 0
     [event] = e.db.events(job_id)
     assert event["stdout"] == 'ok: secret ******** json "********"'
@@ -415,7 +406,7 @@ def test_a_cancel_reaches_the_run_in_privd(app, operator, runner):
     job_id = client.post("/api/jobs", json={"kind": "converge"}, headers=operator).json["id"]
     assert runner.started.wait(10)
     assert client.post(f"/api/jobs/{job_id}/cancel", headers=operator).status_code == 202
-    job = wait_until("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j)
+    job = wait_for("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j)
     assert job["state"] == "canceled" and job["rc"] == 254
     assert not runner.gate.is_set()  # it ended by the cancel, not by its gate
 
@@ -472,7 +463,7 @@ def test_a_real_playbook_runs_in_privd(app, operator):
     e.jobs.start()
     resp = app.test_client().post("/api/jobs", json={"kind": "converge"}, headers=operator)
     job_id = resp.json["id"]
-    job = wait_until("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j, 120)
+    job = wait_for("the job ends", lambda: (j := e.db.job(job_id))["finished"] and j, 120)
     assert job["state"] == "successful", job
     events = e.db.events(job_id)
     shown = [ev["stdout"] for ev in events if "clients pc-01" in (ev["stdout"] or "")]
