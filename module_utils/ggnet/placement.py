@@ -181,7 +181,10 @@ def place(
             continue
         group.count[target] += 1
         plan.placement[pc.name] = target
-        plan.moves.append(Move(pc.name, pc.server, target, reason))
+        # Taken off an over-full server that a rebalance then emptied, a PC can land
+        # where it was: it stays, and that is no move.
+        if target != pc.server:
+            plan.moves.append(Move(pc.name, pc.server, target, reason))
     plan.moves.sort(key=lambda m: m.pc)
     return plan
 

@@ -215,3 +215,13 @@ def test_a_pc_moves_only_with_a_reason(fleet):
     changed = {pc for pc in before if plan.placement.get(pc) != before[pc]}
     assert {m.pc for m in plan.moves} == changed
     assert all(m.reason for m in plan.moves)
+
+
+def test_a_pc_taken_off_a_full_server_that_gets_room_again_stays_without_a_move():
+    # Found by the property test above: s1 holds two PCs for a capacity of one; pc-1 is
+    # taken off, the rebalance moves pc-0 to s2, and s1 is again the best place for pc-1.
+    pcs = [PC("pc-0", "g", "s1"), PC("pc-1", "g", "s1")]
+    servers = [ServerStatus("s1", "g", capacity=1), ServerStatus("s2", "g", capacity=2)]
+    plan = place(pcs, servers)
+    assert plan.placement == {"pc-0": "s2", "pc-1": "s1"}
+    assert [(m.pc, m.before, m.after) for m in plan.moves] == [("pc-0", "s1", "s2")]
