@@ -1,9 +1,9 @@
 """Jobs: allow-listed playbooks run through ansible-runner in background threads.
 
-A bounded number of jobs run at once, the rest wait in a queue.  A job starts only when it can take its claim on the PCs and
-images it touches (ggnet_api/locks.py): it waits while a running job, a boot's reset
-or a job queued before it conflicts, and its `detail` says whom it waits for; jobs
-that conflict with nothing pass the waiting ones.  A submission with `wait: false`
+A bounded number of jobs run at once, the rest wait in a queue.  A job starts only
+when it can take its claim on the PCs and images it touches (ggnet_api/locks.py): it
+waits while a running job, a boot's reset or a job queued before it conflicts, and its
+`detail` says whom it waits for; jobs that conflict with nothing pass the waiting ones.  A submission with `wait: false`
 is refused with 409 instead of waiting.
 
 The run itself (ansible-runner, its private_data_dir, cancelling, the processes left
@@ -11,7 +11,6 @@ behind) is the privileged side's: ggnet_privd/playbooks.py, reached through
 ggnet_api/privileged.py (in ggnet-privd, or in this process without a privd socket).
 Its events arrive stripped to what an operator reads (event, host, task, stdout) with
 known secrets masked, and are stored in SQLite as they arrive; a cancel is passed on.
-The helpers both sides share (redact, the environment marker) are here.
 
 A restart of the API marks the jobs that were running `interrupted` (after killing
 what is left of them) and queues again the ones that had not started.
@@ -19,38 +18,26 @@ what is left of them) and queues again the ones that had not started.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
 import importlib.util
-import json
 import logging
-import os
-import shlex
 import threading
 import time
-import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import psutil
 
 from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
 from ggnet_api.db.database import JOB_DONE, Database
 from ggnet_api.locks import Busy, Claim, Locks, describe, job_claim
 from ggnet_api.snapshot import Snapshot
+from ggnet_privd.playbooks import kill_tree, processes_of
 from ggnet_privd.protocol import OpError
 
 if TYPE_CHECKING:
     from ggnet_api.privileged import Privileged
 
 log = logging.getLogger(__name__)
-
-ENV_MARKER = "GGNET_JOB_ID"
-MASK = "********"
-MAX_STDOUT = 8192
 
 
 class JobError(Exception):
@@ -61,83 +48,10 @@ class JobError(Exception):
         self.status = status
 
 
-@functools.lru_cache(maxsize=4096)
-def secret_forms(secret: str) -> tuple[str, ...]:
-    """The ways a secret shows up in a playbook's output: as written, escaped in JSON
-    (once, or twice when JSON is printed inside JSON), as a Python repr, URL-encoded,
-    in base64 (without its padding, so padded and unpadded both match) and shell-quoted.
-    Longest first, so a form that contains another is masked whole."""
-    raw = secret.encode()
-    forms = {
-        secret,
-        json.dumps(secret)[1:-1],
-        json.dumps(json.dumps(secret))[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        repr(secret)[1:-1],
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote(secret),
-        urllib.parse.quote_plus(secret),
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        shlex.quote(secret),
-    }
-    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
-
-
-def redact(text: str | None, secrets: Iterable[str]) -> str | None:
-    """The text with every known secret masked, in any of its secret_forms.  Secrets
-    shorter than 4 characters are left alone: masking them would mask common words."""
-    if not text:
-        return text
-    for secret in secrets:
-        if not secret or len(secret) < 4:
-            continue
-        for form in secret_forms(secret):
-            if form in text:
-                text = text.replace(form, MASK)
-    return text
-
-
 def job_label(job_id: str, kind: str, extravars: dict[str, Any]) -> str:
     """`job <id> (machine reset pc-01)`: how waiting jobs and refused boots name a job."""
     words = [kind, *(str(extravars[k]) for k in ("op", "client", "image") if extravars.get(k))]
     return f"job {job_id} ({' '.join(words)})"
-
-
-def processes_of(job_id: str) -> list[psutil.Process]:
-    """Every live process that inherited the job's environment marker."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
-            continue
-        try:
-            env = proc.environ()
-        except (psutil.Error, OSError):
-            continue
-        if env.get(ENV_MARKER) == job_id:
-            found.append(proc)
-    return found
-
-
-def kill_tree(procs: list[psutil.Process], grace: float = 3.0) -> int:
-    """SIGTERM, then SIGKILL what is still alive after `grace`; returns how many were left."""
-    alive = [p for p in procs if is_alive(p)]
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _gone, alive = psutil.wait_procs(alive, timeout=grace)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    return len(alive)
-
-
-def is_alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 class JobRunner:

@@ -20,28 +20,108 @@ carrying the job's GGNET_JOB_ID environment marker is killed.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
 import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from ggnet_api.jobs import ENV_MARKER, MAX_STDOUT, is_alive, kill_tree, processes_of, redact
-
 log = logging.getLogger(__name__)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 Emit = Callable[[dict[str, Any]], None]
+
+ENV_MARKER = "GGNET_JOB_ID"
+MASK = "********"
+MAX_STDOUT = 8192
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret shows up in a playbook's output: as written, escaped in JSON
+    (once, or twice when JSON is printed inside JSON), as a Python repr, URL-encoded,
+    in base64 (without its padding, so padded and unpadded both match) and shell-quoted.
+    Longest first, so a form that contains another is masked whole."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(json.dumps(secret))[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        shlex.quote(secret),
+    }
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
+def redact(text: str | None, secrets: Iterable[str]) -> str | None:
+    """The text with every known secret masked, in any of its secret_forms.  Secrets
+    shorter than 4 characters are left alone: masking them would mask common words."""
+    if not text:
+        return text
+    for secret in secrets:
+        if not secret or len(secret) < 4:
+            continue
+        for form in secret_forms(secret):
+            if form in text:
+                text = text.replace(form, MASK)
+    return text
+
+
+def processes_of(job_id: str) -> list[psutil.Process]:
+    """Every live process that inherited the job's environment marker."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get(ENV_MARKER) == job_id:
+            found.append(proc)
+    return found
+
+
+def kill_tree(procs: list[psutil.Process], grace: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL what is still alive after `grace`; returns how many were left."""
+    alive = [p for p in procs if is_alive(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _gone, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(alive)
+
+
+def is_alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class PlaybookRuns:

@@ -15,7 +15,7 @@ from ggnet_testing.api_project import CHAP, make_project, settings
 
 from ggnet_api.app import create_app
 from ggnet_api.auth import new_token
-from ggnet_api.jobs import processes_of
+from ggnet_privd.playbooks import processes_of
 
 pytestmark = pytest.mark.integration
 

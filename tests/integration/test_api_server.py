@@ -24,8 +24,8 @@ from ggnet_testing.api_project import make_project, settings
 
 from ggnet_api.auth import new_token
 from ggnet_api.db.database import Database
-from ggnet_api.jobs import processes_of
 from ggnet_cli.serve import gunicorn_argv
+from ggnet_privd.playbooks import processes_of
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent

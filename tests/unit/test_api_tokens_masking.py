@@ -17,8 +17,8 @@ from ggnet_testing.api_project import NETWORK, bearer, hosts_yml, inventory_app
 
 from ggnet_api.auth import new_token, principal_name
 from ggnet_api.db.database import Database
-from ggnet_api.jobs import MASK, redact
 from ggnet_cli import serve, tokens
+from ggnet_privd.playbooks import MASK, redact
 
 pytestmark = pytest.mark.unit
 
