@@ -76,7 +76,8 @@ class JobRunner:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._has_runner = importlib.util.find_spec("ansible_runner") is not None
-        self._cancel: dict[str, float] = {}
+        # Jobs asked to stop; the run itself keeps when (ggnet_privd/playbooks.py).
+        self._cancel: set[str] = set()
         self._running: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._stopping = False
@@ -118,7 +119,7 @@ class JobRunner:
         with self._lock:
             running = sorted(self._running)
             for job_id in running:
-                self._cancel.setdefault(job_id, time.monotonic())
+                self._cancel.add(job_id)
             self._wake.notify_all()
         for job_id in running:
             self._stop_run(job_id)
@@ -200,7 +201,7 @@ class JobRunner:
                     self._wake.notify_all()  # a job waiting behind it may go now
             if running:
                 # Running, or it started in between: cancel the run.
-                self._cancel.setdefault(job_id, time.monotonic())
+                self._cancel.add(job_id)
         if running:
             self._stop_run(job_id)
         return self._job(job_id)
@@ -307,7 +308,7 @@ class JobRunner:
             finally:
                 with self._lock:
                     self._running.discard(job_id)
-                    self._cancel.pop(job_id, None)
+                    self._cancel.discard(job_id)
                     self.locks.release(job_id)
                     self._wake.notify_all()
                 if self.on_finish:

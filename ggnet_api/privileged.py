@@ -62,8 +62,6 @@ class InProcess(Privileged):
         self.ops = ops
 
     def _call(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
-        if on_event is None:
-            return self.ops.call(op, args)
         return self.ops.call(op, args, on_event)
 
 

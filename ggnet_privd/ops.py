@@ -41,10 +41,6 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _PRINCIPAL = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 
 
-def _no_emit(_event: dict[str, Any]) -> None:
-    pass
-
-
 class Ops:
     def __init__(
         self,
@@ -60,7 +56,7 @@ class Ops:
             config, jobs_dir or Path(config["state_dir"]) / "jobs", inventory.secrets
         )
 
-    def call(self, op: Any, args: Any, emit: Emit = _no_emit) -> Any:
+    def call(self, op: Any, args: Any, emit: Emit | None = None) -> Any:
         """Check the request's shape, then run op; OpError when it is refused."""
         if not isinstance(op, str) or op not in SIGNATURES:
             raise OpError(
@@ -81,7 +77,7 @@ class Ops:
             check_no_template(value, f"args.{key}")
         handler: Callable[..., Any] = getattr(self, f"op_{op}")
         if op == "run_job":
-            return handler(emit=emit, **args)
+            return handler(emit=emit or (lambda _event: None), **args)
         return handler(**args)
 
     # -- the operations -------------------------------------------------------------------
