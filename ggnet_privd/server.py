@@ -170,9 +170,7 @@ class Server:
             if not chunk:
                 raise OpError("request: the connection closed before a full line", 400)
             buf += chunk
-            if len(buf) > self.max_request and b"\n" not in buf[: self.max_request + 1]:
+            line = buf.partition(b"\n")[0]
+            if len(line) > self.max_request:
                 raise OpError(f"request: longer than {self.max_request} bytes", 413)
-        line = buf.split(b"\n", 1)[0]
-        if len(line) > self.max_request:
-            raise OpError(f"request: longer than {self.max_request} bytes", 413)
         return line
