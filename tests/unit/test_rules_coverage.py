@@ -79,3 +79,18 @@ def test_the_slo_objectives_and_threshold_match_the_docs():
     burn = [r["expr"] for r in rules("record") if "slo_time_to_boot:burn_rate" in r["record"]]
     assert len(burn) == 7
     assert all('le=~"60(\\\\.0)?"' in e for e in burn)
+
+
+@pytest.mark.parametrize("slo", ["boot_success", "time_to_boot"])
+def test_an_slos_burn_rates_differ_only_in_their_window(slo):
+    # PromQL cannot take the window as a parameter, so each window is its own copy of
+    # one expression; this keeps the copies one rule.
+    burns = {
+        r["record"].rsplit("burn_rate", 1)[1]: r["expr"]
+        for r in rules("record")
+        if r["record"].startswith(f"ggnet:slo_{slo}:burn_rate")
+    }
+    assert set(burns) == {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+    shapes = {window: expr.replace(f"[{window}]", "[W]") for window, expr in burns.items()}
+    assert len(set(shapes.values())) == 1, shapes
+    assert "[W]" in shapes["5m"]
