@@ -225,6 +225,8 @@ def test_privd_restarts_before_the_api():
     handlers = yaml.safe_load((ROLE / "handlers" / "main.yml").read_text())
     names = [h["ansible.builtin.systemd_service"]["name"] for h in handlers]
     assert names == ["ggnet-privd.service", "ggnet-api.service"]
+    # One topic restarts both, in that order, wherever both are concerned.
+    assert {h.get("listen") for h in handlers} == {"Restart the ggnet services"}
 
 
 # ------------------------------------------------------------ ggnet token as root
