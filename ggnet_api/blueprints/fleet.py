@@ -29,23 +29,20 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from ggnet_api import auth
 from ggnet_api.blueprints.common import ext, fail
 from ggnet_api.boot_service import count_client_states
-from ggnet_api.fleet_signing import Refused, Verifier, signed_path
+from ggnet_api.fleet_signing import REFUSALS, Refused, Verifier, signed_path
 from ggnet_api.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("fleet", __name__, url_prefix="/v1")
 
-# Every reason a signed call is refused for: the metric's labels are this set.
-REASONS = ("missing", "malformed", "stale", "before_start", "body", "signature", "replay", "busy")
-
 
 @bp.record_once
 def _verifier(state) -> None:
     cfg = state.app.extensions["ggnet"].config
     state.app.extensions["ggnet_fleet"] = Verifier(cfg["fleet_key"], cfg["fleet_key_previous"])
-    for reason in REASONS:
-        state.app.extensions["ggnet"].metrics.auth_failures.labels(reason="fleet_" + reason)
+    for code in REFUSALS:
+        state.app.extensions["ggnet"].metrics.auth_failures.labels(reason="fleet_" + code)
     # cpu_percent(None) measures since its previous call: this one starts the first span.
     psutil.cpu_percent(None)
 
