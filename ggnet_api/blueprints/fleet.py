@@ -24,13 +24,13 @@ from typing import Any
 
 import ggnet
 import psutil
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from ggnet_api import auth
+from ggnet_api.blueprints import health
 from ggnet_api.blueprints.common import ext, fail
 from ggnet_api.boot_service import count_client_states
 from ggnet_api.fleet_signing import REFUSALS, Refused, Verifier, signed_path
-from ggnet_api.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,5 @@ def status():
     )
 
 
-@bp.get("/metrics")
-def metrics():
-    return Response(ext().metrics.exposition(), content_type=CONTENT_TYPE)
+# The same view as /metrics: Prometheus scrapes every server of a fleet under /v1.
+bp.add_url_rule("/metrics", "metrics", health.metrics)
