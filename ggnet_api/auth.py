@@ -56,59 +56,74 @@ def role_at_least(role: str, needed: str) -> bool:
     return ROLES.index(role) >= ROLES.index(needed)
 
 
-def _deny(status: int, reason: str, message: str, retry_after: float | None = None):
+def deny(
+    status: int,
+    reason: str,
+    message: str,
+    retry_after: float | None = None,
+    challenge: str = 'Bearer realm="ggnet"',
+):
+    """A refused authentication's answer, counted in auth_failures by `reason`."""
     ext = current_app.extensions["ggnet"]
     ext.metrics.auth_failures.labels(reason=reason).inc()
     resp = jsonify(error=message)
     resp.status_code = status
     if status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="ggnet"'
+        resp.headers["WWW-Authenticate"] = challenge
     if retry_after is not None:
         resp.headers["Retry-After"] = rate_limit.retry_after(retry_after)
     return resp
+
+
+def throttled(who: str):
+    """The 429 while `who` is over its limit of failed authentications, else None."""
+    wait = current_app.extensions["ggnet"].limiter.wait(who)
+    if not wait:
+        return None
+    return deny(
+        429,
+        "rate_limited",
+        f"too many failed authentications from {who}; retry in {rate_limit.retry_after(wait)} s",
+        wait,
+    )
 
 
 def check_request(needed: str):
     """None when the request may go on (g.principal is set), else the error response."""
     ext = current_app.extensions["ggnet"]
     who = request.remote_addr or "unknown"
-    wait = ext.limiter.wait(who)
-    if wait:
-        return _deny(
-            429,
-            "rate_limited",
-            f"too many failed authentications from {who}; retry in {rate_limit.retry_after(wait)} s",
-            wait,
-        )
+    limited = throttled(who)
+    if limited is not None:
+        return limited
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
         ext.limiter.take(who)
-        return _deny(
+        return deny(
             401,
             "missing",
             "Authorization: a bearer token is required (Authorization: Bearer <token>)",
         )
     if scheme.lower() != "bearer" or not token.strip():
         ext.limiter.take(who)
-        return _deny(
+        return deny(
             401, "malformed", "Authorization: use the Bearer scheme (Authorization: Bearer <token>)"
         )
     principal = ext.db.token(token.strip())
     if principal is None:
         ext.limiter.take(who)
-        return _deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
+        return deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
     expires = principal.get("expires")
     if expires is not None and expires <= time.time():
         ext.limiter.take(who)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
-        return _deny(
+        return deny(
             401,
             "expired",
             f"Authorization: the token expired at {when}; an admin makes a new one",
         )
     if not role_at_least(principal["role"], needed):
-        return _deny(
+        return deny(
             403,
             "forbidden",
             f"this needs the {needed} role; token {principal['name']!r} has {principal['role']}",

@@ -1,9 +1,9 @@
 """What the server's state needs a subprocess or configfs to tell, read on an interval.
 
 The collector thread (app.py) reads zfs (writeback sizes, pool capacity, image
-versions and their guids), the iSCSI backend's sessions and LIO's per-client traffic into a Sample and
-swaps it whole; /metrics and the views only read the latest Sample, so a request
-never forks.  The reads need root: the thread asks for them through
+versions and their guids), the iSCSI backend's sessions and LIO's per-client traffic
+into a Sample and swaps it whole; /metrics and the views only read the latest Sample,
+so a request never forks.  The reads need root: the thread asks for them through
 ggnet_api/privileged.py (the `sample` operation, which runs Collector.collect in
 ggnet-privd or in this process), and a Sample crosses the socket as JSON.
 """
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ggnet import iscsi, layout, storage
+from ggnet import iscsi, storage
 from ggnet.zfs import Zfs
 
 from ggnet_api.iscsi_stats import TrafficTotals, read_lio_traffic
@@ -83,11 +83,7 @@ class Collector:
         return sample
 
     def _read_storage(self, snap: Snapshot, sample: Sample) -> None:
-        zfs = Zfs()
-        state = storage.read_state(snap.storage, zfs)
-        # The versions' snapshot guids (fleet status: a replica is the same version only
-        # if its guid matches); one more `zfs get` on the images, not on the writebacks.
-        guids = zfs.get([layout.images_root(snap.storage)], ["guid"], depth=2)
+        state = storage.read_state(snap.storage, Zfs())
         sizes: dict[str, int] = {}
         for (client, _role), wb in state.writebacks.items():
             used = state.raw.get(wb.dataset, {}).get("used")
@@ -102,7 +98,7 @@ class Collector:
                     "created": v.created,
                     "comment": v.comment,
                     "applied_from": v.applied_from,
-                    "guid": guids.get(v.snapshot, {}).get("guid"),
+                    "guid": v.guid,
                 }
                 for v in img.versions
             ]

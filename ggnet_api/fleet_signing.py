@@ -93,6 +93,10 @@ def sign(
     }
 
 
+# Every code a Refused carries, each a label of the refusals' metric.
+REFUSALS = ("missing", "malformed", "stale", "before_start", "body", "signature", "replay", "busy")
+
+
 class Refused(Exception):
     """A signed call refused: `code` names the reason (a metrics label), `reason` says it."""
 

@@ -24,34 +24,27 @@ from typing import Any
 
 import ggnet
 import psutil
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from ggnet_api import rate_limit
-from ggnet_api.blueprints.common import ext
+from ggnet_api import auth
+from ggnet_api.blueprints import health
+from ggnet_api.blueprints.common import ext, fail
 from ggnet_api.boot_service import count_client_states
-from ggnet_api.fleet_signing import Refused, Verifier, signed_path
-from ggnet_api.metrics import CONTENT_TYPE
+from ggnet_api.fleet_signing import REFUSALS, Refused, Verifier, signed_path
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("fleet", __name__, url_prefix="/v1")
-
-# Every reason a signed call is refused for: the metric's labels are this set.
-REASONS = ("missing", "malformed", "stale", "before_start", "body", "signature", "replay", "busy")
 
 
 @bp.record_once
 def _verifier(state) -> None:
     cfg = state.app.extensions["ggnet"].config
     state.app.extensions["ggnet_fleet"] = Verifier(cfg["fleet_key"], cfg["fleet_key_previous"])
-    for reason in REASONS:
-        state.app.extensions["ggnet"].metrics.auth_failures.labels(reason="fleet_" + reason)
+    for code in REFUSALS:
+        state.app.extensions["ggnet"].metrics.auth_failures.labels(reason="fleet_" + code)
     # cpu_percent(None) measures since its previous call: this one starts the first span.
     psutil.cpu_percent(None)
-
-
-def _refuse(status: int, message: str, headers: dict[str, str] | None = None):
-    return jsonify(error=message), status, headers or {}
 
 
 def signed(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,22 +54,15 @@ def signed(view: Callable[..., Any]) -> Callable[..., Any]:
     def inner(*args: Any, **kwargs: Any) -> Any:
         verifier: Verifier = current_app.extensions["ggnet_fleet"]
         if not verifier.enabled:
-            return _refuse(
+            fail(
                 503,
                 "fleet calls are off on this server: set fleet_key in the inventory "
                 "(ggnet_api_settings: {fleet_key: ...}, vaulted) and converge",
             )
-        e = ext()
         who = request.remote_addr or "unknown"
-        wait = e.limiter.wait(who)
-        if wait:
-            e.metrics.auth_failures.labels(reason="rate_limited").inc()
-            retry = rate_limit.retry_after(wait)
-            return _refuse(
-                429,
-                f"too many refused calls from {who}; retry in {retry} s",
-                {"Retry-After": retry},
-            )
+        limited = auth.throttled(who)
+        if limited is not None:
+            return limited
         try:
             verifier.verify(
                 request.method,
@@ -85,11 +71,13 @@ def signed(view: Callable[..., Any]) -> Callable[..., Any]:
                 request.get_data(cache=True),
             )
         except Refused as refused:
-            e.limiter.take(who)
-            e.metrics.auth_failures.labels(reason="fleet_" + refused.code).inc()
+            ext().limiter.take(who)
             log.info("signed call to %s from %s refused: %s", request.path[:100], who, refused.code)
-            return _refuse(
-                refused.status, refused.reason, {"WWW-Authenticate": 'Ggnet-HMAC realm="fleet"'}
+            return auth.deny(
+                refused.status,
+                "fleet_" + refused.code,
+                refused.reason,
+                challenge='Ggnet-HMAC realm="fleet"',
             )
         return view(*args, **kwargs)
 
@@ -138,6 +126,5 @@ def status():
     )
 
 
-@bp.get("/metrics")
-def metrics():
-    return Response(ext().metrics.exposition(), content_type=CONTENT_TYPE)
+# The same view as /metrics: Prometheus scrapes every server of a fleet under /v1.
+bp.add_url_rule("/metrics", "metrics", health.metrics)

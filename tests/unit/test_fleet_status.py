@@ -102,4 +102,7 @@ def test_collector_reads_each_versions_guid(app, monkeypatch):
     assert "storage" not in sample.errors, sample.errors
     guids = {v["name"]: v["guid"] for v in sample.versions["win11"]}
     assert guids == {"v1": "9876543210", "v2": None}
-    assert any("guid" in argv for argv in runner.calls)
+    # Asked in the same `zfs get` as the versions' own properties, not a call of its own.
+    props = [arg.split(",") for argv in runner.calls for arg in argv if "," in arg]
+    assert any("guid" in p and "ggnet:created" in p for p in props)
+    assert not any(p == ["guid"] for p in props)

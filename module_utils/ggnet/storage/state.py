@@ -51,7 +51,9 @@ STATE_PROPS = (
 # The ggnet properties every read needs: an image's versions and pointer, a client's
 # maintenance flag and disks record.
 _GGNET_READ = (P_KIND, P_CURRENT, P_COMMENT, P_CREATED, P_APPLIED_FROM, P_KEEP, P_DISKS)
-READ_PROPS = ("origin", "creation", "used", "quota", *_GGNET_READ)
+# `guid` names a version's snapshot across servers (a replica is the same version only
+# when its guid matches): one more line per dataset listed, no more datasets.
+READ_PROPS = ("origin", "creation", "used", "quota", "guid", *_GGNET_READ)
 # The reconcile's one read (`zfs get -d 1`): the pool's space, the images it needs with
 # their versions, and one line set per client dataset (keep, the disks record).
 SHALLOW_PROPS = ("available", "used", "creation", *_GGNET_READ)
@@ -70,6 +72,7 @@ class Version:
     created: str
     comment: str | None
     applied_from: str | None
+    guid: str | None = None  # read by the whole-pool read only (READ_PROPS)
 
 
 @dataclass
@@ -277,6 +280,7 @@ def _images_and_disks(
                     created=props.get(P_CREATED) or _iso(int(props.get("creation") or 0)),
                     comment=props.get(P_COMMENT),
                     applied_from=props.get(P_APPLIED_FROM),
+                    guid=props.get("guid"),
                 )
             )
     for found_image in images_found.values():
