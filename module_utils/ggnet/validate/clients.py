@@ -10,7 +10,7 @@ from .. import console
 from ..chap import secret_problem
 from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
 from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
-from .fields import _bool, _choice, _inside, _ip_field, _suggest
+from .fields import _a_server, _bool, _choice, _inside, _ip_field, _unknown
 from .problems import _Collector
 from .values import UNRESOLVED
 
@@ -97,22 +97,14 @@ def _placement(
     members = None
     if group is not None and group is not UNRESOLVED and fleet is not None:
         if group not in fleet:
-            known = ", ".join(sorted(fleet)) or "none"
-            out.add(
-                name,
-                "ggnet_node_group",
-                group,
-                f"unknown node group (known: {known})" + _suggest(str(group), fleet),
-            )
+            out.add(name, "ggnet_node_group", group, _unknown("unknown node group", group, fleet))
             return []
         members = fleet[group]
     chosen = hv.get("ggnet_server")
     if chosen is UNRESOLVED:
         return []
     if chosen is not None:
-        if chosen not in servers:
-            hint = _suggest(str(chosen), servers) if servers else ""
-            out.add(name, "ggnet_server", chosen, "is not a host of ggnet_servers" + hint)
+        if not _a_server(out, name, "ggnet_server", chosen, servers):
             return []
         if members is not None and chosen not in members:
             out.add(
@@ -174,11 +166,7 @@ def _check_image_ref(
 ) -> None:
     """A PC's reference to an image: known on its server, and of the kind the key wants."""
     if value not in kinds:
-        known = ", ".join(sorted(kinds)) or "none"
-        out.add(
-            name, key, value,
-            f"{unknown} on server {server} (known: {known})" + _suggest(str(value), kinds),
-        )  # fmt: skip
+        out.add(name, key, value, _unknown(f"{unknown} on server {server}", value, kinds))
     elif kinds[value] != kind:
         out.add(name, key, value, wrong_kind)
 

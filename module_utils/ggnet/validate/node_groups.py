@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..settings import DATASET_COMPONENT, NODE_GROUP_KEYS, NODE_GROUPS_KEY
-from .fields import _suggest, _type_name, _unknown_subkeys
+from .fields import _a_server, _type_name, _unknown_subkeys
 from .problems import _Collector
 from .values import UNRESOLVED
 
@@ -84,10 +84,9 @@ def _members(
         return []
     members = []
     for server in given:
-        if server not in servers:
-            hint = _suggest(str(server), servers)
-            out.add(source, f"{key}.servers", server, "is not a host of ggnet_servers" + hint)
-        elif server in owner:
+        if not _a_server(out, source, f"{key}.servers", server, servers):
+            continue
+        if server in owner:
             out.add(
                 source,
                 f"{key}.servers",
