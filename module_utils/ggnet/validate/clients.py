@@ -19,19 +19,18 @@ def _check_client(
     out: _Collector,
     name: str,
     hv: Mapping[str, Any],
-    servers: list[str],
-    fleet: Mapping[str, list[str]] | None,
+    targets: list[str],
     parsed: Mapping[str, dict[str, Any]],
     hostvars: Mapping[str, Mapping[str, Any]],
     macs: dict[str, str],
     ips: dict[str, str],
 ) -> None:
-    # The servers this PC may boot from: its own, or (placed later) its node group's.
-    targets = _placement(out, name, hv, servers, fleet)
+    """`targets`: the servers this PC may boot from (_placement's answer)."""
     info = parsed.get(targets[0], {}) if targets else {}
     # A server's settings apply to the PCs placed on it; a PC not placed yet is compared
     # once placement has written its ggnet_server.
-    for server in targets if len(targets) == 1 else []:
+    if len(targets) == 1:
+        server = targets[0]
         for key in SETTINGS_KEYS:
             mine, theirs = hv.get(key), hostvars.get(server, {}).get(key)
             if mine is not UNRESOLVED and theirs is not UNRESOLVED and mine != theirs:
@@ -93,6 +92,8 @@ def _placement(
     servers: list[str],
     fleet: Mapping[str, list[str]] | None,
 ) -> list[str]:
+    """The servers this PC may boot from: its own, or (placed later) its node group's;
+    [] when that is unknown (the problem is reported)."""
     group = hv.get("ggnet_node_group")
     members = None
     if group is not None and group is not UNRESOLVED and fleet is not None:
