@@ -167,11 +167,10 @@ def place(
             waiting.append((PC(name, status.node_group, server),
                             f"server {server} is over its capacity of {status.capacity}"))  # fmt: skip
 
-    moved = _rebalance(groups, kept, known, k["rebalance_margin"], plan)
+    _rebalance(groups, kept, k["rebalance_margin"], plan)
     for server, names in kept.items():
         for name in names:
-            if name not in moved:
-                plan.placement[name] = server
+            plan.placement[name] = server
 
     for pc, reason in sorted(waiting, key=lambda w: w[0].name):
         group = groups[pc.node_group]
@@ -209,29 +208,23 @@ def _unplace(plan: Plan, pc: PC, reason: str) -> None:
 
 
 def _rebalance(
-    groups: Mapping[str, _Group],
-    kept: dict[str, list[str]],
-    known: Mapping[str, ServerStatus],
-    margin: float,
-    plan: Plan,
-) -> set[str]:
+    groups: Mapping[str, _Group], kept: dict[str, list[str]], margin: float, plan: Plan
+) -> None:
     """Move kept PCs off servers far over their share, one at a time, while a server of
     the group would carry one at a load ratio and a score both more than `margin` lower.
     Every move lowers the plan's total score by more than the margin, so this ends; a
-    plan this function leaves alone, it leaves alone the next time too."""
-    moved: set[str] = set()
+    plan this function leaves alone, it leaves alone the next time too.  A moved PC
+    leaves `kept`."""
     for _name, group in sorted(groups.items()):
         while (step := _one_move(group, kept, margin)) is not None:
             source, target, pc = step
-            moved.add(pc)
             plan.placement[pc] = target
             plan.moves.append(
                 Move(pc, source, target,
                      f"server {source} is far over its share ({group.count[source] + 1} of "
-                     f"{known[source].capacity} PCs; {target} had "
-                     f"{group.count[target] - 1} of {known[target].capacity})")
+                     f"{group.servers[source].capacity} PCs; {target} had "
+                     f"{group.count[target] - 1} of {group.servers[target].capacity})")
             )  # fmt: skip
-    return moved
 
 
 def _one_move(group: _Group, kept: dict[str, list[str]], margin: float):
