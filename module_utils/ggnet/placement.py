@@ -60,11 +60,12 @@ class Plan:
         count: dict[str, int] = {}
         for server in self.placement.values():
             count[server] = count.get(server, 0) + 1
-        return {
-            s.name: (count.get(s.name, 0) + s.active) / s.capacity
-            for s in statuses
-            if s.capacity > 0
-        }
+        return {s.name: load(s, count.get(s.name, 0)) for s in statuses if s.capacity > 0}
+
+
+def load(status: ServerStatus, pcs: int) -> float:
+    """The load ratio of `status` carrying `pcs` PCs of this placement (and its active)."""
+    return (pcs + status.active) / status.capacity
 
 
 def extra(status: ServerStatus, priority_rank: float = 0.0, knobs=None) -> float:
@@ -83,7 +84,7 @@ def extra(status: ServerStatus, priority_rank: float = 0.0, knobs=None) -> float
 
 def score(status: ServerStatus, pcs: int, priority_rank: float = 0.0, knobs=None) -> float:
     """The score of `status` carrying `pcs` PCs of this placement (lower is better)."""
-    return (pcs + status.active) / status.capacity + extra(status, priority_rank, knobs)
+    return load(status, pcs) + extra(status, priority_rank, knobs)
 
 
 class _Group:
@@ -104,8 +105,7 @@ class _Group:
         return self.count[name] + s.active < s.capacity
 
     def ratio(self, name: str, pcs: int) -> float:
-        s = self.servers[name]
-        return (pcs + s.active) / s.capacity
+        return load(self.servers[name], pcs)
 
     def score(self, name: str, pcs: int) -> float:
         return self.ratio(name, pcs) + self.extra[name]
