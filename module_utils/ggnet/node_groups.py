@@ -67,16 +67,17 @@ def statuses(
     for group in fleet.values():
         for server in group.servers:
             report = reports.get(server)
+            said = report or {}
             found.append(
                 ServerStatus(
                     name=server,
                     node_group=group.name,
                     capacity=group.capacity,
-                    healthy=report is not None and bool(report.get("healthy", True)),
-                    active=int((report or {}).get("active", 0)),
-                    cpu_percent=float((report or {}).get("cpu_percent", 0.0)),
-                    memory_percent=float((report or {}).get("memory_percent", 0.0)),
-                    pool_free=float((report or {}).get("pool_free", 1.0)),
+                    healthy=report is not None and bool(said.get("healthy", True)),
+                    active=int(said.get("active", 0)),
+                    cpu_percent=float(said.get("cpu_percent", 0.0)),
+                    memory_percent=float(said.get("memory_percent", 0.0)),
+                    pool_free=float(said.get("pool_free", 1.0)),
                     priority=group.priority,
                 )
             )

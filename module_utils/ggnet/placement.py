@@ -60,11 +60,12 @@ class Plan:
         count: dict[str, int] = {}
         for server in self.placement.values():
             count[server] = count.get(server, 0) + 1
-        return {
-            s.name: (count.get(s.name, 0) + s.active) / s.capacity
-            for s in statuses
-            if s.capacity > 0
-        }
+        return {s.name: load(s, count.get(s.name, 0)) for s in statuses if s.capacity > 0}
+
+
+def load(status: ServerStatus, pcs: int) -> float:
+    """The load ratio of `status` carrying `pcs` PCs of this placement (and its active)."""
+    return (pcs + status.active) / status.capacity
 
 
 def extra(status: ServerStatus, priority_rank: float = 0.0, knobs=None) -> float:
@@ -83,7 +84,7 @@ def extra(status: ServerStatus, priority_rank: float = 0.0, knobs=None) -> float
 
 def score(status: ServerStatus, pcs: int, priority_rank: float = 0.0, knobs=None) -> float:
     """The score of `status` carrying `pcs` PCs of this placement (lower is better)."""
-    return (pcs + status.active) / status.capacity + extra(status, priority_rank, knobs)
+    return load(status, pcs) + extra(status, priority_rank, knobs)
 
 
 class _Group:
@@ -104,8 +105,7 @@ class _Group:
         return self.count[name] + s.active < s.capacity
 
     def ratio(self, name: str, pcs: int) -> float:
-        s = self.servers[name]
-        return (pcs + s.active) / s.capacity
+        return load(self.servers[name], pcs)
 
     def score(self, name: str, pcs: int) -> float:
         return self.ratio(name, pcs) + self.extra[name]
@@ -167,11 +167,10 @@ def place(
             waiting.append((PC(name, status.node_group, server),
                             f"server {server} is over its capacity of {status.capacity}"))  # fmt: skip
 
-    moved = _rebalance(groups, kept, known, k["rebalance_margin"], plan)
+    _rebalance(groups, kept, k["rebalance_margin"], plan)
     for server, names in kept.items():
         for name in names:
-            if name not in moved:
-                plan.placement[name] = server
+            plan.placement[name] = server
 
     for pc, reason in sorted(waiting, key=lambda w: w[0].name):
         group = groups[pc.node_group]
@@ -209,29 +208,23 @@ def _unplace(plan: Plan, pc: PC, reason: str) -> None:
 
 
 def _rebalance(
-    groups: Mapping[str, _Group],
-    kept: dict[str, list[str]],
-    known: Mapping[str, ServerStatus],
-    margin: float,
-    plan: Plan,
-) -> set[str]:
+    groups: Mapping[str, _Group], kept: dict[str, list[str]], margin: float, plan: Plan
+) -> None:
     """Move kept PCs off servers far over their share, one at a time, while a server of
     the group would carry one at a load ratio and a score both more than `margin` lower.
     Every move lowers the plan's total score by more than the margin, so this ends; a
-    plan this function leaves alone, it leaves alone the next time too."""
-    moved: set[str] = set()
+    plan this function leaves alone, it leaves alone the next time too.  A moved PC
+    leaves `kept`."""
     for _name, group in sorted(groups.items()):
         while (step := _one_move(group, kept, margin)) is not None:
             source, target, pc = step
-            moved.add(pc)
             plan.placement[pc] = target
             plan.moves.append(
                 Move(pc, source, target,
                      f"server {source} is far over its share ({group.count[source] + 1} of "
-                     f"{known[source].capacity} PCs; {target} had "
-                     f"{group.count[target] - 1} of {known[target].capacity})")
+                     f"{group.servers[source].capacity} PCs; {target} had "
+                     f"{group.count[target] - 1} of {group.servers[target].capacity})")
             )  # fmt: skip
-    return moved
 
 
 def _one_move(group: _Group, kept: dict[str, list[str]], margin: float):

@@ -104,6 +104,13 @@ def test_a_node_group_spec_is_checked(spec, line):
     assert any(line in text for text in lines), lines
 
 
+def test_node_groups_must_be_a_mapping():
+    groups, hostvars = _inventory(["hall"])
+    assert "boot1: ggnet_node_groups: must be a mapping, not a list (value: ['hall'])" in (
+        _lines(groups, hostvars)
+    )
+
+
 def test_servers_must_agree_on_the_node_groups():
     groups, hostvars = _inventory()
     hostvars["boot3"]["ggnet_node_groups"] = {"hall": FLEET["hall"]}

@@ -10,7 +10,7 @@ from .. import console
 from ..chap import secret_problem
 from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
 from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
-from .fields import _bool, _choice, _inside, _ip_field, _suggest
+from .fields import _a_server, _bool, _choice, _inside, _ip_field, _unknown
 from .problems import _Collector
 from .values import UNRESOLVED
 
@@ -19,19 +19,18 @@ def _check_client(
     out: _Collector,
     name: str,
     hv: Mapping[str, Any],
-    servers: list[str],
-    fleet: Mapping[str, list[str]] | None,
+    targets: list[str],
     parsed: Mapping[str, dict[str, Any]],
     hostvars: Mapping[str, Mapping[str, Any]],
     macs: dict[str, str],
     ips: dict[str, str],
 ) -> None:
-    # The servers this PC may boot from: its own, or (placed later) its node group's.
-    targets = _placement(out, name, hv, servers, fleet)
+    """`targets`: the servers this PC may boot from (_placement's answer)."""
     info = parsed.get(targets[0], {}) if targets else {}
     # A server's settings apply to the PCs placed on it; a PC not placed yet is compared
     # once placement has written its ggnet_server.
-    for server in targets if len(targets) == 1 else []:
+    if len(targets) == 1:
+        server = targets[0]
         for key in SETTINGS_KEYS:
             mine, theirs = hv.get(key), hostvars.get(server, {}).get(key)
             if mine is not UNRESOLVED and theirs is not UNRESOLVED and mine != theirs:
@@ -93,26 +92,20 @@ def _placement(
     servers: list[str],
     fleet: Mapping[str, list[str]] | None,
 ) -> list[str]:
+    """The servers this PC may boot from: its own, or (placed later) its node group's;
+    [] when that is unknown (the problem is reported)."""
     group = hv.get("ggnet_node_group")
     members = None
     if group is not None and group is not UNRESOLVED and fleet is not None:
         if group not in fleet:
-            known = ", ".join(sorted(fleet)) or "none"
-            out.add(
-                name,
-                "ggnet_node_group",
-                group,
-                f"unknown node group (known: {known})" + _suggest(str(group), fleet),
-            )
+            out.add(name, "ggnet_node_group", group, _unknown("unknown node group", group, fleet))
             return []
         members = fleet[group]
     chosen = hv.get("ggnet_server")
     if chosen is UNRESOLVED:
         return []
     if chosen is not None:
-        if chosen not in servers:
-            hint = _suggest(str(chosen), servers) if servers else ""
-            out.add(name, "ggnet_server", chosen, "is not a host of ggnet_servers" + hint)
+        if not _a_server(out, name, "ggnet_server", chosen, servers):
             return []
         if members is not None and chosen not in members:
             out.add(
@@ -174,11 +167,7 @@ def _check_image_ref(
 ) -> None:
     """A PC's reference to an image: known on its server, and of the kind the key wants."""
     if value not in kinds:
-        known = ", ".join(sorted(kinds)) or "none"
-        out.add(
-            name, key, value,
-            f"{unknown} on server {server} (known: {known})" + _suggest(str(value), kinds),
-        )  # fmt: skip
+        out.add(name, key, value, _unknown(f"{unknown} on server {server}", value, kinds))
     elif kinds[value] != kind:
         out.add(name, key, value, wrong_kind)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..net import parse_ipv4
+from ..settings import SERVERS_GROUP
 from .problems import _Collector
 from .values import UNRESOLVED
 
@@ -20,6 +21,22 @@ def _type_name(value: object) -> str:
 def _suggest(word: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean {match[0]}?" if match else ""
+
+
+def _unknown(what: str, value: object, known: Iterable[str]) -> str:
+    """The message for a name not among `known`: "unknown image (known: a, b); did you
+    mean a?"."""
+    names = sorted(known)
+    return f"{what} (known: {', '.join(names) or 'none'})" + _suggest(str(value), names)
+
+
+def _a_server(out: _Collector, host: str, key: str, value: Any, servers: list[str]) -> bool:
+    """Whether `value` names a host of ggnet_servers; a problem when it does not."""
+    if value in servers:
+        return True
+    hint = _suggest(str(value), servers)
+    out.add(host, key, value, f"is not a host of {SERVERS_GROUP}" + hint)
+    return False
 
 
 def _one_of(choices: Iterable[str]) -> str:

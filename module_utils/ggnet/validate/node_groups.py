@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..settings import DATASET_COMPONENT, NODE_GROUP_KEYS, NODE_GROUPS_KEY
-from .fields import _suggest, _type_name, _unknown_subkeys
+from .fields import _a_server, _dict_setting, _unknown_subkeys
 from .problems import _Collector
 from .values import UNRESOLVED
 
@@ -33,12 +33,12 @@ def _check_node_groups(
                 f"differs from server {source}'s: node groups are one mapping for the whole "
                 "fleet, set them once in group_vars/ggnet_servers.yml",
             )
-    if not isinstance(value, Mapping):
-        out.add(source, NODE_GROUPS_KEY, None, f"must be a mapping, not {_type_name(value)}")
+    fleet = _dict_setting(out, source, hostvars[source], NODE_GROUPS_KEY)
+    if fleet is None:
         return None
     found: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
-    for name, spec in value.items():
+    for name, spec in fleet.items():
         key = f"{NODE_GROUPS_KEY}.{name}"
         if not isinstance(name, str) or not DATASET_COMPONENT.match(name):
             out.add(source, key, None, "is not a node group name (letters, digits, _ - . :)")
@@ -84,10 +84,9 @@ def _members(
         return []
     members = []
     for server in given:
-        if server not in servers:
-            hint = _suggest(str(server), servers)
-            out.add(source, f"{key}.servers", server, "is not a host of ggnet_servers" + hint)
-        elif server in owner:
+        if not _a_server(out, source, f"{key}.servers", server, servers):
+            continue
+        if server in owner:
             out.add(
                 source,
                 f"{key}.servers",

@@ -17,7 +17,7 @@ from ..settings import (
     STORAGE_KEYS,
     merged,
 )
-from .clients import _check_client
+from .clients import _check_client, _placement
 from .fields import _dict_setting, _suggest, _unknown_subkeys
 from .iscsi import _check_iscsi
 from .network import _check_network
@@ -94,9 +94,9 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
     for name in clients:
         if name in servers:
             continue
-        _check_client(
-            out, name, hostvars.get(name, {}), servers, fleet, parsed, hostvars, macs, ips
-        )
+        hv = hostvars.get(name, {})
+        targets = _placement(out, name, hv, servers, fleet)
+        _check_client(out, name, hv, targets, parsed, hostvars, macs, ips)
     return _merge_shared(out.problems)
 
 
