@@ -1,8 +1,9 @@
 """What the server's state needs a subprocess or configfs to tell, read on an interval.
 
 The collector thread (app.py) reads zfs (writeback sizes, pool capacity, image
-versions and their guids), the iSCSI backend's sessions and LIO's per-client traffic
-into a Sample and swaps it whole; /metrics and the views only read the latest Sample,
+versions and their guids, snapshot counts), the iSCSI backend's sessions, LIO's
+per-client traffic and per-target login counters, and what dnsmasq logged since the
+last run (ggnet_api/dnsmasq_log.py) and its active leases into a Sample and swaps it whole; /metrics and the views only read the latest Sample,
 so a request never forks.  The reads need root: the thread asks for them through
 ggnet_api/privileged.py (the `sample` operation, which runs Collector.collect in
 ggnet-privd or in this process), and a Sample crosses the socket as JSON.
@@ -18,7 +19,9 @@ from typing import Any
 from ggnet import iscsi, storage
 from ggnet.zfs import Zfs
 
+from ggnet_api.dnsmasq_log import DnsmasqLog, active_leases
 from ggnet_api.iscsi_stats import TrafficTotals, read_lio_traffic
+from ggnet_api.lio_target_stats import Totals, read_lio_target_stats
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 
 
@@ -32,6 +35,16 @@ class Sample:
     # client -> (bytes read, bytes written) over iSCSI since the API started (LIO only).
     traffic: dict[str, tuple[int, int]] | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    # images, versions and snapshots (those the zfs read lists) by that name.
+    storage_counts: dict[str, int] | None = None
+    # Targets the inventory gives clients, and those with a logged-in initiator.
+    targets_total: int | None = None
+    targets_active: int | None = None
+    # [client, series, label, value]: LIO's per-target logins, failures, errors.
+    target_stats: list[list] | None = None
+    # DnsmasqCounters.rows() since the API started; None without a dnsmasq log file.
+    dnsmasq: dict[str, list[list]] | None = None
+    leases: int | None = None
 
 
 def sample_to_json(sample: Sample) -> dict[str, Any]:
@@ -51,6 +64,12 @@ def sample_from_json(data: dict[str, Any]) -> Sample:
         if traffic is None
         else {k: (int(v[0]), int(v[1])) for k, v in traffic.items()},
         errors=data.get("errors") or {},
+        storage_counts=data.get("storage_counts"),
+        targets_total=data.get("targets_total"),
+        targets_active=data.get("targets_active"),
+        target_stats=data.get("target_stats"),
+        dnsmasq=data.get("dnsmasq"),
+        leases=data.get("leases"),
     )
 
 
@@ -60,6 +79,9 @@ class Collector:
         self.inventory = inventory
         self.sample = Sample()
         self._traffic = TrafficTotals()
+        self._target_totals = Totals()
+        log = config.get("dnsmasq_log")
+        self._dnsmasq = DnsmasqLog(str(log), config.get("tftp_root")) if log else None
 
     def collect(self) -> Sample:
         """Read the state once (the collector thread's body) into a new Sample."""
@@ -77,8 +99,20 @@ class Collector:
                 )
             except Exception as exc:
                 sample.errors["iscsi"] = str(exc)
+            else:
+                targets = {c["target_iqn"] for c in snap.clients.values()}
+                sample.targets_total = len(targets)
+                sample.targets_active = sum(
+                    1
+                    for iqn, initiators in sample.sessions.items()
+                    if initiators and iqn in targets
+                )
             if snap.iscsi_backend == "lio":
                 sample.traffic = self.traffic(snap)
+                sample.target_stats = self.target_stats(snap)
+        if self._dnsmasq is not None:
+            sample.dnsmasq = self._dnsmasq.poll().rows()
+        sample.leases = active_leases(self.config.get("lease_file"), sample.at)
         self.sample = sample
         return sample
 
@@ -91,6 +125,11 @@ class Collector:
         sample.writeback_bytes = sizes
         if state.pool_exists:
             sample.pools[snap.storage["pool"]] = (state.total, state.available)
+        sample.storage_counts = {
+            "images": len(state.images),
+            "versions": sum(len(img.versions) for img in state.images.values()),
+            "snapshots": sum(1 for name in state.raw if "@" in name),
+        }
         sample.versions = {
             name: [
                 {
@@ -115,3 +154,15 @@ class Collector:
         current = {by_iqn[iqn]: rw for iqn, rw in by_target.items() if iqn in by_iqn}
         totals = self._traffic.update(current)
         return {name: totals[name] for name in snap.clients if name in totals}
+
+    def target_stats(self, snap: Snapshot) -> list[list] | None:
+        """[client, series, label, value] of LIO's per-target counters; None without LIO."""
+        try:
+            current = read_lio_target_stats(self.config["lio_stats_root"])
+        except OSError:
+            return None
+        by_iqn = {c["target_iqn"]: name for name, c in snap.clients.items()}
+        totals = self._target_totals.update(
+            {(by_iqn[t], s, lb): v for (t, s, lb), v in current.items() if t in by_iqn}
+        )
+        return [[c, s, lb, v] for (c, s, lb), v in sorted(totals.items()) if c in snap.clients]

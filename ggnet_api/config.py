@@ -125,6 +125,11 @@ DEFAULTS: dict[str, Any] = {
     # dnsmasq's lease file gives its MAC (the netboot role's ggnet_netboot_lease_file),
     # or to a source the kernel's IPv4 neighbour table maps to its MAC.
     "lease_file": "/var/lib/ggnet/dnsmasq.leases",
+    # dnsmasq's log file (the netboot role's ggnet_netboot_log_facility when it is a
+    # path), followed by the collector for the DHCP and TFTP counters; None: no such
+    # series.  tftp_root: where the sent boot files are, for the TFTP bytes.
+    "dnsmasq_log": None,
+    "tftp_root": "/srv/ggnet/tftp",
     "neighbour_file": "/proc/net/arp",
     # Requests per boot_limit_window seconds on /boot/* per source address and per MAC
     # (token buckets: a burst of that many, refilled evenly); beyond them 429 with

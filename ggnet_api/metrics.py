@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
 
 from ggnet_api.boot_service import client_state
-from ggnet_api.db import stats
+from ggnet_api.db import instrument, stats
 from ggnet_api.db.stats import BOOT_BUCKETS, JOB_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -306,6 +307,31 @@ def render_sample(sample) -> str:
     if sample.sessions is not None:
         name = t.family("ggnet_iscsi_sessions", "gauge", "Logged-in iSCSI initiators")
         t.samples(name, (), [(sum(len(v) for v in sample.sessions.values()),)])
+    if sample.targets_total is not None:
+        name = t.family(
+            "ggnet_iscsi_targets", "gauge", "iSCSI targets the inventory's clients have"
+        )
+        t.samples(name, (), [(sample.targets_total,)])
+        name = t.family(
+            "ggnet_iscsi_targets_active", "gauge", "iSCSI targets with a logged-in initiator"
+        )
+        t.samples(name, (), [(sample.targets_active or 0,)])
+    if sample.target_stats is not None:
+        _target_stats(t, sample.target_stats)
+    if sample.storage_counts is not None:
+        for key, name, doc in (
+            ("images", "ggnet_storage_images", "Images in the pool"),
+            ("versions", "ggnet_storage_image_versions", "Versions of the pool's images"),
+            ("snapshots", "ggnet_storage_snapshots", "ZFS snapshots below the images root"),
+        ):
+            t.samples(t.family(name, "gauge", doc), (), [(sample.storage_counts.get(key, 0),)])
+    if sample.dnsmasq is not None:
+        _dnsmasq(t, sample.dnsmasq)
+    if sample.leases is not None:
+        name = t.family(
+            "ggnet_dhcp_leases_active", "gauge", "Unexpired leases in dnsmasq's lease file"
+        )
+        t.samples(name, (), [(sample.leases,)])
     name = t.family(
         "ggnet_collector_errors", "gauge", "1 when the last collection of a source failed"
     )
@@ -320,10 +346,66 @@ def render_sample(sample) -> str:
     return t.text()
 
 
+def _target_stats(t: _Text, rows: list[list]) -> None:
+    """LIO's per-target counters: rows of [client, series, label, value]."""
+    for series, label, name, doc in (
+        ("logins", None, "ggnet_iscsi_logins", "Accepted iSCSI logins to a client's target (LIO)"),
+        (
+            "login_failures",
+            "reason",
+            "ggnet_iscsi_login_failures",
+            "Refused iSCSI logins to a client's target by reason (LIO)",
+        ),
+        ("errors", "kind", "ggnet_iscsi_errors", "iSCSI session errors of a client's target (LIO)"),
+    ):
+        mine = [r for r in rows if r[1] == series]
+        if label is None:
+            t.one_label(t.family(name, "counter", doc), "client", [(r[0], r[3]) for r in mine])
+        else:
+            name = t.family(name, "counter", doc)
+            t.samples(name, ("client", label), [(r[0], r[2], r[3]) for r in mine])
+
+
+def _dnsmasq(t: _Text, rows: dict[str, list[list]]) -> None:
+    """DnsmasqCounters.rows(): counted from dnsmasq's log since the API started."""
+    for key, name, labels, doc in (
+        ("dhcp", "ggnet_dhcp_messages", ("type",), "DHCP messages dnsmasq logged, by type"),
+        ("dhcp_errors", "ggnet_dhcp_errors", ("kind",), "DHCP requests refused, by reason"),
+        ("tftp_requests", "ggnet_tftp_requests", ("file",), "Finished TFTP transfers by file"),
+        ("tftp_errors", "ggnet_tftp_errors", ("file", "kind"), "TFTP errors by file and kind"),
+        ("tftp_bytes", "ggnet_tftp_sent_bytes", ("file",), "Bytes of boot files sent by TFTP"),
+    ):
+        t.samples(t.family(name, "counter", doc), labels, rows.get(key, []))
+
+
+def render_database() -> str:
+    """The API's own SQLite statements (db/instrument.py): a few lines, every scrape."""
+    queries, errors, cum, count, total = instrument.STATS.snapshot()
+    t = _Text()
+    name = t.family("ggnet_api_db_queries", "counter", "SQLite statements run, by statement")
+    t.samples(name, ("statement",), sorted(queries.items()))
+    name = t.family("ggnet_api_db_errors", "counter", "SQLite statements that failed, by error")
+    t.samples(name, ("error",), sorted(errors.items()))
+    name = t.family(
+        "ggnet_api_db_query_duration_seconds", "histogram", "Time of a statement's execute call"
+    )
+    les = [number(b) for b in instrument.BUCKETS] + ["+Inf"]
+    t.samples(f"{name}_bucket", ("le",), zip(les, [*cum, count], strict=True))
+    t.samples(f"{name}_count", (), [(count,)])
+    t.samples(f"{name}_sum", (), [(total,)])
+    return t.text()
+
+
 class Metrics:
     def __init__(self, ext: Any):
         self.ext = ext
         self.registry = CollectorRegistry(auto_describe=False)
+        # process_start_time_seconds, CPU, memory and descriptors (Linux /proc).
+        ProcessCollector(registry=self.registry)
+        self.started = time.time()
+        # Persisted in SQLite: a restart's cause (crash, upgrade, systemd) does not
+        # matter, and the count survives the restart that it counts.
+        self.restarts = ext.db.record_start() - 1
         self.requests = Counter(
             "ggnet_api_requests",
             "API requests by endpoint, method and status",
@@ -395,11 +477,24 @@ class Metrics:
         return b"".join(
             (
                 generate_latest(self.registry),
+                self.process_block().encode(),
                 self.stats_block(snap),
                 render_discovered(self.ext.db).encode(),
                 self.sample_block(sample),
             )
         )
+
+    def process_block(self) -> str:
+        t = _Text()
+        name = t.family("ggnet_api_uptime_seconds", "gauge", "Seconds since the API started")
+        t.samples(name, (), [(time.time() - self.started,)])
+        name = t.family(
+            "ggnet_api_restarts",
+            "counter",
+            "Times the API started again with this database (every start but the first)",
+        )
+        t.samples(name, (), [(self.restarts,)])
+        return t.text() + render_database()
 
 
 def _same(key: tuple[int, Any], generation: int, snap) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ggnet_api import auth
-from ggnet_api.db import schema, stats
+from ggnet_api.db import instrument, schema, stats
 
 JOB_DONE = ("successful", "failed", "canceled", "interrupted", "error")
 BOOT_STAGES = ("requested", "script", "san", "os")
@@ -54,7 +54,9 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            c = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, factory=instrument.Connection
+            )
             c.row_factory = sqlite3.Row
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
@@ -94,6 +96,13 @@ class Database:
         row = self.one(sql, args)
         assert row is not None
         return row["n"]
+
+    def record_start(self) -> int:
+        """The API process started once more with this database: how many times now."""
+        with self.tx() as c:
+            c.execute("INSERT OR IGNORE INTO api_starts (id, n) VALUES (1, 0)")
+            c.execute("UPDATE api_starts SET n = n + 1 WHERE id = 1")
+            return c.execute("SELECT n FROM api_starts WHERE id = 1").fetchone()[0]
 
     def ping(self) -> None:
         """Raises when the database cannot be read."""

@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS discovered (
     approved_at REAL,
     job_id TEXT
 );
+-- How many times the API process has started with this database (/metrics' restarts).
+CREATE TABLE IF NOT EXISTS api_starts (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
