@@ -40,7 +40,8 @@ class Sample:
     # Targets the inventory gives clients, and those with a logged-in initiator.
     targets_total: int | None = None
     targets_active: int | None = None
-    # [client, series, label, value]: LIO's per-target logins, failures, errors.
+    # [client, series, label, value]: LIO's per-target logins, and the failures and
+    # errors that happened (lio_target_stats.py's counters, labels its names).
     target_stats: list[list] | None = None
     # DnsmasqCounters.rows() since the API started; None without a dnsmasq log file.
     dnsmasq: dict[str, list[list]] | None = None
@@ -165,4 +166,10 @@ class Collector:
         totals = self._target_totals.update(
             {(by_iqn[t], s, lb): v for (t, s, lb), v in current.items() if t in by_iqn}
         )
-        return [[c, s, lb, v] for (c, s, lb), v in sorted(totals.items()) if c in snap.clients]
+        # Failures and errors only once they happened: zeros of 7 series per target
+        # would be most of a room's exposition.
+        return [
+            [c, s, lb, v]
+            for (c, s, lb), v in sorted(totals.items())
+            if c in snap.clients and (v or s == "logins")
+        ]

@@ -156,7 +156,7 @@ class DnsmasqLog:
 
     def feed(self, lines: Iterable[str]) -> None:
         for line in lines:
-            found = _message(line)
+            found = _message(line.rstrip("\r\n"))
             if found is None:
                 continue
             tag, msg = found

@@ -347,9 +347,11 @@ def render_sample(sample) -> str:
 
 
 def _target_stats(t: _Text, rows: list[list]) -> None:
-    """LIO's per-target counters: rows of [client, series, label, value]."""
+    """LIO's per-target counters: rows of [client, series, label, value], a line per row
+    written here (a room's 1,000 targets: the generic samples() cost 4 us a line)."""
+    esc, out = escape_label, t.parts.append
     for series, label, name, doc in (
-        ("logins", None, "ggnet_iscsi_logins", "Accepted iSCSI logins to a client's target (LIO)"),
+        ("logins", "", "ggnet_iscsi_logins", "Accepted iSCSI logins to a client's target (LIO)"),
         (
             "login_failures",
             "reason",
@@ -358,12 +360,12 @@ def _target_stats(t: _Text, rows: list[list]) -> None:
         ),
         ("errors", "kind", "ggnet_iscsi_errors", "iSCSI session errors of a client's target (LIO)"),
     ):
-        mine = [r for r in rows if r[1] == series]
-        if label is None:
-            t.one_label(t.family(name, "counter", doc), "client", [(r[0], r[3]) for r in mine])
-        else:
-            name = t.family(name, "counter", doc)
-            t.samples(name, ("client", label), [(r[0], r[2], r[3]) for r in mine])
+        name = t.family(name, "counter", doc)
+        for client, s, lv, v in rows:
+            if s != series:
+                continue
+            second = f',{label}="{lv}"' if label else ""
+            out(f'{name}{{client="{esc(client)}"{second}}} {number(v)}\n')
 
 
 def _dnsmasq(t: _Text, rows: dict[str, list[list]]) -> None:
