@@ -14,14 +14,15 @@ from ggnet_api.db.stats import BOOT_BUCKETS
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "monitoring/rules/ggnet.rules.yml"
+# Every rule file the ggnet_monitoring role installs (the inventory's is rendered per site).
+RULES = sorted((REPO / "monitoring/rules").glob("*.yml"))
 TESTS = sorted((REPO / "monitoring/tests").glob("*.test.yml"))
 DOCS = REPO / "docs/monitoring.md"
 SEVERITIES = {"critical", "warning", "info"}
 
 
 def rules(kind: str) -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = [g for path in RULES for g in yaml.safe_load(path.read_text())["groups"]]
     return [r for g in groups for r in g["rules"] if kind in r]
 
 
