@@ -14,15 +14,24 @@ from ggnet_api.db.stats import BOOT_BUCKETS
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "monitoring/rules/ggnet.rules.yml"
+# Every rule file the ggnet_monitoring role installs (ggnet-inventory.rules.yml is
+# rendered from the inventory and holds no alerts).
+RULE_FILES = sorted((REPO / "monitoring/rules").glob("*.rules.yml"))
 TESTS = sorted((REPO / "monitoring/tests").glob("*.test.yml"))
 DOCS = REPO / "docs/monitoring.md"
 SEVERITIES = {"critical", "warning", "info"}
 
 
 def rules(kind: str) -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
     return [r for g in groups for r in g["rules"] if kind in r]
+
+
+def test_every_rule_file_is_installed():
+    installed = (REPO / "roles/ggnet_monitoring/templates/prometheus.yml.j2").read_text()
+    assert len(RULE_FILES) >= 2
+    for f in RULE_FILES:
+        assert f"/{f.name}\n" in installed, f"{f.name} is not in Prometheus's rule_files"
 
 
 def alert_cases() -> list[tuple[str, bool]]:
