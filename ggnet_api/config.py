@@ -166,6 +166,9 @@ DEFAULTS: dict[str, Any] = {
     # rotation, until every server has the new key.  At least FLEET_KEY_MIN characters.
     "fleet_key": None,
     "fleet_key_previous": None,
+    # The Prometheus that evaluates the anomaly alerts (/api/anomalies asks its
+    # /api/v1/alerts); None or "": /api/anomalies answers 503.
+    "prometheus_url": "http://127.0.0.1:9090",
 }
 
 # A fleet key shorter than this is refused at load (hex of 16 random bytes at least).

@@ -1,6 +1,7 @@
 """The API's blueprints, one per area; app.create_app() registers ALL of them."""
 
 from ggnet_api.blueprints import (
+    anomalies,
     boot,
     discovery,
     fleet,
@@ -11,4 +12,14 @@ from ggnet_api.blueprints import (
     tokens,
 )
 
-ALL = (health.bp, boot.bp, jobs.bp, machines.bp, images.bp, discovery.bp, tokens.bp, fleet.bp)
+ALL = (
+    health.bp,
+    boot.bp,
+    jobs.bp,
+    machines.bp,
+    images.bp,
+    discovery.bp,
+    tokens.bp,
+    fleet.bp,
+    anomalies.bp,
+)

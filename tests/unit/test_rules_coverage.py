@@ -14,16 +14,26 @@ from ggnet_api.db.stats import BOOT_BUCKETS
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
-# Every rule file the ggnet_monitoring role installs (the inventory's is rendered per site).
-RULES = sorted((REPO / "monitoring/rules").glob("*.yml"))
+# Every rule file the ggnet_monitoring role installs (ggnet-inventory.rules.yml is
+# rendered from the inventory and holds no alerts).
+RULE_FILES = sorted((REPO / "monitoring/rules").glob("*.rules.yml"))
 TESTS = sorted((REPO / "monitoring/tests").glob("*.test.yml"))
 DOCS = REPO / "docs/monitoring.md"
 SEVERITIES = {"critical", "warning", "info"}
 
 
 def rules(kind: str) -> list[dict]:
-    groups = [g for path in RULES for g in yaml.safe_load(path.read_text())["groups"]]
+    groups = [g for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]]
     return [r for g in groups for r in g["rules"] if kind in r]
+
+
+def test_every_rule_file_is_installed():
+    """The role copies and Prometheus loads exactly the rule files of monitoring/rules."""
+    role_vars = yaml.safe_load((REPO / "roles/ggnet_monitoring/vars/main.yml").read_text())
+    assert len(RULE_FILES) >= 2
+    assert sorted(role_vars["_ggnet_monitoring_rule_files"]) == [f.name for f in RULE_FILES]
+    template = (REPO / "roles/ggnet_monitoring/templates/prometheus.yml.j2").read_text()
+    assert "{% for file in _ggnet_monitoring_rule_files %}" in template
 
 
 def alert_cases() -> list[tuple[str, bool]]:
