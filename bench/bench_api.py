@@ -1,7 +1,11 @@
 """API latency with a room of 1,000 PCs, in-process (Flask test client, no network).
 
 1. GET /metrics with 1,000 inventory clients, 10 boots of history each (10,000 rows),
-   per-client writeback sizes and iSCSI traffic in the collector's sample, three ways:
+   and a collector sample with every family the collector can fill: per-client
+   writeback sizes, iSCSI traffic and LIO login counters (with login failures and
+   session errors on some targets), targets total/active, storage counts, active DHCP
+   leases, and the DHCP/TFTP counters of a dnsmasq log holding every PC's boot (read by
+   the API's own DnsmasqLog), three ways:
    - `metrics`: the worst case, a morning boot storm scraped every 15 s: a new
      collector sample AND a boot (request + `sanboot` stage, through the real
      endpoints) before every scrape, so nothing rendered before can be reused.
@@ -25,6 +29,10 @@
    64 event streams asked for on a running job (the API serves at most half its threads'
    worth and refuses the rest with 429, which the bench's client reads and hangs up on,
    as EventSource does).  Goal: /boot p99 with the streams within 2x of /boot alone.
+   Its 2,000 requests come from one address for one MAC, far past the boot path's
+   per-source and per-MAC limits (ggnet_api/rate_limit.py): that server's config
+   raises boot_limit_source/boot_limit_mac so that nothing is refused.  The limiter
+   still runs on every request (a token taken), so its cost stays in the figure.
 
 Each figure is the wall time of one request in this process (time.perf_counter around
 the test client's call), the garbage collector on, over METRICS_RUNS (BOOT_RUNS,
@@ -62,6 +70,28 @@ STATUS_RUNS = 500
 FLEET_KEY = "b" * 64
 STREAMS = 64
 HTTP_BOOT_RUNS = 1000
+# The collector's families the room's sample must fill (checked in the scraped body).
+SAMPLE_FAMILIES = (
+    "ggnet_writeback_bytes{",
+    "ggnet_iscsi_read_bytes_total{",
+    "ggnet_iscsi_logins_total{",
+    "ggnet_iscsi_login_failures_total{",
+    "ggnet_iscsi_errors_total{",
+    "ggnet_iscsi_targets ",
+    "ggnet_iscsi_targets_active ",
+    "ggnet_storage_images ",
+    "ggnet_storage_image_versions ",
+    "ggnet_storage_snapshots ",
+    'ggnet_dhcp_messages_total{type="ack"} 1',
+    'ggnet_dhcp_errors_total{kind="wrong_address"} ',
+    'ggnet_tftp_requests_total{file="ipxe.efi"} ',
+    'ggnet_tftp_errors_total{file="other",kind="not_found"} ',
+    'ggnet_tftp_sent_bytes_total{file="snponly.efi"} ',
+    "ggnet_dhcp_leases_active 1000",
+)
+# Far above the 2 * HTTP_BOOT_RUNS (+ warm-up) requests of boot_with_streams.
+BENCH_BOOT_LIMIT = 100 * HTTP_BOOT_RUNS
+BOOT_FILES = {"undionly.kpxe": 70_000, "snponly.efi": 220_000, "ipxe.efi": 1_000_000}
 
 
 def _inventory(root: Path) -> None:
@@ -96,6 +126,41 @@ def _neighbours(path: Path, macs: list[str]) -> None:
     lines = ["IP address       HW type     Flags       HW address            Mask     Device"]
     lines += [f"{_address(i)} 0x1 0x2 {mac} * eth1" for i, mac in enumerate(macs)]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _dnsmasq_boot(mac: str, i: int, firmware: str) -> str:
+    """What dnsmasq (proxy DHCP, its log file) writes for one PC's PXE boot."""
+    ip = _address(i)
+    tag = "Dec  6 07:59:01 dnsmasq-{}[812]: "
+    dhcp, tftp = tag.format("dhcp"), tag.format("tftp")
+    lines = [
+        f"{dhcp}{1000 + i} PXE(eth1) {mac} proxy",
+        f"{dhcp}{1000 + i} DHCPDISCOVER(eth1) {mac}",
+        f"{dhcp}{1000 + i} DHCPOFFER(eth1) {ip} {mac}",
+        f"{dhcp}{1000 + i} DHCPREQUEST(eth1) {ip} {mac}",
+        f"{dhcp}{1000 + i} DHCPACK(eth1) {ip} {mac} pc-{i:04d}",
+        f"{tftp}error 0 TFTP Aborted received from {ip}",
+        f"{tftp}sent /srv/ggnet/tftp/{firmware} to {ip}",
+    ]
+    if i % 50 == 0:  # a few that went wrong
+        lines.append(f"{dhcp}DHCPNAK(eth1) {ip} {mac} wrong address")
+        lines.append(f"{tftp}file /srv/ggnet/tftp/pxelinux.0 not found for {ip}")
+    if i % 97 == 0:
+        lines.append(f"{tftp}failed sending /srv/ggnet/tftp/{firmware} to {ip}")
+    return "\n".join(lines) + "\n"
+
+
+def _target_stats(names: list[str], rng: random.Random) -> list[list]:
+    """The collector's LIO login counters of every target ([client, series, label,
+    value]); failures and errors on a few, as the collector sends only non-zero ones."""
+    rows: list[list] = []
+    for n in names:
+        rows.append([n, "logins", "", rng.randrange(1, 40)])
+        if rng.random() < 0.05:
+            rows.append([n, "login_failures", "authenticate", rng.randrange(1, 5)])
+        if rng.random() < 0.02:
+            rows.append([n, "errors", "connection", rng.randrange(1, 3)])
+    return rows
 
 
 def _stats(samples: list[float]) -> dict[str, float]:
@@ -157,10 +222,17 @@ def room():
     run (fresh writeback sizes and traffic)."""
     from ggnet_api.app import create_app
     from ggnet_api.collector import Sample
+    from ggnet_api.dnsmasq_log import DnsmasqLog, active_leases
 
     with tempfile.TemporaryDirectory(prefix="ggnet-bench-api-") as tmp:
         inv = Path(tmp) / "inventory"
         _inventory(inv)
+        tftp_root = Path(tmp) / "tftp"
+        tftp_root.mkdir()
+        for file, size in BOOT_FILES.items():
+            (tftp_root / file).write_bytes(b"\0" * size)
+        dnsmasq_log = Path(tmp) / "dnsmasq.log"
+        dnsmasq_log.write_text("")
         app = create_app(
             {
                 "state_dir": f"{tmp}/state",
@@ -172,6 +244,8 @@ def room():
                 "lease_file": None,
                 "neighbour_file": f"{tmp}/arp",
                 "fleet_key": FLEET_KEY,
+                "dnsmasq_log": str(dnsmasq_log),
+                "tftp_root": str(tftp_root),
             }
         )
         e = app.extensions["ggnet"]
@@ -185,14 +259,43 @@ def room():
             _neighbours(Path(tmp) / "arp", [snap.clients[n]["mac"] for n in names])
             rng = random.Random(7)
             _history(e, names, BOOTS_PER_CLIENT, rng)
+            macs = [snap.clients[n]["mac"] for n in names]
+            # The API's own log follower, as the collector runs it: the room's morning
+            # (every PC's DHCP and TFTP) is logged after it started, then one more boot
+            # per collection.
+            follower = DnsmasqLog(str(dnsmasq_log), str(tftp_root))
+            follower.poll()
+            firmwares = sorted(BOOT_FILES)
+            with dnsmasq_log.open("a") as fh:
+                for i, mac in enumerate(macs):
+                    fh.write(_dnsmasq_boot(mac, i, firmwares[i % len(firmwares)]))
+            # A lease file of the room's 1,000 PCs, for the leases gauge only (the app
+            # keeps lease_file None: its boot origin check stays the neighbour table).
+            leases = Path(tmp) / "dnsmasq.leases"
+            until = int(time.time()) + 43200
+            leases.write_text(
+                "".join(f"{until} {mac} {_address(i)} * *\n" for i, mac in enumerate(macs))
+            )
+            logged = iter(range(10**9))
 
             def new_sample() -> None:
+                i = next(logged) % CLIENTS
+                with dnsmasq_log.open("a") as fh:
+                    fh.write(_dnsmasq_boot(macs[i], i, firmwares[i % len(firmwares)]))
+                at = time.time()
+                sessions = {snap.clients[n]["target_iqn"]: ["x"] for n in names[:800]}
                 e.collector.sample = Sample(
-                    at=time.time(),
+                    at=at,
                     writeback_bytes={n: rng.randrange(1 << 30) for n in names},
                     pools={"ggbench": (4 << 40, 2 << 40)},
-                    sessions={snap.clients[n]["target_iqn"]: ["x"] for n in names[:800]},
+                    sessions=sessions,
                     traffic={n: (rng.randrange(1 << 34), rng.randrange(1 << 32)) for n in names},
+                    storage_counts={"images": 2, "versions": 14, "snapshots": 16},
+                    targets_total=CLIENTS,
+                    targets_active=len(sessions),
+                    target_stats=_target_stats(names, rng),
+                    dnsmasq=follower.poll().rows(),
+                    leases=active_leases(str(leases), at),
                 )
 
             new_sample()
@@ -252,6 +355,8 @@ def run() -> dict:
         # A second Prometheus, a manual curl: nothing changed since the last scrape.
         warm = _scrapes(client, lambda: None)
         body = client.get("/metrics").get_data()
+        missing = [f for f in SAMPLE_FAMILIES if f"\n{f}".encode() not in body]
+        assert not missing, f"families absent from the scraped body: {missing}"
 
         _history(e, names, LONG_HISTORY - BOOTS_PER_CLIENT, random.Random(8))
         rows = e.db.one("SELECT COUNT(*) AS n FROM boots")["n"]
@@ -348,6 +453,9 @@ def boot_with_streams() -> dict:
             "reset_on_boot": False,
             "public_url": "http://10.213.0.10:8080",
             "collect_interval": 3600.0,
+            # One source asking one PC's script 2,000 times: see the docstring.
+            "boot_limit_source": BENCH_BOOT_LIMIT,
+            "boot_limit_mac": BENCH_BOOT_LIMIT,
         }
         cfg_path = Path(tmp) / "api.yml"
         cfg_path.write_text(yaml.safe_dump(cfg))
@@ -418,6 +526,10 @@ def boot_with_streams() -> dict:
             f"({args.threads} threads, as `ggnet serve`) on 127.0.0.1, reset_on_boot off"
         ),
         "threads": args.threads,
+        "boot_limits": (
+            f"boot_limit_source = boot_limit_mac = {BENCH_BOOT_LIMIT} per "
+            "boot_limit_window (default 60 s): the limiter runs, never refuses"
+        ),
         "streams_asked": STREAMS,
         "streams_answered": statuses,
         "boot_alone": alone,

@@ -25,6 +25,7 @@ from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
+from ggnet_api import boot_sessions
 from ggnet_api import config as config_mod
 from ggnet_api.boot_service import BootService
 from ggnet_api.collector import Collector
@@ -93,7 +94,11 @@ class Ggnet:
         return boots, discovered
 
     def _collect(self) -> None:
-        self.collector.sample = self.privileged.sample()
+        sample = self.collector.sample = self.privileged.sample()
+        try:
+            boot_sessions.observe(self.db, self.inventory.snapshot, sample)
+        except Exception:  # the boots' expiry below must still run
+            log.exception("following the boot sessions failed")
         self.boot.expire(self.db)
 
     def close(self) -> None:

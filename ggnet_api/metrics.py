@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector, gene
 
 from ggnet_api.boot_service import client_state
 from ggnet_api.db import instrument, stats
-from ggnet_api.db.stats import BOOT_BUCKETS, JOB_BUCKETS
+from ggnet_api.db.stats import BOOT_BUCKETS, JOB_BUCKETS, SESSION_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The *_created series double every counter and no dashboard of ours reads them.
@@ -158,6 +158,19 @@ def _small_families(db) -> str:
     t.histogram(
         name, "image", BOOT_BUCKETS, _histogram(stats.boot_duration_buckets(db), BOOT_BUCKETS)
     )
+
+    name = t.family(
+        "ggnet_boot_session_duration_seconds",
+        "histogram",
+        "How long a machine stayed booted: from an ok boot to its next boot or to its "
+        "iSCSI target left without an initiator (finished sessions)",
+    )
+    sessions = _histogram(stats.boot_session_buckets(db), SESSION_BUCKETS)
+    cum, n, total = sessions[0][1] if sessions else ([0] * len(SESSION_BUCKETS), 0, 0.0)
+    les = [number(b) for b in SESSION_BUCKETS] + ["+Inf"]
+    t.samples(f"{name}_bucket", ("le",), zip(les, [*cum, n], strict=True))
+    t.samples(f"{name}_count", (), [(n,)])
+    t.samples(f"{name}_sum", (), [(total,)])
     return t.text()
 
 

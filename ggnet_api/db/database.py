@@ -289,6 +289,35 @@ class Database:
             (before,),
         )
 
+    def open_sessions(self) -> list[dict[str, Any]]:
+        """The latest boot of every MAC when it is ok and its session is still open:
+        id, mac, stage_at, session_gone_at (boot_sessions.py)."""
+        return self.query(
+            "SELECT b.id, b.mac, b.stage_at, b.session_gone_at FROM stats_boot_last l "
+            "JOIN boots b ON b.id = l.id WHERE l.result = 'ok' AND b.session_end IS NULL"
+        )
+
+    def update_sessions(
+        self, gone: list[tuple[float, int]], back: list[int], ended: list[int]
+    ) -> None:
+        """In one transaction: (time, boot id) of sessions whose target was first seen
+        without an initiator; boot ids whose target has one again; boot ids whose
+        session ended when it was first seen without one (set once: a session is
+        counted once)."""
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE boots SET session_gone_at = ? WHERE id = ? AND session_end IS NULL",
+                gone,
+            )
+            c.executemany(
+                "UPDATE boots SET session_gone_at = NULL WHERE id = ?", [(i,) for i in back]
+            )
+            c.executemany(
+                "UPDATE boots SET session_end = session_gone_at WHERE id = ? "
+                "AND session_end IS NULL AND session_gone_at IS NOT NULL",
+                [(i,) for i in ended],
+            )
+
     # -- discovered machines ------------------------------------------------------------
 
     def discovered(self, mac: str) -> dict[str, Any] | None:

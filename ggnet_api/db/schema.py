@@ -47,7 +47,12 @@ CREATE TABLE IF NOT EXISTS boots (
     duration REAL,
     detail TEXT,
     image TEXT,
-    token_hash TEXT
+    token_hash TEXT,
+    -- An ok boot's session (boot_sessions.py): when it ended (the machine's next boot,
+    -- or its target seen without an initiator), and the collection that first saw the
+    -- target without one while the session was open.
+    session_end REAL,
+    session_gone_at REAL
 );
 CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
 CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
@@ -86,6 +91,9 @@ def create(conn: sqlite3.Connection) -> None:
     # The SHA-256 of the token the boot's script carries (its callbacks must show it).
     if "token_hash" not in have:
         conn.execute("ALTER TABLE boots ADD COLUMN token_hash TEXT")
+    for column in ("session_end", "session_gone_at"):
+        if column not in have:
+            conn.execute(f"ALTER TABLE boots ADD COLUMN {column} REAL")
     conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
     # Tokens made before they could expire keep expires NULL: they never do.
     if "expires" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}:

@@ -32,6 +32,10 @@ _NEXT = "(SELECT generation + 1 FROM stats_state)"
 
 JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 BOOT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+# Boot sessions, from a boot loop (a minute) to a machine left on (a day): 1, 5, 10 and
+# 30 min, 1, 2, 4, 8, 12 and 24 h.
+SESSION_BUCKETS = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+_SESSION = "MAX(0.0, r.session_end - r.started)"
 
 
 def _bucket(value: str, bounds: tuple[float, ...]) -> str:
@@ -111,6 +115,14 @@ _SUMS = (
         "r.result = 'ok' AND r.duration IS NOT NULL",
         "r.duration",
     ),
+    # Finished boot sessions: an ok boot's session_end is set once (boot_sessions.py).
+    _Sum(
+        "boot_sessions",
+        "boots",
+        (("bucket", _bucket(_SESSION, SESSION_BUCKETS)),),
+        "r.session_end IS NOT NULL",
+        _SESSION,
+    ),
     _Sum(
         "job_counts",
         "jobs",
@@ -128,7 +140,7 @@ _SUMS = (
 # The columns the stats read: an UPDATE that changes none of them changes no stats (a
 # boot's stage_at, moved every few seconds by a PC waiting for approval).
 _WATCHED = {
-    "boots": ("mac", "client", "result", "duration", "image"),
+    "boots": ("mac", "client", "result", "duration", "image", "session_end"),
     "jobs": ("playbook", "state", "started", "finished"),
 }
 
@@ -165,6 +177,14 @@ def _stats_ddl() -> list[str]:
         "gen INTEGER NOT NULL) WITHOUT ROWID",
     ]
     ddl += [s.table() for s in _SUMS]
+    # A machine's next boot ends the session of its boot before, if that one was ok and
+    # its session still open (the collector may have ended it already).
+    ddl.append(
+        "CREATE TRIGGER stats_boots_session_end AFTER INSERT ON boots BEGIN "
+        "UPDATE boots SET session_end = MAX(NEW.started, started) WHERE id = "
+        "(SELECT id FROM boots WHERE mac = NEW.mac AND id < NEW.id ORDER BY id DESC LIMIT 1) "
+        "AND result = 'ok' AND session_end IS NULL; END"
+    )
     bump = "UPDATE stats_state SET generation = generation + 1;"
     for source, watched in _WATCHED.items():
         sums = [s for s in _SUMS if s.source == source]
@@ -280,6 +300,11 @@ def job_duration_buckets(db: Any) -> Iterator[tuple]:
 def boot_duration_buckets(db: Any) -> Iterator[tuple]:
     """(image, first bucket of BOOT_BUCKETS, n, total seconds) of ok boots."""
     return _rows(db, "SELECT image, bucket, n, total FROM stats_boot_durations WHERE n > 0")
+
+
+def boot_session_buckets(db: Any) -> Iterator[tuple]:
+    """('', first bucket of SESSION_BUCKETS, n, total seconds) of finished boot sessions."""
+    return _rows(db, "SELECT '', bucket, n, total FROM stats_boot_sessions WHERE n > 0")
 
 
 def boot_results(db: Any) -> Iterator[tuple]:

@@ -214,6 +214,15 @@ def reference(e) -> bytes:
             bd.add_metric(["lin"], _b(m.BOOT_BUCKETS, [0] * 10, 1), 400.0)
             bd.add_metric(["win11"], _b(m.BOOT_BUCKETS, [0, 0, 0, 1, 2, 2, 2, 2, 2, 2], 2), 15.0)
             yield bd
+            bs = HistogramMetricFamily(
+                "ggnet_boot_session_duration_seconds",
+                "How long a machine stayed booted: from an ok boot to its next boot or to its "
+                "iSCSI target left without an initiator (finished sessions)",
+            )
+            # pc-01's three ok boots, each ended by the next boot a second later; pc-02's
+            # and the unknown PC's ok boots are still on.
+            bs.add_metric([], _b(m.SESSION_BUCKETS, [3] * 10, 3), 3.0)
+            yield bs
             mb = CounterMetricFamily(
                 "ggnet_machine_boots",
                 "Boot requests of each inventory machine by result",
