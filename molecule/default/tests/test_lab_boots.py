@@ -97,6 +97,49 @@ def test_every_lab_pc_boots_the_image_from_its_own_writeback(host):
     assert disk_count(host, image_path) == 0
 
 
+def metric_sum(host, name: str, **labels: str) -> float:
+    """The sum of one family's samples on the VM's /metrics whose labels include these."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in host.check_output(f"curl -s {API}/metrics").splitlines():
+        if line.startswith((name + "{", name + " ")) and all(w in line for w in want):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_metric(host, name: str, least: float, **labels: str) -> float:
+    """The collector reads dnsmasq's log and LIO's counters every few seconds."""
+    deadline = time.monotonic() + 60
+    while (value := metric_sum(host, name, **labels)) < least and time.monotonic() < deadline:
+        time.sleep(3)
+    return value
+
+
+def test_the_boots_are_counted_from_dnsmasqs_log_and_lio_and_promtool_accepts_them(host):
+    log_dir, log = host.file("/var/log/ggnet"), host.file("/var/log/ggnet/dnsmasq.log")
+    assert (log_dir.user, log_dir.group, log_dir.mode) == ("root", "ggnet-api", 0o2750)
+    assert (log.user, log.group, log.mode) == ("nobody", "ggnet-api", 0o640)
+    # Every PC got an address; the native-PXE PC fetched iPXE over TFTP first.
+    assert wait_metric(host, "ggnet_dhcp_messages_total", 3, type="ack") >= 3
+    assert wait_metric(host, "ggnet_tftp_requests_total", 1, file="snponly.efi") >= 1
+    assert wait_metric(host, "ggnet_tftp_sent_bytes_total", 1, file="snponly.efi") > 0
+    for name in ("pc-bios", "pc-uefi", "pc-pxe"):
+        assert wait_metric(host, "ggnet_iscsi_logins_total", 1, client=name) >= 1, name
+    assert metric_sum(host, "ggnet_iscsi_targets") == 3
+    lint = host.run(f"curl -s {API}/metrics | promtool check metrics")
+    assert lint.rc == 0, lint.stdout + lint.stderr
+
+
+def test_dnsmasq_writes_to_a_fresh_log_after_a_rotation(host):
+    acks = metric_sum(host, "ggnet_dhcp_messages_total", type="ack")
+    host.check_output("logrotate -f /etc/logrotate.d/ggnet-dnsmasq")
+    assert host.file("/var/log/ggnet/dnsmasq.log.1").exists
+    assert boot("pc-bios") == (0, 1)
+    mac = PCS["pc-bios"].mac
+    assert mac in host.file("/var/log/ggnet/dnsmasq.log").content_string
+    assert wait_metric(host, "ggnet_dhcp_messages_total", acks + 1, type="ack") > acks
+
+
 def test_a_pcs_script_asked_for_from_elsewhere_resets_nothing_and_holds_no_secret(host):
     # pc-bios wrote count=1 above. Its script, asked for by the boot server itself and
     # by the lab host (neither is pc-bios's address), must leave that write in place
