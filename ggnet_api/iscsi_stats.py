@@ -21,7 +21,8 @@ LIO_ROOT = "/sys/kernel/config/target/iscsi"
 _STATS = ("fabric_statistics", "iscsi_sess_stats")
 
 
-def _read_int(path: Path) -> int | None:
+def read_counter(path: Path) -> int | None:
+    """A configfs counter file's value, or None when unreadable or empty."""
     try:
         text = path.read_text().strip()
     except OSError:
@@ -47,8 +48,8 @@ def read_lio_traffic(root: str | os.PathLike[str] = LIO_ROOT) -> dict[str, tuple
                 continue
             for acl in acls.iterdir():
                 stats = acl.joinpath(*_STATS)
-                tx = _read_int(stats / "txdata_octs")
-                rx = _read_int(stats / "rxdata_octs")
+                tx = read_counter(stats / "txdata_octs")
+                rx = read_counter(stats / "rxdata_octs")
                 read += tx or 0
                 write += rx or 0
         out[target] = (read, write)

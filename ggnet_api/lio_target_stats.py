@@ -19,6 +19,8 @@ import os
 from collections.abc import Hashable
 from pathlib import Path
 
+from ggnet_api.iscsi_stats import read_counter
+
 LOGIN_FAILURES = ("authenticate", "authorize", "negotiate", "other")
 ERRORS = ("digest", "connection", "format")
 # (stats directory, file, the series it feeds, its label)
@@ -29,14 +31,6 @@ _FILES = (
     ("iscsi_sess_err", "cxn_errors", "errors", "connection"),
     ("iscsi_sess_err", "format_errors", "errors", "format"),
 )
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def read_lio_target_stats(root: str | os.PathLike[str]) -> dict[tuple[str, str, str], int]:
@@ -50,7 +44,7 @@ def read_lio_target_stats(root: str | os.PathLike[str]) -> dict[tuple[str, str, 
         if not target.startswith("iqn.") or not stats.is_dir():
             continue
         for directory, name, series, label in _FILES:
-            value = _read_int(stats / directory / name)
+            value = read_counter(stats / directory / name)
             if value is not None:
                 out[(target, series, label)] = value
     return out
