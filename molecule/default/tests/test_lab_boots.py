@@ -117,7 +117,7 @@ def wait_metric(host, name: str, least: float, **labels: str) -> float:
 
 def test_the_boots_are_counted_from_dnsmasqs_log_and_lio_and_promtool_accepts_them(host):
     log_dir, log = host.file("/var/log/ggnet"), host.file("/var/log/ggnet/dnsmasq.log")
-    assert (log_dir.user, log_dir.group, log_dir.mode) == ("root", "ggnet-api", 0o2750)
+    assert (log_dir.user, log_dir.group, log_dir.mode) == ("root", "ggnet-api", 0o2751)
     assert (log.user, log.group, log.mode) == ("nobody", "ggnet-api", 0o640)
     # Every PC got an address; the native-PXE PC fetched iPXE over TFTP first.
     assert wait_metric(host, "ggnet_dhcp_messages_total", 3, type="ack") >= 3
