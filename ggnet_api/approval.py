@@ -111,8 +111,10 @@ def approve(
     groups: list[str],
     who: str,
     author: str,
+    roles_dir: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Write, validate and commit; returns the commit id."""
+    """Write, validate (knowing the role knobs of `roles_dir`) and commit; returns the
+    commit id."""
     root = Path(inventory_dir)
     if not root.is_dir():
         raise ApprovalError(f"the inventory {root} is not a directory; approvals need one", 409)
@@ -146,7 +148,7 @@ def approve(
                 encoding="utf-8",
             )
             approved.write_text(_HEADER + yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-            _validate(root)
+            _validate(root, roles_dir)
             staged = True
             _git(repo, "add", "--", *rel)
             author_name, _, author_email = author.partition("<")
@@ -193,8 +195,8 @@ def _restore(
         approved.write_bytes(old_approved)
 
 
-def _validate(root: Path) -> None:
-    _inventory, lines, _problems = check(root)
+def _validate(root: Path, roles_dir: str | os.PathLike[str] | None) -> None:
+    _inventory, lines, _problems = check(root, roles_dir=roles_dir)
     if lines:
         raise ApprovalError(
             "the inventory would not validate with this machine; nothing was committed",

@@ -142,6 +142,8 @@ class Ops:
                 groups,
                 principal,
                 self.config["git_author"],
+                # The roles of the code the jobs run: their knobs are inventory keys too.
+                roles_dir=Path(self.config["project_dir"]) / "roles",
             )
         except approval.ApprovalError as exc:
             raise OpError(str(exc), exc.status, exc.problems) from None

@@ -302,13 +302,18 @@ def load_inventory(
 
 
 def check(
-    path: str | os.PathLike[str], vault_password_files: list[str] | None = None
+    path: str | os.PathLike[str],
+    vault_password_files: list[str] | None = None,
+    roles_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Inventory | None, list[str], list[Problem]]:
-    """Load and validate a whole inventory, knowing the repository's role knobs:
-    (inventory or None when it does not load, problems as lines, the Problems)."""
+    """Load and validate a whole inventory, knowing the role knobs of `roles_dir` (by
+    default this checkout's; an installed engine has none beside it, so a boot server
+    names its code's): (inventory or None when it does not load, problems as lines,
+    the Problems)."""
     try:
         inventory = load_inventory(path, vault_password_files=vault_password_files)
     except InventoryError as exc:
         return None, [str(exc)], []
-    problems = validate(inventory, extra_keys=role_knobs(REPO_ROOT / "roles"))
+    roles = REPO_ROOT / "roles" if roles_dir is None else Path(roles_dir)
+    problems = validate(inventory, extra_keys=role_knobs(roles))
     return inventory, [str(p) for p in problems], problems

@@ -203,3 +203,22 @@ def test_role_knobs_are_accepted(tmp_path):
     (tmp_path / "r" / "defaults").mkdir(parents=True)
     (tmp_path / "r" / "defaults" / "main.yml").write_text("ggnet_r_port: 80\nother: 1\n")
     assert validation.role_knobs(tmp_path) == {"ggnet_r_port"}
+
+
+def test_an_installed_engine_knows_role_knobs_from_the_roles_it_is_given(tmp_path):
+    """A boot server's engine is installed apart from its roles: an approval there
+    validated without the roles' knobs and refused every inventory that set one (the
+    lab sets ggnet_grafana_* in group_vars)."""
+    import shutil
+
+    from ggnet.inventory import check as check_inventory
+
+    inventory = tmp_path / "inventory"
+    shutil.copytree(REPO_ROOT / "inventory" / "lab", inventory)
+    key = "ggnet_grafana_apt_repository_url"
+    assert key in (inventory / "group_vars" / "ggnet_servers.yml").read_text()
+    (tmp_path / "no-roles").mkdir()
+    _inv, without, _problems = check_inventory(inventory, roles_dir=tmp_path / "no-roles")
+    assert any(key in line and "unknown ggnet key" in line for line in without), without
+    _inv, with_roles, _problems = check_inventory(inventory, roles_dir=REPO_ROOT / "roles")
+    assert not any(key in line for line in with_roles), with_roles
