@@ -95,11 +95,15 @@ class Ggnet:
 
     def _collect(self) -> None:
         sample = self.collector.sample = self.privileged.sample()
+        ended: list[str] = []
         try:
-            boot_sessions.observe(self.db, self.inventory.snapshot, sample)
+            ended = boot_sessions.observe(self.db, self.inventory.snapshot, sample)
         except Exception:  # the boots' expiry below must still run
             log.exception("following the boot sessions failed")
         self.boot.expire(self.db)
+        # Their next boot then only checks their writebacks (BootService).
+        for name in ended:
+            self.boot.reset_after_session(name)
 
     def close(self) -> None:
         """Stop the threads this app started (tests, and the end of the process)."""

@@ -14,6 +14,7 @@ counts as the PC itself (BootOrigin) and the rate limits per source and per MAC.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -27,6 +28,8 @@ from ggnet_api.privileged import Privileged
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 from ggnet_privd.protocol import OpError
+
+log = logging.getLogger(__name__)
 
 
 class BootRefused(Exception):
@@ -90,6 +93,30 @@ class BootService:
             except (OpError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
         return body, kind
+
+    def reset_after_session(self, name: str) -> bool:
+        """Reset the writeback of PC `name` now that its session has ended (the
+        collector's boot_sessions), so that its next boot finds it fresh and only checks
+        it: at opening time the whole room's resets are then already done.
+
+        Skipped (False) for a PC in maintenance, with reset_on_boot or
+        reset_on_session_end off, and while a job or a boot holds the PC; privd refuses
+        it while any initiator is logged in to the PC's target (its own reading of the
+        backend).  Nothing a PC sends leads here: only the server's own reading of its
+        targets' sessions."""
+        snap = self.inventory.snapshot
+        client = snap.clients.get(name)
+        if client is None or client["keep_writeback"]:
+            return False
+        if not (self.config["reset_on_boot"] and self.config["reset_on_session_end"]):
+            return False
+        try:
+            with self.locks.boot(name, snap):
+                self.privileged.reset_idle(name)
+        except (OpError, Busy) as exc:
+            log.info("writeback of %s not reset after its session: %s", name, exc)
+            return False
+        return True
 
     @staticmethod
     def discovery_script(api_url: str) -> str:

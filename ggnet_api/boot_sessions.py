@@ -28,14 +28,16 @@ log = logging.getLogger(__name__)
 HANDOVER = 60.0
 
 
-def observe(db: Any, snap: Any, sample: Any) -> int:
-    """Follow the open sessions with one collector sample; returns how many ended."""
+def observe(db: Any, snap: Any, sample: Any) -> list[str]:
+    """Follow the open sessions with one collector sample; returns the clients whose
+    sessions it ended (their targets gone without an initiator)."""
     if sample.sessions is None or not sample.at:
-        return 0  # the backend's sessions could not be read: nothing is known
+        return []  # the backend's sessions could not be read: nothing is known
     active = {iqn for iqn, initiators in sample.sessions.items() if initiators}
     gone: list[tuple[float, int]] = []
     back: list[int] = []
     ended: list[int] = []
+    names: list[str] = []
     for row in db.open_sessions():
         name = snap.by_mac.get(row["mac"])
         client = snap.clients.get(name) if name is not None else None
@@ -50,6 +52,7 @@ def observe(db: Any, snap: Any, sample: Any) -> int:
             gone.append((sample.at, row["id"]))
         elif sample.at > row["session_gone_at"]:
             ended.append(row["id"])
+            names.append(name)
     if gone or back or ended:
         db.update_sessions(gone, back, ended)
-    return len(ended)
+    return names

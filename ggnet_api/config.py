@@ -158,6 +158,17 @@ DEFAULTS: dict[str, Any] = {
     # The user the API runs as: besides root, the only peer ggnet-privd answers (its
     # socket's group is this user's group).
     "privd_api_user": "ggnet-api",
+    # Reset a PC's writeback as soon as its session has ended (the collector saw its
+    # target without an initiator twice, ggnet_api/boot_sessions.py), so that its next
+    # boot only checks it; with reset_on_boot only.  Maintenance keeps it as ever.
+    "reset_on_session_end": True,
+    # Where the iSCSI backend's admin listens, for the collector's and privd's reads
+    # of the sessions: tgt's control_port (tgtd -C) and netns; {} = the system's.
+    "iscsi_options": {},
+    # How many batches of boot-path resets ggnet-privd runs at once (each batch: one
+    # zfs read for all the resets asked meanwhile, then the rollbacks it needs; see
+    # ggnet_privd/batches.py).
+    "reset_workers": 2,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
     # The fleet key that signs the calls between boot servers (/v1/status and every
@@ -211,6 +222,14 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
         # Only the length is named: the value is a secret.
         if value is not None and (not isinstance(value, str) or len(value) < FLEET_KEY_MIN):
             raise ValueError(f"{key}: a string of at least {FLEET_KEY_MIN} characters")
+    options = config["iscsi_options"]
+    if not isinstance(options, dict) or set(options) - {"control_port", "netns"}:
+        raise ValueError(
+            f"iscsi_options: {str(options)[:60]!r} is not a mapping of control_port and netns"
+        )
+    workers = config["reset_workers"]
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 16:
+        raise ValueError(f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 16")
     for key in _DURATIONS:
         try:
             parse_duration(config[key])

@@ -34,6 +34,10 @@ class Privileged:
     def reset(self, client: str) -> None:
         self._call("reset", {"client": client})
 
+    def reset_idle(self, client: str) -> None:
+        """The reset of a PC whose session ended; privd refuses it while it is logged in."""
+        self._call("reset_idle", {"client": client})
+
     def run_job(
         self, job_id: str, kind: str, extravars: dict[str, Any], on_event: OnEvent
     ) -> dict[str, Any]:

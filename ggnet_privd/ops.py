@@ -14,23 +14,26 @@ refusal reads the same whichever way the API is set up.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ggnet import iscsi, lun_release, storage
 from ggnet.net import normalize_mac
+from ggnet.zfs import Zfs
 
 from ggnet_api import approval
 from ggnet_api.collector import Collector, sample_to_json
 from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
 from ggnet_api.snapshot import CurrentInventory
+from ggnet_privd.batches import Batches
 from ggnet_privd.playbooks import Emit, PlaybookRuns
 from ggnet_privd.protocol import OpError, check_no_template
 
 # op -> its arguments, every one required and nothing else accepted.
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "reset": ("client",),
+    "reset_idle": ("client",),
     "run_job": ("job_id", "kind", "extravars"),
     "cancel_job": ("job_id",),
     "sample": (),
@@ -54,6 +57,10 @@ class Ops:
         self.collector = collector or Collector(config, inventory)
         self.runs = PlaybookRuns(
             config, jobs_dir or Path(config["state_dir"]) / "jobs", inventory.secrets
+        )
+        # The boot path's resets, in batches (ggnet_privd/batches.py).
+        self.resets = Batches(
+            self._reset_batch, "reset", workers=int(config.get("reset_workers", 2))
         )
 
     def call(self, op: Any, args: Any, emit: Emit | None = None) -> Any:
@@ -84,20 +91,66 @@ class Ops:
 
     def op_reset(self, client: Any) -> dict[str, Any]:
         """The boot path's writeback reset of one client (storage keeps a client in
-        maintenance as it is), its LUNs closed around a re-clone."""
-        snap = self.inventory.snapshot
+        maintenance as it is), its LUNs closed around a re-clone.  Served in a batch
+        with the other resets asked meanwhile (ggnet_privd/batches.py)."""
         name = self._client(client)
+        self.resets.call(name)
+        return {"client": name}
+
+    def _reset_batch(self, names: list[str]) -> dict[str, Exception]:
+        """Reset NAMES: one zfs read for all of them, then each one's rollback (or
+        re-clone) when it needs one.  Returns the error of each that failed."""
+        snap = self.inventory.snapshot
+        errors: dict[str, Exception] = {}
+        clients: list[Mapping[str, Any]] = []
+        for name in names:
+            if name in snap.clients:  # the inventory may have changed since the request
+                clients.append(snap.clients[name])
+            else:
+                errors[name] = OpError(f"args.client: {name!r} is no longer in the inventory")
+        if not clients:
+            return errors
         backend = snap.iscsi_backend
+        zfs = Zfs()
         try:
             # The LUNs to close are on the backend the PC's script points it at.
             closer = lun_release.closer(
-                backend if snap.iscsi else None,
-                [snap.clients[name]],
-                self.config.get("iscsi_options"),
+                backend if snap.iscsi else None, clients, self.config.get("iscsi_options")
             )
+            state = storage.read_for_reset(snap.storage, snap.images, clients, zfs)
+        except (storage.StorageError, iscsi.IscsiError) as exc:
+            return {**errors, **{c["name"]: OpError(str(exc), 409) for c in clients}}
+        for c in clients:
+            try:
+                storage.reset(
+                    snap.storage, snap.images, clients, c["name"], boot=True, zfs=zfs,
+                    closer=closer, state=state,
+                )  # fmt: skip
+            except (storage.StorageError, iscsi.IscsiError) as exc:
+                errors[c["name"]] = OpError(str(exc), 409)
+            except Exception as exc:
+                # This client's alone, as before batches: privd logs it, answers 500.
+                errors[c["name"]] = exc
+        return errors
+
+    def op_reset_idle(self, client: Any) -> dict[str, Any]:
+        """The reset of a client whose session has ended (the API's boot_sessions), so
+        that its next boot only checks it.  Refused (409) while any initiator is logged
+        in to its target, as privd reads the backend now (not as the caller says), and
+        for a client in maintenance."""
+        snap = self.inventory.snapshot
+        name = self._client(client)
+        if not snap.iscsi:
+            raise OpError(f"{name}: no iSCSI backend to tell whether it is logged in", 409)
+        options = self.config.get("iscsi_options") or {}
+        try:
+            live = iscsi.active_sessions(snap.iscsi_backend, **options)
+            closer = lun_release.closer(snap.iscsi_backend, [snap.clients[name]], options)
+            # Not the boot path: a live session or maintenance is refused, not replaced.
             storage.reset(
-                snap.storage, snap.images, [snap.clients[name]], name, boot=True, closer=closer
-            )
+                snap.storage, snap.images, [snap.clients[name]], name, sessions=live,
+                closer=closer,
+            )  # fmt: skip
         except (storage.StorageError, iscsi.IscsiError) as exc:
             raise OpError(str(exc), 409) from exc
         return {"client": name}

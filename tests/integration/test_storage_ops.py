@@ -188,6 +188,20 @@ def test_reset_of_an_unchanged_version_is_a_rollback_to_the_base_snapshot(ready)
     assert storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True).changed is False
 
 
+def test_a_reset_writeback_is_fresh_at_once_for_the_next_reset(ready):
+    """The boot path's check after a reset (the one after its session ended): the next
+    reset finds it fresh without anything opening the file in between, although the
+    kernel still caches the discarded write's mtime (fuse-attr-timeout)."""
+    cfg = ready
+    write(disk(cfg, "pc-02"), b"dirty", 8192)
+    time.sleep(1.05)  # the write's mtime is past the writeback's creation second
+    os.stat(disk(cfg, "pc-02"))  # cached by the kernel from here
+    assert storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}).changed
+    zfs = Zfs()
+    assert storage.reset(cfg, IMAGES, clients(), "pc-02", boot=True, zfs=zfs).changed is False
+    assert [c[1] for c in zfs.log] == ["get"]
+
+
 def test_reset_after_a_version_change_reclones_with_a_new_base(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"NEWVER", 4096)

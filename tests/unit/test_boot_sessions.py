@@ -48,7 +48,7 @@ def histogram(db: Database) -> tuple[dict[int, int], float]:
 
 def collect(db: Database, at: float, logged_in: bool | None) -> int:
     sessions = None if logged_in is None else {IQN: ["iqn.initiator"] if logged_in else []}
-    return boot_sessions.observe(db, SNAP, Sample(at=at, sessions=sessions))
+    return len(boot_sessions.observe(db, SNAP, Sample(at=at, sessions=sessions)))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ This face only hands on the names used from outside the package.
 # ruff: noqa: F401 (every name imported here is for callers)
 from __future__ import annotations
 
-from .client_ops import apply_writeback, reset, set_keep
+from .client_ops import apply_writeback, read_for_reset, reset, set_keep
 from .disks import BASE_SNAPSHOT, base_snapshot
 from .images import converge_images, snapshot_version
 from .properties import P_DISKS

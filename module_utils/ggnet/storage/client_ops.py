@@ -44,20 +44,23 @@ def reset(
     boot: bool = False,
     zfs: Zfs | None = None,
     closer: Closer | None = None,
+    state: State | None = None,
 ) -> Result:
     """Give a client fresh writebacks of its image's booted version.
 
     boot=True is the boot path (GET /boot/<mac>): a client in maintenance keeps its
     writeback without error, and a live session is taken as the one being replaced
     by this very boot.  Otherwise maintenance and live sessions are refused unless
-    forced.  Below the reserve, no writeback is re-created (CapacityError)."""
+    forced.  Below the reserve, no writeback is re-created (CapacityError).
+
+    state: what read_for_reset read for a batch of clients this one is in (one zfs
+    call for all of them); None reads this client's alone."""
     zfs = zfs or Zfs()
     specs = image_specs(images)
     client = find_client(clients, client_name)
-    names = [layout.client_dataset(cfg, client_name)]
     wanted = {role: c["_disk_image"] for (n, role), c in wanted_disks([client]).items()}
-    names += [layout.image_dataset(cfg, image) for image in set(wanted.values()) if image in specs]
-    state = read_state(cfg, zfs, names)
+    if state is None:
+        state = read_state(cfg, zfs, reset_datasets(cfg, images, [client]))
     result = Result()
     have_any = [state.writebacks.get((client_name, role)) for role in wanted]
     keep = bool(client.get("keep_writeback")) or any(w is not None and w.keep for w in have_any)
@@ -85,6 +88,24 @@ def reset(
     if result.actions and not check:
         _apply_reset(state, client_name, stale, zfs, closer)
     return result
+
+
+def reset_datasets(
+    cfg: dict, images: Mapping[str, Any], clients: list[Mapping[str, Any]]
+) -> list[str]:
+    """What a reset of CLIENTS reads: their client datasets (with their disks below)
+    and the datasets of the images their disks are cloned from."""
+    specs = image_specs(images)
+    used = {c["_disk_image"] for c in wanted_disks(list(clients)).values()}  # checks them
+    names = [layout.client_dataset(cfg, c["name"]) for c in clients]
+    return names + [layout.image_dataset(cfg, image) for image in sorted(used) if image in specs]
+
+
+def read_for_reset(
+    cfg: dict, images: Mapping[str, Any], clients: list[Mapping[str, Any]], zfs: Zfs
+) -> State:
+    """One read of what resetting every one of CLIENTS needs (reset's `state`)."""
+    return read_state(cfg, zfs, reset_datasets(cfg, images, clients))
 
 
 def _plan_reset(

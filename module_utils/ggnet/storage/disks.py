@@ -5,11 +5,11 @@ every change."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import layout
+from ..files import mtime_now
 from ..zfs import Zfs, ZfsError
 from .capacity import quota_bytes
 from .properties import P_CLIENT, P_DISK, P_DISKS, P_MANAGED, format_disks
@@ -110,7 +110,9 @@ def writeback_is_fresh(cfg: dict, wb: Writeback, zfs: Zfs) -> bool:
         if wb.creation is None:
             return False  # read from the record: not known, so never skip work on it
         try:
-            return int(os.stat(path).st_mtime) < wb.creation
+            # Not os.stat: after a rollback the kernel may still hold the discarded
+            # write's mtime (files.mtime_now).
+            return mtime_now(path) < wb.creation
         except OSError:
             return False
     if wb.written is not None:
