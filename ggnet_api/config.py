@@ -165,10 +165,10 @@ DEFAULTS: dict[str, Any] = {
     # Where the iSCSI backend's admin listens, for the collector's and privd's reads
     # of the sessions: tgt's control_port (tgtd -C) and netns; {} = the system's.
     "iscsi_options": {},
-    # How many batches of boot-path resets ggnet-privd runs at once (each batch: one
-    # zfs read for all the resets asked meanwhile, then the rollbacks it needs; see
-    # ggnet_privd/batches.py).
-    "reset_workers": 2,
+    # How many of the boot path's resets ggnet-privd runs at once.  They come in
+    # batches (ggnet_privd/batches.py: one zfs read for every reset asked meanwhile);
+    # the rollbacks they need run side by side, as many as this.
+    "reset_workers": 16,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
     # The fleet key that signs the calls between boot servers (/v1/status and every
@@ -228,8 +228,10 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
             f"iscsi_options: {str(options)[:60]!r} is not a mapping of control_port and netns"
         )
     workers = config["reset_workers"]
-    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 16:
-        raise ValueError(f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 16")
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise ValueError(
+            f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 64"
+        )
     for key in _DURATIONS:
         try:
             parse_duration(config[key])

@@ -1,18 +1,19 @@
 """Single requests served in batches: the boot path's writeback resets.
 
 When a room is switched on, every PC's script asks for its reset within a second or
-two.  Each reset alone reads its client from zfs (one `zfs get`, a process and a round
-trip to the ZFS daemon per dataset) and rolls it back when it was written to; side by
-side on a two-core server they also fight over the CPU.  Batches instead: a request
-waits in the queue, a worker takes every request waiting (up to max_batch, a client
-at most once: a request for a client already in a running batch waits for the next
-one) and serves them together (ggnet_privd/ops.py: one read for the whole batch, then
-each client's rollback only if it was written to).
+two.  Each reset alone reads its client from zfs (one `zfs get`: a process, and a round
+trip to the ZFS daemon per dataset).  Batched instead: a request waits in the queue; a
+worker takes every request waiting (up to max_batch, a client at most once: a request
+for a client still being served waits for a later batch) and hands them to `run`
+together, which reads them all at once and finishes each one when it can (ggnet_privd/
+ops.py: one `zfs get` for the batch, then the rollbacks that are needed, side by side:
+zfs-fuse's rollbacks wait for a transaction group, which concurrent ones share).  The
+worker takes the next batch as soon as `run` returns, without waiting for the last one's
+rollbacks.
 
 What bounds it: each waiting request holds one of ggnet-privd's connections
-(max_connections), and the API asks from its request threads; `workers` batches run
-at once.  A request that is not served within `timeout` seconds is refused (503) and
-stays queued for the batch that takes it, whose result then goes nowhere.
+(max_connections), and the API asks from its request threads.  A request that is not
+served within `timeout` seconds is refused (503); its batch's result then goes nowhere.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from dataclasses import dataclass, field
 
 from ggnet_privd.protocol import OpError
 
-# Items of a batch -> the error of each item that failed (absent: it succeeded).
-RunBatch = Callable[[list[str]], dict[str, Exception]]
+# How run reports one item: done(item, None) when it succeeded, done(item, error).
+Done = Callable[[str, Exception | None], None]
+# run(items, done): done is called once per item, during or after run (from any thread).
+RunBatch = Callable[[list[str], Done], None]
 
 
 @dataclass
@@ -36,19 +39,11 @@ class _Request:
 
 
 class Batches:
-    def __init__(
-        self,
-        run: RunBatch,
-        name: str,
-        workers: int = 1,
-        max_batch: int = 64,
-        timeout: float = 120.0,
-    ):
-        if workers < 1 or max_batch < 1:
-            raise ValueError(f"{name}: workers and max_batch must be at least 1")
+    def __init__(self, run: RunBatch, name: str, max_batch: int = 64, timeout: float = 120.0):
+        if max_batch < 1:
+            raise ValueError(f"{name}: max_batch must be at least 1")
         self.run = run
         self.name = name
-        self.workers = workers
         self.max_batch = max_batch
         self.timeout = timeout
         self._cv = threading.Condition()
@@ -59,24 +54,21 @@ class Batches:
         self.batch_sizes: deque[int] = deque(maxlen=256)
 
     def call(self, item: str) -> None:
-        """Serve ITEM in the next batch that can take it; raise what its batch raised."""
+        """Serve ITEM in the next batch that can take it; raise what it failed with."""
         request = _Request(item)
         with self._cv:
             if not self._started:
-                for i in range(self.workers):
-                    threading.Thread(
-                        target=self._work, name=f"{self.name}-{i}", daemon=True
-                    ).start()
+                threading.Thread(target=self._work, name=self.name, daemon=True).start()
                 self._started = True
             self._waiting.append(request)
-            self._cv.notify()
+            self._cv.notify_all()
         if not request.done.wait(self.timeout):
             raise OpError(f"{self.name}: {item} not served within {self.timeout:g} s", 503)
         if request.error is not None:
             raise request.error
 
     def _take(self) -> list[_Request]:
-        """The next batch: waiting requests whose item no running batch holds, oldest
+        """The next batch: waiting requests whose item is not being served, oldest
         first, at most max_batch distinct items (a repeated item rides along)."""
         taken: list[_Request] = []
         items: set[str] = set()
@@ -91,6 +83,8 @@ class Batches:
         for request in taken:
             self._waiting.remove(request)
         self._running |= items
+        if items:
+            self.batch_sizes.append(len(items))
         return taken
 
     def _work(self) -> None:
@@ -100,16 +94,24 @@ class Batches:
                 while not batch:
                     self._cv.wait()
                     batch = self._take()
-            items = list(dict.fromkeys(r.item for r in batch))
-            try:
-                errors = self.run(items)
-            except Exception as exc:  # the whole batch failed: each of its requests says so
-                errors = dict.fromkeys(items, exc)
-            finally:
-                with self._cv:
-                    self._running.difference_update(items)
-                    self.batch_sizes.append(len(items))
-                    self._cv.notify_all()
+            by_item: dict[str, list[_Request]] = {}
             for request in batch:
-                request.error = errors.get(request.item)
-                request.done.set()
+                by_item.setdefault(request.item, []).append(request)
+            reported: set[str] = set()
+
+            def done(item: str, error: Exception | None, by_item=by_item, reported=reported):
+                with self._cv:
+                    if item in reported or item not in by_item:
+                        return
+                    reported.add(item)
+                    self._running.discard(item)
+                    self._cv.notify_all()  # a request for it may wait for the next batch
+                for request in by_item[item]:
+                    request.error = error
+                    request.done.set()
+
+            try:
+                self.run(list(by_item), done)
+            except Exception as exc:  # whatever run did not finish failed with it
+                for item in by_item:
+                    done(item, exc)

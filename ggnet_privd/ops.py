@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ggnet_api import approval
 from ggnet_api.collector import Collector, sample_to_json
 from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
 from ggnet_api.snapshot import CurrentInventory
-from ggnet_privd.batches import Batches
+from ggnet_privd.batches import Batches, Done
 from ggnet_privd.playbooks import Emit, PlaybookRuns
 from ggnet_privd.protocol import OpError, check_no_template
 
@@ -58,9 +59,11 @@ class Ops:
         self.runs = PlaybookRuns(
             config, jobs_dir or Path(config["state_dir"]) / "jobs", inventory.secrets
         )
-        # The boot path's resets, in batches (ggnet_privd/batches.py).
-        self.resets = Batches(
-            self._reset_batch, "reset", workers=int(config.get("reset_workers", 2))
+        # The boot path's resets, in batches (ggnet_privd/batches.py); their rollbacks
+        # side by side, at most reset_workers at once.
+        self.resets = Batches(self._reset_batch, "reset")
+        self._rollbacks = ThreadPoolExecutor(
+            int(config.get("reset_workers", 16)), thread_name_prefix="reset"
         )
 
     def call(self, op: Any, args: Any, emit: Emit | None = None) -> Any:
@@ -97,41 +100,47 @@ class Ops:
         self.resets.call(name)
         return {"client": name}
 
-    def _reset_batch(self, names: list[str]) -> dict[str, Exception]:
-        """Reset NAMES: one zfs read for all of them, then each one's rollback (or
-        re-clone) when it needs one.  Returns the error of each that failed."""
+    def _reset_batch(self, names: list[str], done: Done) -> None:
+        """Reset NAMES: one zfs read for all of them, then each one's reset (a rollback
+        or re-clone when it needs one, else nothing) in the pool; done(name, error)."""
         snap = self.inventory.snapshot
-        errors: dict[str, Exception] = {}
         clients: list[Mapping[str, Any]] = []
         for name in names:
             if name in snap.clients:  # the inventory may have changed since the request
                 clients.append(snap.clients[name])
             else:
-                errors[name] = OpError(f"args.client: {name!r} is no longer in the inventory")
+                done(name, OpError(f"args.client: {name!r} is no longer in the inventory"))
         if not clients:
-            return errors
-        backend = snap.iscsi_backend
-        zfs = Zfs()
+            return
         try:
             # The LUNs to close are on the backend the PC's script points it at.
             closer = lun_release.closer(
-                backend if snap.iscsi else None, clients, self.config.get("iscsi_options")
+                snap.iscsi_backend if snap.iscsi else None,
+                clients,
+                self.config.get("iscsi_options"),
             )
-            state = storage.read_for_reset(snap.storage, snap.images, clients, zfs)
+            state = storage.read_for_reset(snap.storage, snap.images, clients, Zfs())
         except (storage.StorageError, iscsi.IscsiError) as exc:
-            return {**errors, **{c["name"]: OpError(str(exc), 409) for c in clients}}
-        for c in clients:
+            for c in clients:
+                done(c["name"], OpError(str(exc), 409))
+            return
+
+        def one(name: str) -> None:
             try:
                 storage.reset(
-                    snap.storage, snap.images, clients, c["name"], boot=True, zfs=zfs,
+                    snap.storage, snap.images, clients, name, boot=True, zfs=Zfs(),
                     closer=closer, state=state,
                 )  # fmt: skip
             except (storage.StorageError, iscsi.IscsiError) as exc:
-                errors[c["name"]] = OpError(str(exc), 409)
+                done(name, OpError(str(exc), 409))
             except Exception as exc:
                 # This client's alone, as before batches: privd logs it, answers 500.
-                errors[c["name"]] = exc
-        return errors
+                done(name, exc)
+            else:
+                done(name, None)
+
+        for c in clients:
+            self._rollbacks.submit(one, c["name"])
 
     def op_reset_idle(self, client: Any) -> dict[str, Any]:
         """The reset of a client whose session has ended (the API's boot_sessions), so

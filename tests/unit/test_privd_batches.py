@@ -1,5 +1,6 @@
 """ggnet_privd/batches.py: requests that wait are served together, a client is never
-in two running batches, and each request gets its own item's error."""
+in two batches at once, each request gets its own item's result, and a batch's items
+finish one by one."""
 
 from __future__ import annotations
 
@@ -21,102 +22,137 @@ def _until(cond, what: str) -> None:
         time.sleep(0.005)
 
 
-class Gate:
-    """A run function that records each batch and holds the first ones until let go."""
+class Held:
+    """A run function that records each batch and finishes each item only when the
+    test lets that item go (from another thread, as privd's rollbacks do)."""
 
-    def __init__(self, fail: dict[str, Exception] | None = None):
+    def __init__(self, fail: dict[str, Exception] | None = None, hold_first: bool = False):
         self.batches: list[list[str]] = []
-        self.release = threading.Event()
+        self.gates: dict[str, threading.Event] = {}
         self.fail = fail or {}
+        # With hold_first, run itself does not return from the first batch until
+        # let_go is set: the worker is busy, and what comes meanwhile waits.
+        self.let_go = threading.Event()
+        if not hold_first:
+            self.let_go.set()
 
-    def __call__(self, items: list[str]) -> dict[str, Exception]:
+    def release(self, *items: str) -> None:
+        for item in items:
+            self.gates.setdefault(item, threading.Event()).set()
+
+    def __call__(self, items, done):
         self.batches.append(list(items))
-        self.release.wait(10)
-        return {i: e for i, e in self.fail.items() if i in items}
+        for item in items:
+            gate = self.gates.setdefault(item, threading.Event())
+
+            def finish(item=item, gate=gate):
+                gate.wait(10)
+                done(item, self.fail.get(item))
+
+            threading.Thread(target=finish, daemon=True).start()
+        self.let_go.wait(10)
 
 
-def _calls(b: Batches, items: list[str]) -> tuple[list[threading.Thread], dict[int, Exception]]:
+def _calls(b: Batches, items: list[str]):
     errors: dict[int, Exception] = {}
+    finished: list[int] = []
 
     def one(n: int, item: str) -> None:
         try:
             b.call(item)
         except Exception as exc:
             errors[n] = exc
+        finished.append(n)
 
     threads = [threading.Thread(target=one, args=(n, i)) for n, i in enumerate(items)]
     for t in threads:
         t.start()
-    return threads, errors
+    return threads, errors, finished
 
 
-def test_waiting_requests_go_in_one_batch():
-    run = Gate()
-    b = Batches(run, "reset", workers=1)
-    first, _ = _calls(b, ["pc-1"])
+def _join(*groups) -> None:
+    for threads in groups:
+        for t in threads:
+            t.join(10)
+
+
+def test_requests_that_wait_go_in_one_batch_but_not_a_client_being_served():
+    run = Held(hold_first=True)
+    b = Batches(run, "reset")
+    first, _, _ = _calls(b, ["pc-1"])
     _until(lambda: run.batches, "the first batch did not start")
-    rest, errors = _calls(b, ["pc-2", "pc-3", "pc-2", "pc-4"])
+    rest, errors, _ = _calls(b, ["pc-1", "pc-2", "pc-3", "pc-2"])
     _until(lambda: len(b._waiting) == 4, "the requests did not queue")
-    run.release.set()
-    for t in first + rest:
-        t.join(10)
-    assert not errors
-    # pc-2 asked twice rides once in the second batch.
-    assert run.batches == [["pc-1"], ["pc-2", "pc-3", "pc-4"]]
-
-
-def test_a_client_is_never_in_two_running_batches():
-    run = Gate()
-    b = Batches(run, "reset", workers=2)
-    first, _ = _calls(b, ["pc-1"])
-    _until(lambda: len(run.batches) == 1, "the first batch did not start")
-    again, _ = _calls(b, ["pc-1", "pc-2"])
-    # The second worker takes pc-2 only: pc-1 is still being reset.
+    run.let_go.set()
+    # The next batch: pc-2 once and pc-3; pc-1 waits until its first reset is done.
     _until(lambda: len(run.batches) == 2, "the second batch did not start")
-    assert run.batches[1] == ["pc-2"]
+    assert run.batches[1] == ["pc-2", "pc-3"]
     assert [r.item for r in b._waiting] == ["pc-1"]
-    run.release.set()
-    for t in first + again:
-        t.join(10)
-    assert run.batches[2:] == [["pc-1"]]
+    run.release("pc-1", "pc-2", "pc-3")
+    _join(first, rest)
+    assert not errors
+    assert run.batches == [["pc-1"], ["pc-2", "pc-3"], ["pc-1"]]
+
+
+def test_an_item_finishes_without_waiting_for_its_batch():
+    run = Held()
+    b = Batches(run, "reset")
+    blocker, _, _ = _calls(b, ["pc-0"])
+    _until(lambda: run.batches, "the first batch did not start")
+    threads, errors, finished = _calls(b, ["pc-1", "pc-2"])
+    _until(lambda: sum(map(len, run.batches)) == 3, "pc-1 and pc-2 were not taken")
+    run.release("pc-2")
+    _until(lambda: finished == [1], "pc-2 did not finish alone")
+    run.release("pc-0", "pc-1")
+    _join(blocker, threads)
+    assert sorted(finished) == [0, 1] and not errors
 
 
 def test_each_request_gets_its_own_error():
     refused = OpError("pc-2: the pool is below its reserve", 409)
-    run = Gate(fail={"pc-2": refused})
-    run.release.set()
+    run = Held(fail={"pc-2": refused})
+    run.release("pc-1", "pc-2")
     b = Batches(run, "reset")
-    threads, errors = _calls(b, ["pc-1", "pc-2"])
-    for t in threads:
-        t.join(10)
-    assert list(errors.values()) == [refused] and errors.keys() == {1}
+    threads, errors, _ = _calls(b, ["pc-1", "pc-2"])
+    _join(threads)
+    assert errors == {1: refused}
 
 
-def test_a_batch_that_raises_fails_all_of_its_requests():
-    def boom(items):
+def test_a_batch_that_raises_fails_what_it_did_not_finish():
+    def boom(items, done):
+        done("pc-1", None)
         raise RuntimeError("zfs is gone")
 
     b = Batches(boom, "reset")
+    b.call("pc-1")
     with pytest.raises(RuntimeError, match="zfs is gone"):
-        b.call("pc-1")
-    with pytest.raises(RuntimeError):  # the worker lives on for the next one
         b.call("pc-2")
+    with pytest.raises(RuntimeError):  # the worker lives on for the next one
+        b.call("pc-3")
 
 
 def test_max_batch_bounds_a_batch():
-    run = Gate()
-    b = Batches(run, "reset", workers=1, max_batch=2)
-    first, _ = _calls(b, ["pc-0"])
+    run = Held(hold_first=True)
+    b = Batches(run, "reset", max_batch=2)
+    first, _, _ = _calls(b, ["pc-0"])
     _until(lambda: run.batches, "the first batch did not start")
-    rest, _ = _calls(b, ["pc-1", "pc-2", "pc-3"])
+    rest, _, _ = _calls(b, ["pc-1", "pc-2", "pc-3"])
     _until(lambda: len(b._waiting) == 3, "the requests did not queue")
-    run.release.set()
-    for t in first + rest:
-        t.join(10)
-    assert [len(x) for x in run.batches] == [1, 2, 1]
+    run.let_go.set()
+    run.release("pc-0", "pc-1", "pc-2", "pc-3")
+    _join(first, rest)
+    assert run.batches == [["pc-0"], ["pc-1", "pc-2"], ["pc-3"]]
 
 
-@pytest.mark.parametrize("workers, max_batch", [(0, 1), (1, 0)])
-def test_bad_sizes_are_refused(workers, max_batch):
-    with pytest.raises(ValueError, match="reset: workers and max_batch"):
-        Batches(lambda items: {}, "reset", workers=workers, max_batch=max_batch)
+def test_a_request_not_served_in_time_is_refused():
+    run = Held()
+    b = Batches(run, "reset", timeout=0.05)
+    with pytest.raises(OpError, match="reset: pc-1 not served within 0.05 s") as exc:
+        b.call("pc-1")
+    assert exc.value.status == 503
+    run.release("pc-1")
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="reset: max_batch must be at least 1"):
+        Batches(lambda items, done: None, "reset", max_batch=0)
