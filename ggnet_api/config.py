@@ -229,9 +229,7 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
         )
     workers = config["reset_workers"]
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
-        raise ValueError(
-            f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 64"
-        )
+        raise ValueError(f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 64")
     for key in _DURATIONS:
         try:
             parse_duration(config[key])
