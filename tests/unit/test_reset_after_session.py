@@ -90,3 +90,20 @@ def test_privd_refuses_without_a_backend_to_ask(tmp_path, calls):
     with pytest.raises(OpError, match="no iSCSI backend"):
         ops.call("reset_idle", {"client": "pc-01"})
     assert calls[0] == []
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("reset_workers", 0, "reset_workers: '0' is not a whole number from 1 to 64"),
+        ("reset_workers", True, "reset_workers: 'True' is not"),
+        ("iscsi_options", {"portal": "x"}, "iscsi_options: .*'portal'.* control_port and netns"),
+        ("iscsi_options", "netns", "iscsi_options: 'netns' is not a mapping"),
+    ],
+)
+def test_the_new_settings_are_checked(monkeypatch, key, value, says):
+    from ggnet_api import config
+
+    monkeypatch.delenv("GGNET_API_CONFIG", raising=False)
+    with pytest.raises(ValueError, match=says):
+        config.load(**{key: value})
