@@ -248,10 +248,11 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     monkeypatch.setattr(
         storage,
         "reset",
-        lambda cfg, images, clients, name, boot, closer: calls.append(
+        lambda cfg, images, clients, name, boot, closer, **_k: calls.append(
             (name, boot, callable(closer))
         ),
     )
+    monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)  # no ZFS here
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
     app.extensions["ggnet"].inventory.reload()
@@ -269,6 +270,7 @@ def test_boot_refused_below_reserve(tmp_path, monkeypatch):
         raise storage.CapacityError("pool ggtest has 1M free, below its reserve")
 
     monkeypatch.setattr(storage, "reset", full)
+    monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)  # no ZFS here
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
     app.extensions["ggnet"].inventory.reload()

@@ -48,6 +48,7 @@ def resets(monkeypatch):
 
     calls: list[str] = []
     monkeypatch.setattr(storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name))
+    monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)  # no ZFS here
     return calls
 
 

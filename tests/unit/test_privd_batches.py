@@ -147,7 +147,7 @@ def test_max_batch_bounds_a_batch():
 def test_a_request_not_served_in_time_is_refused():
     run = Held()
     b = Batches(run, "reset", timeout=0.05)
-    with pytest.raises(OpError, match="reset: pc-1 not served within 0.05 s") as exc:
+    with pytest.raises(OpError, match=r"reset: pc-1 not served within 0\.05 s") as exc:
         b.call("pc-1")
     assert exc.value.status == 503
     run.release("pc-1")
