@@ -14,9 +14,10 @@ counts as the PC itself (BootOrigin) and the rate limits per source and per MAC.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ggnet import ipxe, iscsi
 
@@ -27,6 +28,9 @@ from ggnet_api.privileged import Privileged
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 from ggnet_privd.protocol import OpError
+
+if TYPE_CHECKING:
+    from ggnet_api.tracing_otel import Tracing
 
 
 class BootRefused(Exception):
@@ -42,8 +46,10 @@ class BootService:
         inventory: CurrentInventory,
         privileged: Privileged,
         locks: Locks | None = None,
+        tracing: Tracing | None = None,
     ):
         self.config = config
+        self.tracing = tracing
         self.privileged = privileged
         self.inventory = inventory
         self.origin = BootOrigin(config)
@@ -85,11 +91,18 @@ class BootService:
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
                 # Never during a job on this PC or its image: refused, the PC asks again.
-                with self.locks.boot(name, snap):
+                with self._traced_reset(name, backend), self.locks.boot(name, snap):
                     self.privileged.reset(name)
             except (OpError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
         return body, kind
+
+    def _traced_reset(self, name: str, backend: str) -> Any:
+        """The reset's span (its lock's wait and the privileged call), tracing on."""
+        if self.tracing is None:
+            return contextlib.nullcontext()
+        attrs = {"ggnet.client": name, "ggnet.iscsi.backend": str(backend)}
+        return self.tracing.span("boot.reset", attrs)
 
     @staticmethod
     def discovery_script(api_url: str) -> str:

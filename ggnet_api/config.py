@@ -18,6 +18,8 @@ import yaml
 from ggnet.inventory import REPO_ROOT
 from ggnet.model import DURATION_UNITS, parse_duration
 
+from ggnet_api import tracing
+
 # A value's shape: type, and for strings a pattern; "required" marks the ones a job
 # cannot start without.  Patterns are anchored by fullmatch.
 _NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
@@ -169,6 +171,19 @@ DEFAULTS: dict[str, Any] = {
     # The Prometheus that evaluates the anomaly alerts (/api/anomalies asks its
     # /api/v1/alerts); None or "": /api/anomalies answers 503.
     "prometheus_url": "http://127.0.0.1:9090",
+    # Opt-in OpenTelemetry tracing of requests, the boot path's reset and every job with
+    # its playbook's tasks (ggnet_api/tracing.py, docs/monitoring.md "Tracing").  Spans
+    # go over OTLP/HTTP to tracing_otlp_endpoint (e.g. http://collector:4318/v1/traces)
+    # when it is set, else to the JSON-lines tracing_file (None: traces.jsonl in
+    # state_dir), rotated at tracing_file_max_bytes with tracing_file_backups older
+    # files kept.  Task arguments are left out unless tracing_task_args is true (known
+    # secrets are masked in them whatever it says).
+    "tracing": False,
+    "tracing_otlp_endpoint": None,
+    "tracing_file": None,
+    "tracing_file_max_bytes": 16 * 1024 * 1024,
+    "tracing_file_backups": 2,
+    "tracing_task_args": False,
 }
 
 # A fleet key shorter than this is refused at load (hex of 16 random bytes at least).
@@ -211,6 +226,9 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
         # Only the length is named: the value is a secret.
         if value is not None and (not isinstance(value, str) or len(value) < FLEET_KEY_MIN):
             raise ValueError(f"{key}: a string of at least {FLEET_KEY_MIN} characters")
+    for key in ("tracing_otlp_endpoint", "tracing_file"):
+        config[key] = config[key] or None  # an empty value: not set
+    tracing.check(config)
     for key in _DURATIONS:
         try:
             parse_duration(config[key])

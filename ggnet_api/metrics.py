@@ -411,6 +411,20 @@ def render_database() -> str:
     return t.text()
 
 
+def render_tracing(tracing: Any) -> str:
+    """The tracing's own counts (tracing on only): spans written or sent, and spans
+    dropped by reason (the queue was full, the export failed, a span too large)."""
+    exported, dropped = tracing.stats()
+    t = _Text()
+    name = t.family(
+        "ggnet_api_trace_spans_exported", "counter", "Spans written to the trace file or sent over OTLP"
+    )
+    t.samples(name, (), [(exported,)])
+    name = t.family("ggnet_api_trace_spans_dropped", "counter", "Spans dropped, by reason")
+    t.samples(name, ("reason",), sorted(dropped.items()))
+    return t.text()
+
+
 class Metrics:
     def __init__(self, ext: Any):
         self.ext = ext
@@ -509,7 +523,10 @@ class Metrics:
             "Times the API started again with this database (every start but the first)",
         )
         t.samples(name, (), [(self.restarts,)])
-        return t.text() + render_database()
+        text = t.text() + render_database()
+        if self.ext.tracing is not None:
+            text += render_tracing(self.ext.tracing)
+        return text
 
 
 def _same(key: tuple[int, Any], generation: int, snap) -> bool:
