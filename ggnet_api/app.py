@@ -134,9 +134,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         inventory,
         collector,
         BootService(cfg, inventory, root, locks, tracing=tracing),
-        JobRunner(
-            db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot, tracing=tracing
-        ),
+        JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot, tracing=tracing),
         # Failed authentications per client address; 10000 addresses at the most.
         RateLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"]), 10000),
         root,

@@ -417,7 +417,9 @@ def render_tracing(tracing: Any) -> str:
     exported, dropped = tracing.stats()
     t = _Text()
     name = t.family(
-        "ggnet_api_trace_spans_exported", "counter", "Spans written to the trace file or sent over OTLP"
+        "ggnet_api_trace_spans_exported",
+        "counter",
+        "Spans written to the trace file or sent over OTLP",
     )
     t.samples(name, (), [(exported,)])
     name = t.family("ggnet_api_trace_spans_dropped", "counter", "Spans dropped, by reason")

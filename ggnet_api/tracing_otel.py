@@ -109,7 +109,10 @@ def span_json(span: ReadableSpan) -> dict[str, Any]:
         "status_message": span.status.description,
         "attributes": dict(span.attributes or {}),
         "links": [
-            {"trace_id": format(lk.context.trace_id, "032x"), "span_id": format(lk.context.span_id, "016x")}
+            {
+                "trace_id": format(lk.context.trace_id, "032x"),
+                "span_id": format(lk.context.span_id, "016x"),
+            }
             for lk in span.links
         ],
         "service": SERVICE,
@@ -308,7 +311,10 @@ class Tracing:
 
     @contextlib.contextmanager
     def span(
-        self, name: str, attributes: dict[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
+        self,
+        name: str,
+        attributes: dict[str, Any] | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> Iterator[Span]:
         """A child of the current span (an exception ends it as ERROR)."""
         with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as s:
@@ -422,9 +428,7 @@ class _Task:
 class JobTrace:
     """One job's trace, built from its events as they arrive (one thread: the job's)."""
 
-    def __init__(
-        self, tracing: Tracing, job_id: str, kind: str, playbook: str, link: Link | None
-    ):
+    def __init__(self, tracing: Tracing, job_id: str, kind: str, playbook: str, link: Link | None):
         self.tracing = tracing
         self.tracer = tracing.tracer
         self.job_id = job_id
@@ -474,10 +478,10 @@ class JobTrace:
             span = self._start(str(ev.get("task") or "task"), self.play or self.root, at, attrs)
             self.tasks[str(ev.get("task_uuid"))] = _Task(span)
         elif kind == "runner_on_start":
-            task = self.tasks.get(str(ev.get("task_uuid")))
+            started = self.tasks.get(str(ev.get("task_uuid")))
             host = str(ev.get("host"))
-            if task is not None and host not in task.hosts:
-                task.hosts[host] = self._start(host, task.span, at, {"ansible.host": host})
+            if started is not None and host not in started.hosts:
+                started.hosts[host] = self._start(host, started.span, at, {"ansible.host": host})
         elif kind in RESULTS:
             self._result(ev, RESULTS[kind], at)
         elif kind == "playbook_on_stats":
@@ -488,7 +492,9 @@ class JobTrace:
         if task is None:
             return
         host = str(ev.get("host"))
-        span = task.hosts.pop(host, None) or self._start(host, task.span, at, {"ansible.host": host})
+        span = task.hosts.pop(host, None) or self._start(
+            host, task.span, at, {"ansible.host": host}
+        )
         if status == "ok" and ev.get("changed"):
             status = "changed"
         ignored = status == "failed" and bool(ev.get("ignore_errors"))

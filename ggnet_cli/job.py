@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trace = sub.add_parser("trace", help="print a job's waterfall from the API's trace file")
     trace.add_argument("job_id", metavar="ID", help="the job's id (GET /api/jobs)")
     trace.add_argument(
-        "--file", help="the trace file (default: the API's tracing_file, traces.jsonl in its state_dir)"
+        "--file",
+        help="the trace file (default: the API's tracing_file, traces.jsonl in its state_dir)",
     )
     trace.add_argument("--json", action="store_true", help="print the rows as JSON")
 

@@ -11,6 +11,7 @@ import io
 import json
 import threading
 from contextlib import redirect_stdout
+from typing import ClassVar
 
 import pytest
 from ggnet_testing.api_project import CHAP, make_project, settings
@@ -20,7 +21,7 @@ from ggnet_api.tracing import JOB_ID, job_spans, read_spans, trace_files
 pytest.importorskip("opentelemetry.sdk", reason="tracing needs the OpenTelemetry packages")
 
 # The job tests' own helpers (their directory is on sys.path: pytest's prepend mode).
-from test_api_jobs import finished, running_api, wait_for  # noqa: E402
+from test_api_jobs import finished, running_api, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,9 +123,7 @@ def test_two_concurrent_jobs_each_one_trace_with_a_span_per_task_event(tmp_path)
         assert [d["state"] for d in done] == ["successful", "successful"]
         # They ran at the same time.
         assert max(d["started"] for d in done) < min(d["finished"] for d in done)
-        events = {
-            j["id"]: client.get(f"/api/jobs/{j['id']}/events").json["events"] for j in jobs
-        }
+        events = {j["id"]: client.get(f"/api/jobs/{j['id']}/events").json["events"] for j in jobs}
         tracing = app.extensions["ggnet"].tracing
         assert tracing.flush()
         metrics = client.get("/metrics").get_data(as_text=True)
@@ -202,7 +201,7 @@ class _StandInCollector(http.server.BaseHTTPRequestHandler):
     """A stand-in for an OpenTelemetry collector's OTLP/HTTP receiver: it decodes each
     ExportTraceServiceRequest and keeps its spans."""
 
-    received: list = []
+    received: ClassVar[list[dict]] = []
 
     def do_POST(self):
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -249,7 +248,9 @@ def test_otlp_export_to_a_stand_in_collector(tmp_path):
     try:
         config = traced_project(tmp_path, tracing_otlp_endpoint=endpoint)
         with running_api(config) as (app, client):
-            job = client.post("/api/jobs", json={"kind": "preflight", "extravars": {"nap": "0"}}).json
+            job = client.post(
+                "/api/jobs", json={"kind": "preflight", "extravars": {"nap": "0"}}
+            ).json
             assert finished(client, job["id"])["state"] == "successful"
             assert app.extensions["ggnet"].tracing.flush()
             got = wait_for(
