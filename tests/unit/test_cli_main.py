@@ -22,6 +22,7 @@ def test_commands_in_the_order_help_lists_them():
         "privd",
         "status",
         "token",
+        "job",
         "preflight",
     ]
 
@@ -40,6 +41,7 @@ def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
         "privd",
         "status",
         "token",
+        "job",
         "preflight",
     ]
     with pytest.raises(SystemExit):
