@@ -17,7 +17,12 @@ from ggnet_api.tracing import MAX_LINE, job_waterfall, read_spans, trace_files
 
 pytestmark = pytest.mark.unit
 
-otel = pytest.importorskip("opentelemetry.sdk", reason="tracing needs the OpenTelemetry packages")
+
+@pytest.fixture
+def otel():
+    """Tests of tracing on need the OpenTelemetry packages (requirements/dev.lock)."""
+    return pytest.importorskip("opentelemetry.sdk", reason="tracing on needs OpenTelemetry")
+
 
 # The boot path's own test setup (its inventory; pytest's prepend mode puts tests/unit
 # on sys.path).
@@ -56,7 +61,7 @@ def test_bad_tracing_settings_are_refused_by_name(tmp_path, key, value, message)
         config_mod.load(state_dir=str(tmp_path), **{key: value})
 
 
-def test_the_trace_file_is_rotated_within_its_bound_and_counts_too_large(tmp_path):
+def test_the_trace_file_is_rotated_within_its_bound_and_counts_too_large(tmp_path, otel):
     from ggnet_api.tracing_otel import Tracing
 
     path = tmp_path / "t.jsonl"
@@ -87,7 +92,7 @@ def test_the_trace_file_is_rotated_within_its_bound_and_counts_too_large(tmp_pat
     t.shutdown()
 
 
-def test_a_full_queue_and_a_failed_export_are_counted_and_shown(tmp_path):
+def test_a_full_queue_and_a_failed_export_are_counted_and_shown(tmp_path, otel):
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from ggnet_api.metrics import render_tracing
@@ -128,7 +133,7 @@ def test_a_full_queue_and_a_failed_export_are_counted_and_shown(tmp_path):
     assert "ggnet_api_trace_spans_exported_total 0.0" in text
 
 
-def test_a_request_span_follows_traceparent_and_keeps_no_query(tmp_path, monkeypatch):
+def test_a_request_span_follows_traceparent_and_keeps_no_query(tmp_path, otel, monkeypatch):
     from ggnet import storage
 
     resets: list[str] = []  # storage.reset recorded: no ZFS here
@@ -174,3 +179,12 @@ def test_the_waterfall_orders_children_under_parents():
         ("first", 1, 1.0, 0.5, "skipped"),
         ("second", 1, 2.0, 1.0, "error"),
     ]
+
+
+def test_tracing_on_without_the_packages_says_which(tmp_path, monkeypatch):
+    from ggnet_api import tracing
+
+    monkeypatch.setitem(sys.modules, "ggnet_api.tracing_otel", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="tracing: true needs the OpenTelemetry packages"):
+        tracing.setup(config_mod.load(state_dir=str(tmp_path), tracing=True))
+    assert tracing.setup(config_mod.load(state_dir=str(tmp_path))) is None
