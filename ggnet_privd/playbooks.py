@@ -229,13 +229,14 @@ class PlaybookRuns:
                 self._pids[job_id] = int(pid)
             seq[0] += 1
             ed = data.get("event_data") or {}
-            stdout = _ANSI.sub("", data.get("stdout") or "")[:MAX_STDOUT]
+            # Masked whole, then cut: a cut first could split a secret past the masking.
+            stdout = (redact(_ANSI.sub("", data.get("stdout") or ""), secrets) or "")[:MAX_STDOUT]
             event = {
                 "counter": int(data.get("counter") or seq[0]),
                 "event": str(data.get("event") or "verbose"),
                 "host": ed.get("host"),
                 "task": redact(ed.get("task"), secrets),
-                "stdout": redact(stdout, secrets),
+                "stdout": stdout,
                 "pid": int(pid) if pid else None,
             }
             if tracing:

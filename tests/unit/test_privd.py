@@ -469,3 +469,19 @@ def test_a_real_playbook_runs_in_privd(app, operator):
     shown = [ev["stdout"] for ev in events if "clients pc-01" in (ev["stdout"] or "")]
     assert shown and "secret ********" in shown[0]
     assert all(CHAP not in (ev["stdout"] or "") for ev in events)
+
+
+def test_a_secret_at_the_cut_of_a_long_output_is_masked_not_halved(tmp_path):
+    from ggnet_privd.playbooks import MAX_STDOUT, PlaybookRuns
+
+    secret = "chap-secret-4711-abcdef"
+    runs = PlaybookRuns({}, tmp_path, lambda: [secret])
+    sent: list[dict] = []
+    on_event = runs._event_handler("job-1", sent.append)
+    # The secret starts 5 characters before the cut: cutting first would leave its
+    # first 5 characters, which no masking recognises.
+    stdout = "x" * (MAX_STDOUT - 5) + secret + " tail"
+    on_event({"event": "runner_on_ok", "stdout": stdout, "event_data": {"host": "boot1"}})
+    (event,) = sent
+    assert "chap-" not in event["stdout"]
+    assert len(event["stdout"]) <= MAX_STDOUT
