@@ -184,7 +184,12 @@ def test_the_waterfall_orders_children_under_parents():
 def test_tracing_on_without_the_packages_says_which(tmp_path, monkeypatch):
     from ggnet_api import tracing
 
+    import ggnet_api
+
     monkeypatch.setitem(sys.modules, "ggnet_api.tracing_otel", None)  # as if not installed
+    # An earlier test's import left the submodule on the package, where `from ... import`
+    # would find it without looking at sys.modules.
+    monkeypatch.delattr(ggnet_api, "tracing_otel", raising=False)
     with pytest.raises(RuntimeError, match="tracing: true needs the OpenTelemetry packages"):
         tracing.setup(config_mod.load(state_dir=str(tmp_path), tracing=True))
     assert tracing.setup(config_mod.load(state_dir=str(tmp_path))) is None
