@@ -78,12 +78,14 @@ def _methods() -> tuple[str, ...]:
 
 def _summary(per_seed: dict, methods: tuple[str, ...], held_out: bool) -> dict:
     """Per method: the held-out (or tuning) seeds' figures side by side, and whether
-    all of them meet the goals."""
+    all of them meet the goals; nothing for a role with no seed in this run."""
     out = {}
     for name in methods:
         runs = {
             s: r["methods"][name] for s, r in per_seed.items() if (int(s) not in TUNING) == held_out
         }
+        if not runs:  # none of this role in this run (GGNET_ANOMALY_SEEDS)
+            continue
         out[name] = {
             "seeds": sorted(int(s) for s in runs),
             "precision": [r["precision"] for r in runs.values()],

@@ -41,3 +41,9 @@ def test_an_unknown_method_is_named(monkeypatch):
     monkeypatch.setenv("GGNET_ANOMALY_METHODS", "ggnet,prophet")
     with pytest.raises(SystemExit, match="prophet"):
         bench_anomaly._methods()
+
+
+def test_a_role_with_no_seed_in_the_run_claims_nothing():
+    held = bench_anomaly.HELD_OUT[0]
+    per_seed = {str(held): {"methods": {"ggnet": {"precision": 1.0, "meets_goals": True}}}}
+    assert bench_anomaly._summary(per_seed, ("ggnet",), held_out=False) == {}
