@@ -42,11 +42,17 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
     # The extra-vars are the playbooks' own (see the usage comment atop each playbook).
     "image": {
         "playbook": "image.yml",
-        "description": "image operations: roll back to a version, prune, delete a version",
+        "description": "image operations: roll back to a version, move a version's state "
+        "(tested, canary, promoted, rejected), prune, delete a version",
         "extravars": {
-            "op": {"type": "str", "enum": ["rollback", "prune", "delete"], "required": True},
+            "op": {
+                "type": "str",
+                "enum": ["rollback", "state", "prune", "delete"],
+                "required": True,
+            },
             "image": {"type": "str", "pattern": _NAME},
             "version": {"type": "str", "pattern": _NAME},
+            "state": {"type": "str", "enum": ["tested", "canary", "promoted", "rejected"]},
             "keep_versions": {"type": "int"},
             "idle": {"type": "str", "pattern": _DURATION, "notation": "duration"},
             "force": {"type": "bool"},
@@ -66,6 +72,7 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
             "comment": {"type": "str", "pattern": _COMMENT},
             "version": {"type": "str", "pattern": _NAME},
             "disk": {"type": "str", "enum": ["system", "game"]},
+            "promote": {"type": "bool"},
             "force": {"type": "bool"},
         },
     },
