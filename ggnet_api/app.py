@@ -36,6 +36,7 @@ from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
 from ggnet_api.privileged import Privileged, privileged
 from ggnet_api.rate_limit import RateLimiter
+from ggnet_api.rollouts import Rollouts
 from ggnet_api.snapshot import CurrentInventory
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Ggnet:
     privileged: Privileged
     metrics: Metrics | None = None
     background: Periodic | None = None
+    rollouts: Rollouts | None = None
 
     def start(self) -> None:
         """Load the inventory, then start the threads: inventory watcher, collector, jobs."""
@@ -100,6 +102,9 @@ class Ggnet:
         except Exception:  # the boots' expiry below must still run
             log.exception("following the boot sessions failed")
         self.boot.expire(self.db)
+        if self.rollouts is not None:
+            # Every collection brings the versions' states: the rollouts decide on them.
+            self.rollouts.tick()
 
     def close(self) -> None:
         """Stop the threads this app started (tests, and the end of the process)."""
@@ -130,6 +135,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         root,
     )
     metrics = ext.metrics = Metrics(ext)
+    ext.rollouts = Rollouts(ext)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_bytes"])

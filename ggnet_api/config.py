@@ -105,6 +105,10 @@ DEFAULTS: dict[str, Any] = {
     "lio_stats_root": "/sys/kernel/config/target/iscsi",
     # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
     "reset_on_boot": True,
+    # Act on the rollouts' decisions (ggnet_api/rollouts.py): a promote or a rollback
+    # decision starts its image job (op=state) by itself.  Off: only shown (the API's
+    # images view, /metrics), the operator starts the job.
+    "rollout_auto": True,
     # The iSCSI backend and the clients' CHAP credentials as the last converge gave
     # them to the targets (ggnet_api/converged.py; a root-only JSON file the ggnet_api
     # role writes).  None: take both from the inventory (tests, a controller-side API).

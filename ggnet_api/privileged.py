@@ -31,8 +31,12 @@ OnEvent = Callable[[dict[str, Any]], None]
 class Privileged:
     """The operations; a way provides _call."""
 
-    def reset(self, client: str) -> None:
-        self._call("reset", {"client": client})
+    def reset(self, client: str) -> str | None:
+        """Reset the client's writebacks; the version its system disk boots now."""
+        answer = self._call("reset", {"client": client})
+        versions = answer.get("versions") if isinstance(answer, dict) else None
+        version = versions.get("system") if isinstance(versions, dict) else None
+        return version if isinstance(version, str) else None
 
     def run_job(
         self, job_id: str, kind: str, extravars: dict[str, Any], on_event: OnEvent

@@ -134,14 +134,14 @@ def script(raw_mac: str):
     image = snap.clients[name].get("image")
     token = e.boot.new_token()
     try:
-        body, kind = e.boot.script(name, _api_url(), token)
+        body, kind, version = e.boot.script(name, _api_url(), token)
     except BootRefused as exc:
         e.db.add_boot(
             mac, name, "normal", result="refused", detail=str(exc)[:500], image=image, token=token
         )
         log.warning("boot of %s (%s) refused: %s", name, mac, exc)
         return _text(e.boot.refusal_script(str(exc), _api_url(), mac, token))
-    e.db.add_boot(mac, name, kind, image=image, token=token)
+    e.db.add_boot(mac, name, kind, image=image, token=token, version=version)
     return _text(body)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from .client_ops import apply_writeback, reset, set_keep
 from .disks import BASE_SNAPSHOT, base_snapshot
 from .images import converge_images, snapshot_version
-from .properties import P_DISKS, P_STATE
+from .properties import P_DISKS, P_STATE, P_STATE_AT
 from .results import Action, CapacityError, Result, StorageError
 from .state import READ_PROPS, SHALLOW_PROPS, STATE_PROPS, read_state
 from .versions import delete_version, prune, rollback, set_state

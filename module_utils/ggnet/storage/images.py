@@ -24,6 +24,7 @@ from .properties import (
     P_MANAGED,
     P_SOURCE,
     P_STATE,
+    P_STATE_AT,
 )
 from .results import Action, Result, StorageError
 from .state import NO_WRITEBACKS, Image, State, Version, read_state
@@ -274,7 +275,8 @@ def snapshot_version(
         # its mtime is older than the writeback itself (see writeback_is_fresh).
         past = time.time() - 2
         os.utime(path, (past, past))
-    props = {P_COMMENT: comment, P_CREATED: now_iso(), P_STATE: state}
+    now = now_iso()
+    props = {P_COMMENT: comment, P_CREATED: now, P_STATE: state, P_STATE_AT: now}
     if applied_from:
         props[P_APPLIED_FROM] = applied_from
     zfs.snapshot(layout.version_snapshot(cfg, image, version), props)

@@ -23,6 +23,7 @@ from .properties import (
     P_MANAGED,
     P_SOURCE,
     P_STATE,
+    P_STATE_AT,
     parse_disks,
 )
 
@@ -46,6 +47,7 @@ STATE_PROPS = (
     P_KEEP,
     P_DISKS,
     P_STATE,
+    P_STATE_AT,
 )
 # What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
 # cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
@@ -61,6 +63,7 @@ _GGNET_READ = (
     P_KEEP,
     P_DISKS,
     P_STATE,
+    P_STATE_AT,
 )
 # `guid` names a version's snapshot across servers (a replica is the same version only
 # when its guid matches): one more line per dataset listed, no more datasets.
@@ -87,6 +90,7 @@ class Version:
     # ggnet:state as stored (None: a version from before states, promoted); see
     # ggnet.rollout.state_of for what it means.
     state_raw: str | None = None
+    state_at: str | None = None  # when it got that state (ISO 8601 UTC)
 
     @property
     def state(self) -> str:
@@ -300,6 +304,7 @@ def _images_and_disks(
                     applied_from=props.get(P_APPLIED_FROM),
                     guid=props.get("guid"),
                     state_raw=props.get(P_STATE),
+                    state_at=props.get(P_STATE_AT),
                 )
             )
     for found_image in images_found.values():

@@ -13,8 +13,8 @@ from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
 from .disks import Closer, recording, recreate, writeback_is_fresh
-from .images import ImageSpec, desired_snapshot, effective_version, image_specs
-from .properties import P_CURRENT, P_STATE
+from .images import ImageSpec, desired_snapshot, effective_version, image_specs, now_iso
+from .properties import P_CURRENT, P_STATE, P_STATE_AT
 from .results import FORCE_HINT, Action, Result, StorageError, parse_duration
 from .state import Image, State, read_state
 
@@ -67,7 +67,7 @@ def rollback(
             Action("set_state", target.snapshot, f"{target.state} -> {rollout.PROMOTED}")
         )
         if not check:
-            zfs.set(target.snapshot, {P_STATE: rollout.PROMOTED})
+            zfs.set(target.snapshot, {P_STATE: rollout.PROMOTED, P_STATE_AT: now_iso()})
     if image.current != version and not pinned:
         result.actions.append(Action("rollback_image", image.dataset, f"-> {version}"))
         if not check:
@@ -141,7 +141,7 @@ def set_state(
     if target.state != state:
         result.actions.append(Action("set_state", target.snapshot, f"{target.state} -> {state}"))
         if not check:
-            zfs.set(target.snapshot, {P_STATE: state})
+            zfs.set(target.snapshot, {P_STATE: state, P_STATE_AT: now_iso()})
     if state == rollout.PROMOTED and image.current != version and not spec.version:
         result.actions.append(Action("rollback_image", image.dataset, f"-> {version}"))
         if not check:
