@@ -12,6 +12,9 @@ from ggnet import layout, storage
 from ggnet.zfs import Zfs
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
+from ggnet_api.snapshot import Snapshot
+from ggnet_cli import images as images_cli
+
 pytestmark = pytest.mark.integration
 
 IMAGES = {"os": {"size": "32M", "kind": "system"}, "games": {"size": "16M", "kind": "data"}}
@@ -350,6 +353,16 @@ def test_canary_pcs_boot_the_canary_and_a_rejected_version_leaves_them(ready):
     storage.set_state(cfg, IMAGES, "os", "v2", "canary")
     assert origins() == {"pc-02": "v1", "pc-03": "v2"}
     assert read(disk(cfg, "pc-03"), 8, 1 << 20) == b"CANARY-2"
+    # `ggnet images` shows the same from the pool
+    snap = Snapshot(images=IMAGES, clients={c["name"]: c for c in canary})
+    rows = images_cli.gather(snap, storage.read_state(cfg, Zfs(), writebacks=storage.NO_WRITEBACKS))
+    os_row = next(r for r in rows if r["image"] == "os")
+    assert (os_row["served"], os_row["canary"], os_row["canary_pcs"]) == ("v1", "v2", ["pc-03"])
+    assert [(v["name"], v["state"]) for v in os_row["versions"]] == [
+        ("v1", "promoted"),
+        ("v2", "canary"),
+    ]
+    assert "os: PCs boot v1; canary v2 on pc-03" in images_cli.text(rows)
     # a second rollout of the image is refused while this one runs
     write(disk(cfg, "pc-01"), b"CANARY-3", 1 << 20)
     storage.apply_writeback(cfg, IMAGES, canary, "pc-01", "newer", sessions={})

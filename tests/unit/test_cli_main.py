@@ -21,6 +21,7 @@ def test_commands_in_the_order_help_lists_them():
         "serve",
         "privd",
         "status",
+        "images",
         "token",
         "preflight",
     ]
@@ -39,6 +40,7 @@ def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
         "serve",
         "privd",
         "status",
+        "images",
         "token",
         "preflight",
     ]

@@ -23,6 +23,6 @@ from .disks import BASE_SNAPSHOT, base_snapshot
 from .images import converge_images, snapshot_version
 from .properties import P_DISKS, P_STATE, P_STATE_AT
 from .results import Action, CapacityError, Result, StorageError
-from .state import READ_PROPS, SHALLOW_PROPS, STATE_PROPS, read_state
+from .state import NO_WRITEBACKS, READ_PROPS, SHALLOW_PROPS, STATE_PROPS, read_state
 from .versions import delete_version, prune, rollback, set_state
 from .writebacks import converge_writebacks
