@@ -5,19 +5,21 @@ by the recorded states.
 
 The API runs in-process (no privd socket) with reset_on_boot on and a private tgtd
 (tgt_netns) as the backend whose LUNs a re-clone closes; the only thing not
-run for real is the image job a decision starts (an ansible-playbook of
-playbooks/image.yml): the test applies its one effect, storage.set_state, itself."""
+run as in production is the job runner: the rollback decision's job is run as
+ansible-playbook playbooks/image.yml with the extra-vars the runner was handed."""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 import pytest
 from ggnet import layout, storage
 from ggnet.zfs import Zfs
-from ggnet_testing.api_project import NETWORK, hosts_yml, inventory_app
+from ggnet_testing.api_project import LOCAL, NETWORK, hosts_yml, inventory_app
+from ggnet_testing.playbook import run_playbook, task_result
 from ggnet_testing.tgt_netns import tgt_in_netns
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
@@ -29,7 +31,8 @@ HOSTS = hosts_yml(
     "children:\n  vip:\n    hosts:\n"
     + "".join(
         f'      {name}: {{ggnet_mac: "{mac}", ggnet_ip: {ip}}}\n' for name, (mac, ip) in PCS.items()
-    )
+    ),
+    f"{LOCAL}, ansible_python_interpreter: {sys.executable}",
 )
 TOKEN = re.compile(r"/stage\?name=sanboot&token=([A-Za-z0-9_-]+)")
 
@@ -130,7 +133,13 @@ def test_a_rollout_through_the_boot_path(room):
     e.rollouts.tick()
     assert e.rollouts.latest["os"]["decision"]["action"] == "rollback"
     assert submitted == [{"op": "state", "image": "os", "version": "v2", "state": "rejected"}]
-    storage.set_state(cfg, IMAGES, "os", "v2", "rejected")  # what the job runs
+    # what the job runs: playbooks/image.yml, validation included, as the runner would
+    inventory = e.config["inventory"]
+    extra = ["-e", json.dumps(submitted[0])]
+    data, output = run_playbook(["-i", inventory, "playbooks/image.yml", *extra], timeout=300)
+    result = task_result(data, "boot1", "Run the operation")
+    assert result.get("changed") and not result.get("failed"), output
+    assert [a["action"] for a in result["actions"]] == ["set_state"], result
     # the canary's next boot script comes with v1 again; nobody else ever had v2
     assert [boot(app, n) for n in ("pc-03", "pc-02")] == ["v1", "v1"]
     versions = e.db.query("SELECT DISTINCT client FROM boots WHERE version = 'v2'")
