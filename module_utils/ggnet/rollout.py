@@ -101,14 +101,14 @@ def served_version(
     rollback chose last); `pinned` ggnet_images.<image>.version; `canary` whether the
     PC is in its group's canary set.
 
-    1. a pinned version (the inventory is the authority), whatever its state;
+    1. a pinned version (the inventory is the authority over any rollout), unless it
+       is rejected: a rejected version is never served (None: the caller explains);
     2. a canary PC gets the image's version in canary, if there is one;
     3. ggnet:current when it names a promoted version;
     4. else the newest promoted version."""
-    names = {v.name for v in versions}
-    if pinned:
-        return pinned if pinned in names else None
     states = {v.name: state_of(v.state) for v in versions}
+    if pinned:
+        return pinned if states.get(pinned, REJECTED) != REJECTED else None
     if canary:
         in_canary = [v.name for v in versions if states[v.name] == CANARY]
         if in_canary:

@@ -380,6 +380,13 @@ def test_canary_pcs_boot_the_canary_and_a_rejected_version_leaves_them(ready):
         storage.set_state(cfg, IMAGES, "os", "v2", "promoted")
     with pytest.raises(storage.StorageError, match="version v2 is rejected and is never served"):
         storage.rollback(cfg, IMAGES, "os", "v2")
+    pinned = {**IMAGES, "os": {**IMAGES["os"], "version": "v2"}}
+    for pinned_op in (
+        lambda: storage.converge_images(cfg, pinned, check=True),
+        lambda: storage.reset(cfg, pinned, canary, "pc-02", boot=True),
+    ):
+        with pytest.raises(storage.StorageError, match=r"version: v2 is rejected and is never"):
+            pinned_op()
     assert snapshot_of_pool(cfg) == before
     # rollback (or forward) to any retained version that is not rejected: v3 promoted
     storage.rollback(cfg, IMAGES, "os", "v3")

@@ -40,6 +40,8 @@ def versions(*pairs):
         ([("v1", P), ("v2", K)], None, "v1", True, "v1"),
         ([("v1", P), ("v2", C)], None, "v2", False, "v2"),
         ([("v1", P)], None, "v9", False, None),
+        # ... but a rejected version is never served, pinned or not
+        ([("v1", P), ("v2", R)], None, "v2", False, None),
         # nothing promoted: nothing to boot
         ([("v1", R), ("v2", C)], None, None, False, None),
         ([], None, None, False, None),

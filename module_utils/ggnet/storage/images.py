@@ -109,11 +109,9 @@ def desired_snapshot(
             "converge the storage role (ggnet_images) first"
         )
     chosen = effective_version(found, specs[image], canary)
-    if chosen is None and specs[image].version:
-        raise StorageError(
-            f"ggnet_images.{image}.version: unknown version {specs[image].version!r} "
-            f"(existing: {', '.join(v.name for v in found.versions)})"
-        )
+    pinned = specs[image].version
+    if chosen is None and pinned:
+        raise StorageError(_pin_problem(image, pinned, found))
     if chosen is None:
         raise StorageError(
             f"{where}: image {image!r} has no promoted version to boot "
@@ -121,6 +119,20 @@ def desired_snapshot(
             "promote or roll back to one"
         )
     return chosen.snapshot
+
+
+def _pin_problem(name: str, pinned: str, image: Image) -> str:
+    """Why ggnet_images.<name>.version cannot be booted: unknown, or rejected."""
+    found = image.version(pinned)
+    if found is not None and found.state == rollout.REJECTED:
+        return (
+            f"ggnet_images.{name}.version: {pinned} is rejected and is never served again; "
+            "pin another version or remove the pin"
+        )
+    return (
+        f"ggnet_images.{name}.version: unknown version {pinned!r} "
+        f"(existing: {', '.join(v.name for v in image.versions)})"
+    )
 
 
 def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
@@ -156,11 +168,8 @@ def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
             continue
         if not image.versions:
             actions.append(Action("snapshot_version", f"{dataset}@{spec.version or 'v1'}"))
-        elif spec.version and image.version(spec.version) is None:
-            raise StorageError(
-                f"ggnet_images.{name}.version: unknown version {spec.version!r} "
-                f"(existing: {', '.join(v.name for v in image.versions)})"
-            )
+        elif spec.version and effective_version(image, spec) is None:
+            raise StorageError(_pin_problem(name, spec.version, image))
     return actions
 
 
