@@ -3,6 +3,7 @@ decision over the boots table; the jobs a decision starts; the metrics."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -25,9 +26,9 @@ HOSTS = hosts_yml(
     children:
       vip:
         hosts:
-          pc-01: {ggnet_mac: "52:54:00:cc:00:01"}
-          pc-02: {ggnet_mac: "52:54:00:cc:00:02"}
-          pc-03: {ggnet_mac: "52:54:00:cc:00:03"}
+          pc-01: {ggnet_mac: "52:54:00:cc:00:01", ggnet_ip: 10.213.0.101}
+          pc-02: {ggnet_mac: "52:54:00:cc:00:02", ggnet_ip: 10.213.0.102}
+          pc-03: {ggnet_mac: "52:54:00:cc:00:03", ggnet_ip: 10.213.0.103}
     """
 )
 ALL = (
@@ -157,3 +158,40 @@ def test_sample_carries_states_and_current_across_privd():
 def test_iso_seconds():
     assert iso_seconds("1970-01-01T00:01:00.5Z") == 60.0
     assert iso_seconds(None) is None and iso_seconds("soon") is None
+
+
+def test_a_canarys_failed_stage_makes_the_rollout_decide_at_once(app, monkeypatch):
+    from ggnet import storage
+
+    e = app.extensions["ggnet"]
+    e.config["reset_on_boot"] = True
+    given = {"pc-01": "v1", "pc-03": "v2"}
+    monkeypatch.setattr(
+        storage,
+        "reset",
+        lambda _s, _i, _c, name, **_k: storage.Result(info={"versions": {"system": given[name]}}),
+    )
+    e.collector.sample = sample("promoted", "canary")
+    submitted = []
+    e.jobs.submit = lambda kind, extravars, by, wait=True: (  # stands in for the runner
+        submitted.append(extravars) or {"id": "job"}
+    )
+    client = app.test_client()
+
+    def boot_and_fail(name: str) -> None:
+        mac, at = f"52:54:00:cc:00:0{name[-1]}", {"REMOTE_ADDR": f"10.213.0.10{name[-1]}"}
+        script = client.get(f"/boot/{mac}", environ_base=at).text
+        token = re.search(r"stage\?name=sanboot&token=([\w-]+)", script).group(1)
+        assert (
+            client.get(f"/boot/{mac}/stage?name=failed&token={token}", environ_base=at).text
+            == "ok\n"
+        )
+
+    boot_and_fail("pc-01")  # not a canary: nothing to decide
+    assert submitted == [] and e.rollouts.latest == {}
+    boot_and_fail("pc-03")  # the canary's failure: decided within its callback
+    assert submitted == [{"op": "state", "image": "win11", "version": "v2", "state": "rejected"}]
+    assert e.db.query("SELECT client, version, result FROM boots ORDER BY id") == [
+        {"client": "pc-01", "version": "v1", "result": "failed"},
+        {"client": "pc-03", "version": "v2", "result": "failed"},
+    ]
