@@ -135,8 +135,9 @@ def group_members(groups: Mapping[str, Any]) -> dict[str, list[str]]:
 def canaries(groups: Mapping[str, Any], rollout_value: object) -> frozenset[str]:
     """The PCs in a canary set of ggnet_rollout (ggnet.rollout.canary_members).  Assumes
     a validated inventory: a canary set with a problem names no PC."""
-    parsed, _problems = rollout.parse_rollout(rollout_value, group_members(groups))
-    return rollout.canary_members(parsed, group_members(groups))
+    members = group_members(groups)
+    parsed, _problems = rollout.parse_rollout(rollout_value, members)
+    return rollout.canary_members(parsed, members)
 
 
 def client(
