@@ -182,9 +182,8 @@ def test_the_waterfall_orders_children_under_parents():
 
 
 def test_tracing_on_without_the_packages_says_which(tmp_path, monkeypatch):
-    from ggnet_api import tracing
-
     import ggnet_api
+    from ggnet_api import tracing
 
     monkeypatch.setitem(sys.modules, "ggnet_api.tracing_otel", None)  # as if not installed
     # An earlier test's import left the submodule on the package, where `from ... import`
