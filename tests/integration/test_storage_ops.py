@@ -459,7 +459,9 @@ def test_bad_requests_are_refused_and_change_nothing(ready):
     before = snapshot_of_pool(cfg)
     with pytest.raises(storage.StorageError, match="unknown client 'pc-99'"):
         storage.reset(cfg, IMAGES, clients(), "pc-99", sessions={})
-    with pytest.raises(storage.StorageError, match=r"unknown version 'v9' \(existing: v1\)"):
+    with pytest.raises(
+        storage.StorageError, match=r"unknown version 'v9' \(existing: v1 promoted\)"
+    ):
         storage.rollback(cfg, IMAGES, "os", "v9")
     with pytest.raises(storage.StorageError, match=r"unknown version 'v9'"):
         storage.converge_writebacks(

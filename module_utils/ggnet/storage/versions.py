@@ -33,20 +33,7 @@ def rollback(
     rejected version is refused; any other becomes promoted (the operator's word)."""
     zfs = zfs or Zfs()
     specs = image_specs(images)
-    if image_name not in specs:
-        raise StorageError(
-            f"rollback: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
-        )
-    state = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
-    image = state.images.get(image_name)
-    if image is None:
-        raise StorageError(f"rollback: image {image_name!r} does not exist on the pool yet")
-    target = image.version(version)
-    if target is None:
-        raise StorageError(
-            f"rollback {image_name}: unknown version {version!r} "
-            f"(existing: {', '.join(v.name for v in image.versions)})"
-        )
+    image, target = _image_version(cfg, zfs, specs, image_name, version, "rollback")
     if target.state == rollout.REJECTED:
         raise StorageError(
             f"rollback {image_name}: version {version} is rejected and is never served "
@@ -75,6 +62,25 @@ def rollback(
     return result
 
 
+def _image_version(
+    cfg: dict, zfs: Zfs, specs: Mapping[str, Any], image_name: str, version: str, what: str
+) -> tuple[Image, Any]:
+    """The image on the pool and its VERSION; StorageError naming WHAT was asked for
+    when the inventory, the pool or the image does not have them."""
+    if image_name not in specs:
+        raise StorageError(
+            f"{what}: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
+        )
+    state = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
+    image = state.images.get(image_name)
+    if image is None:
+        raise StorageError(f"{what}: image {image_name!r} does not exist on the pool yet")
+    target = image.version(version)
+    if target is None:
+        raise StorageError(f"{what}: unknown version {version!r} (existing: {_states(image)})")
+    return image, target
+
+
 def _states(image: Image) -> str:
     return ", ".join(f"{v.name} {v.state}" for v in image.versions)
 
@@ -101,19 +107,7 @@ def set_state(
     zfs = zfs or Zfs()
     specs = image_specs(images)
     where = f"{image_name}@{version}"
-    if image_name not in specs:
-        raise StorageError(
-            f"state {where}: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
-        )
-    state_now = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
-    image = state_now.images.get(image_name)
-    if image is None:
-        raise StorageError(f"state {where}: image {image_name!r} does not exist on the pool yet")
-    target = image.version(version)
-    if target is None:
-        raise StorageError(
-            f"state {where}: unknown version {version!r} (existing: {_states(image)})"
-        )
+    image, target = _image_version(cfg, zfs, specs, image_name, version, f"state {where}")
     try:
         rollout.check_transition(f"{image_name}@{version}", target.state, state)
     except rollout.RolloutError as exc:
