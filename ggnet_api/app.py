@@ -37,6 +37,7 @@ from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
 from ggnet_api.privileged import Privileged, privileged
 from ggnet_api.rate_limit import RateLimiter
+from ggnet_api.rollouts import Rollouts
 from ggnet_api.snapshot import CurrentInventory
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Ggnet:
     background: Periodic | None = None
     # None: tracing is off (the `tracing` setting; ggnet_api/tracing.py).
     tracing: Tracing | None = None
+    rollouts: Rollouts | None = None
 
     def start(self) -> None:
         """Load the inventory, then start the threads: inventory watcher, collector, jobs."""
@@ -106,6 +108,9 @@ class Ggnet:
         except Exception:  # the boots' expiry below must still run
             log.exception("following the boot sessions failed")
         self.boot.expire(self.db)
+        if self.rollouts is not None:
+            # Every collection brings the versions' states: the rollouts decide on them.
+            self.rollouts.tick()
 
     def close(self) -> None:
         """Stop the threads this app started (tests, and the end of the process)."""
@@ -141,6 +146,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         tracing=tracing,
     )
     metrics = ext.metrics = Metrics(ext)
+    ext.rollouts = Rollouts(ext)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_bytes"])

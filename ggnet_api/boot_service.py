@@ -65,11 +65,12 @@ class BootService:
         """A boot's callback token: what its stage callbacks must show."""
         return secrets.token_urlsafe(18)
 
-    def script(self, name: str, api_url: str, token: str) -> tuple[str, str]:
-        """(script, kind) for a known client: the script is built, then the writeback
-        reset unless kept.
+    def script(self, name: str, api_url: str, token: str) -> tuple[str, str, str | None]:
+        """(script, kind, version) for a known client: the script is built, then the
+        writeback reset unless kept.
 
-        kind is `normal` or `maintenance`.  Raises BootRefused when the boot would fail
+        kind is `normal` or `maintenance`; version is the image version the reset gave
+        the system disk (None when it was not reset).  Raises BootRefused when the boot would fail
         (no script can be rendered, a job holds the PC or its image, the pool is below
         its reserve, the image has no version); a script that cannot be rendered costs
         no reset."""
@@ -88,14 +89,15 @@ class BootService:
             body = ipxe.boot_script(client, uris, api_url, snap.chap.get(name), token)
         except (ipxe.IpxeError, iscsi.IscsiError) as exc:
             raise BootRefused(str(exc)) from exc
+        version = None
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
                 # Never during a job on this PC or its image: refused, the PC asks again.
                 with self._traced_reset(name, backend), self.locks.boot(name, snap):
-                    self.privileged.reset(name)
+                    version = self.privileged.reset(name)
             except (OpError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
-        return body, kind
+        return body, kind, version
 
     def _traced_reset(self, name: str, backend: str) -> Any:
         """The reset's span (its lock's wait and the privileged call), tracing on."""

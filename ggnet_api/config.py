@@ -44,11 +44,17 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
     # The extra-vars are the playbooks' own (see the usage comment atop each playbook).
     "image": {
         "playbook": "image.yml",
-        "description": "image operations: roll back to a version, prune, delete a version",
+        "description": "image operations: roll back to a version, move a version's state "
+        "(tested, canary, promoted, rejected), prune, delete a version",
         "extravars": {
-            "op": {"type": "str", "enum": ["rollback", "prune", "delete"], "required": True},
+            "op": {
+                "type": "str",
+                "enum": ["rollback", "state", "prune", "delete"],
+                "required": True,
+            },
             "image": {"type": "str", "pattern": _NAME},
             "version": {"type": "str", "pattern": _NAME},
+            "state": {"type": "str", "enum": ["tested", "canary", "promoted", "rejected"]},
             "keep_versions": {"type": "int"},
             "idle": {"type": "str", "pattern": _DURATION, "notation": "duration"},
             "force": {"type": "bool"},
@@ -68,6 +74,7 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
             "comment": {"type": "str", "pattern": _COMMENT},
             "version": {"type": "str", "pattern": _NAME},
             "disk": {"type": "str", "enum": ["system", "game"]},
+            "promote": {"type": "bool"},
             "force": {"type": "bool"},
         },
     },
@@ -100,6 +107,10 @@ DEFAULTS: dict[str, Any] = {
     "lio_stats_root": "/sys/kernel/config/target/iscsi",
     # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
     "reset_on_boot": True,
+    # Act on the rollouts' decisions (ggnet_api/rollouts.py): a promote or a rollback
+    # decision starts its image job (op=state) by itself.  Off: only shown (the API's
+    # images view, /metrics), the operator starts the job.
+    "rollout_auto": True,
     # The iSCSI backend and the clients' CHAP credentials as the last converge gave
     # them to the targets (ggnet_api/converged.py; a root-only JSON file the ggnet_api
     # role writes).  None: take both from the inventory (tests, a controller-side API).

@@ -38,8 +38,12 @@ class Privileged:
     # gets a CLIENT span `privd <op>`.
     tracing: Tracing | None = None
 
-    def reset(self, client: str) -> None:
-        self._op("reset", {"client": client})
+    def reset(self, client: str) -> str | None:
+        """Reset the client's writebacks; the version its system disk boots now."""
+        answer = self._op("reset", {"client": client})
+        versions = answer.get("versions") if isinstance(answer, dict) else None
+        version = versions.get("system") if isinstance(versions, dict) else None
+        return version if isinstance(version, str) else None
 
     def run_job(
         self, job_id: str, kind: str, extravars: dict[str, Any], on_event: OnEvent

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from ggnet_cli import diff, job, preflight, privd, serve, status, tokens, validate
+from ggnet_cli import diff, images, job, preflight, privd, serve, status, tokens, validate
 
 
 def commands() -> dict[str, ModuleType]:
@@ -25,7 +25,13 @@ def commands() -> dict[str, ModuleType]:
 
         found["lab"] = lab
     found.update(
-        serve=serve, privd=privd, status=status, token=tokens, job=job, preflight=preflight
+        serve=serve,
+        privd=privd,
+        status=status,
+        images=images,
+        token=tokens,
+        job=job,
+        preflight=preflight,
     )
     return found
 

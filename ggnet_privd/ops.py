@@ -95,12 +95,13 @@ class Ops:
                 [snap.clients[name]],
                 self.config.get("iscsi_options"),
             )
-            storage.reset(
+            result = storage.reset(
                 snap.storage, snap.images, [snap.clients[name]], name, boot=True, closer=closer
             )
         except (storage.StorageError, iscsi.IscsiError) as exc:
             raise OpError(str(exc), 409) from exc
-        return {"client": name}
+        # The version each disk boots now: the boot's record (and a rollout) keeps it.
+        return {"client": name, "versions": result.info.get("versions") or {}}
 
     def op_run_job(self, job_id: Any, kind: Any, extravars: Any, emit: Emit) -> dict[str, Any]:
         """Run a job of an allow-listed kind; its events go to emit as they come."""

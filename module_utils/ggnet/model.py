@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import chap
+from . import chap, rollout
 from .net import initiator_iqn, normalize_mac, target_iqn
 from .settings import CLIENT_DEFAULTS, CLIENTS_GROUP, SERVERS_GROUP, merged
 
@@ -120,7 +120,36 @@ def machine_groups(name: str, groups: Mapping[str, Any]) -> list[str]:
     return sorted(g for g, members in groups.items() if g not in skip and name in (members or []))
 
 
-def client(name: str, hostvars: Mapping[str, Any], groups: Mapping[str, Any]) -> dict[str, Any]:
+def group_members(groups: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{machine group: its PCs}: the groups of ggnet_clients' hosts other than the
+    inventory's own (all, ungrouped, ggnet_clients, ggnet_servers)."""
+    skip = {"all", "ungrouped", CLIENTS_GROUP, SERVERS_GROUP}
+    pcs = set(clients_of(groups))
+    return {
+        g: sorted(m for m in (members or []) if m in pcs)
+        for g, members in groups.items()
+        if g not in skip and any(m in pcs for m in (members or []))
+    }
+
+
+def canaries(groups: Mapping[str, Any], rollout_value: object) -> frozenset[str]:
+    """The PCs in a canary set of ggnet_rollout (ggnet.rollout.canary_members).  Assumes
+    a validated inventory: a canary set with a problem names no PC."""
+    members = group_members(groups)
+    parsed, _problems = rollout.parse_rollout(rollout_value, members)
+    return rollout.canary_members(parsed, members)
+
+
+def client(
+    name: str,
+    hostvars: Mapping[str, Any],
+    groups: Mapping[str, Any],
+    canary_set: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """One PC; canary_set: the PCs in a canary set (computed from the PC's own
+    ggnet_rollout when not given: callers of many PCs compute it once)."""
+    if canary_set is None:
+        canary_set = canaries(groups, hostvars.get(rollout.ROLLOUT_KEY))
     hv = {**CLIENT_DEFAULTS, **{k: v for k, v in hostvars.items() if v is not None}}
     iscsi = settings(hostvars, "ggnet_iscsi")
     images = hostvars.get("ggnet_images") or {}
@@ -148,6 +177,7 @@ def client(name: str, hostvars: Mapping[str, Any], groups: Mapping[str, Any]) ->
         "initiator_iqn": initiator,
         "chap": bool(iscsi.get("chap")),
         "groups": machine_groups(name, groups),
+        "canary": name in canary_set,
         "lab_firmware": hostvars.get("ggnet_lab_firmware"),
     }
 
@@ -158,7 +188,14 @@ def clients(
     server: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every client (or only those placed on `server`), sorted by name."""
-    result = [client(name, hostvars[name], groups) for name in clients_of(groups)]
+    sets: dict[str, frozenset[str]] = {}
+    result = []
+    for name in clients_of(groups):
+        value = hostvars[name].get(rollout.ROLLOUT_KEY)
+        key = repr(value)
+        if key not in sets:
+            sets[key] = canaries(groups, value)
+        result.append(client(name, hostvars[name], groups, sets[key]))
     if server is not None:
         result = [c for c in result if c["server"] == server]
     return result

@@ -60,7 +60,9 @@ def resets(monkeypatch):
     from ggnet import storage
 
     calls: list[str] = []
-    monkeypatch.setattr(storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name))
+    monkeypatch.setattr(
+        storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name) or storage.Result()
+    )
     return calls
 
 
@@ -351,7 +353,7 @@ def test_a_boot_resets_through_privd_and_the_lock_stays_the_apis(app, resets, ca
     assert isinstance(e.privileged, SocketClient)
     e.config["reset_on_boot"] = True
     caplog.set_level(logging.INFO, logger="ggnet_privd.server")
-    _script, kind = e.boot.script("pc-01", API, e.boot.new_token())
+    _script, kind, _version = e.boot.script("pc-01", API, e.boot.new_token())
     assert kind == "normal" and resets == ["pc-01"]
     assert "reset done" in caplog.text  # privd ran it, not the API's process
     # A job holds pc-01: the API refuses the boot before asking privd for anything.

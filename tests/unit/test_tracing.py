@@ -137,7 +137,9 @@ def test_a_request_span_follows_traceparent_and_keeps_no_query(tmp_path, otel, m
     from ggnet import storage
 
     resets: list[str] = []  # storage.reset recorded: no ZFS here
-    monkeypatch.setattr(storage, "reset", lambda _s, _i, _c, name, **_k: resets.append(name))
+    monkeypatch.setattr(
+        storage, "reset", lambda _s, _i, _c, name, **_k: resets.append(name) or storage.Result()
+    )
     app = make_app(tmp_path, tracing=True)
     ext = app.extensions["ggnet"]
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -182,9 +184,8 @@ def test_the_waterfall_orders_children_under_parents():
 
 
 def test_tracing_on_without_the_packages_says_which(tmp_path, monkeypatch):
-    from ggnet_api import tracing
-
     import ggnet_api
+    from ggnet_api import tracing
 
     monkeypatch.setitem(sys.modules, "ggnet_api.tracing_otel", None)  # as if not installed
     # An earlier test's import left the submodule on the package, where `from ... import`
