@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
+# The benchmarks are run as `python -m bench` from the checkout, not installed: their
+# package is found from the repository's root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import bench_anomaly
 
 pytestmark = pytest.mark.unit
