@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings
+from .notation import parse_duration, parse_percent
 
 CANDIDATE, TESTED, CANARY, PROMOTED, REJECTED = (
     "candidate",
@@ -148,8 +149,6 @@ def parse_rollout(
 
     With `groups` (machine group -> its PCs), a canary set must name a machine group
     and PCs of it.  A problem leaves that part out of the result (defaults instead)."""
-    from .model import parse_duration  # the engine's one parser (model imports rollout)
-
     problems: list[tuple[str, Any, str]] = []
     if value is None:
         return Rollout(), problems
@@ -211,8 +210,6 @@ def _canary_set(
     groups: Mapping[str, Iterable[str]] | None,
     problems: list[tuple[str, Any, str]],
 ) -> CanarySet | None:
-    from .model import parse_percent  # the engine's one parser (model imports rollout)
-
     members: set[str] | None = None
     if groups is not None:
         if group not in groups:
