@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 
 from ggnet_api import boot_sessions
 from ggnet_api import config as config_mod
+from ggnet_api import tracing as tracing_mod
 from ggnet_api.boot_service import BootService
 from ggnet_api.collector import Collector
 from ggnet_api.db.database import Database
@@ -36,7 +37,11 @@ from ggnet_api.metrics import Metrics
 from ggnet_api.periodic import Periodic
 from ggnet_api.privileged import Privileged, privileged
 from ggnet_api.rate_limit import RateLimiter
+from ggnet_api.rollouts import Rollouts
 from ggnet_api.snapshot import CurrentInventory
+
+if TYPE_CHECKING:
+    from ggnet_api.tracing_otel import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,9 @@ class Ggnet:
     privileged: Privileged
     metrics: Metrics | None = None
     background: Periodic | None = None
+    # None: tracing is off (the `tracing` setting; ggnet_api/tracing.py).
+    tracing: Tracing | None = None
+    rollouts: Rollouts | None = None
 
     def start(self) -> None:
         """Load the inventory, then start the threads: inventory watcher, collector, jobs."""
@@ -104,6 +112,9 @@ class Ggnet:
         # Their next boot then only checks their writebacks (BootService).
         for name in ended:
             self.boot.reset_after_session(name)
+        if self.rollouts is not None:
+            # Every collection brings the versions' states: the rollouts decide on them.
+            self.rollouts.tick()
 
     def close(self) -> None:
         """Stop the threads this app started (tests, and the end of the process)."""
@@ -111,6 +122,8 @@ class Ggnet:
             background, self.background = self.background, None
             self.jobs.stop()
             background.stop()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # what the jobs' last spans left in the queue
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -121,25 +134,31 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     inventory = CurrentInventory(cfg)
     locks = Locks()  # jobs and the boot path's resets: one at a time per PC and image
     collector = Collector(cfg, inventory)
+    tracing = tracing_mod.setup(cfg)
     root = privileged(cfg, inventory, collector)
+    root.tracing = tracing
     ext = Ggnet(
         cfg,
         db,
         inventory,
         collector,
-        BootService(cfg, inventory, root, locks),
-        JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot),
+        BootService(cfg, inventory, root, locks, tracing=tracing),
+        JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot, tracing=tracing),
         # Failed authentications per client address; 10000 addresses at the most.
         RateLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"]), 10000),
         root,
+        tracing=tracing,
     )
     metrics = ext.metrics = Metrics(ext)
+    ext.rollouts = Rollouts(ext)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_bytes"])
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, which has sort_keys
     app.json.sort_keys = False
     app.extensions["ggnet"] = ext
+    if tracing is not None:
+        tracing.instrument(app)  # first, so the request's span holds every other hook
 
     from ggnet_api.blueprints import ALL
 

@@ -14,10 +14,11 @@ counts as the PC itself (BootOrigin) and the rate limits per source and per MAC.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ggnet import ipxe, iscsi
 
@@ -28,6 +29,9 @@ from ggnet_api.privileged import Privileged
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.snapshot import CurrentInventory, Snapshot
 from ggnet_privd.protocol import OpError
+
+if TYPE_CHECKING:
+    from ggnet_api.tracing_otel import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,10 @@ class BootService:
         inventory: CurrentInventory,
         privileged: Privileged,
         locks: Locks | None = None,
+        tracing: Tracing | None = None,
     ):
         self.config = config
+        self.tracing = tracing
         self.privileged = privileged
         self.inventory = inventory
         self.origin = BootOrigin(config)
@@ -62,11 +68,12 @@ class BootService:
         """A boot's callback token: what its stage callbacks must show."""
         return secrets.token_urlsafe(18)
 
-    def script(self, name: str, api_url: str, token: str) -> tuple[str, str]:
-        """(script, kind) for a known client: the script is built, then the writeback
-        reset unless kept.
+    def script(self, name: str, api_url: str, token: str) -> tuple[str, str, str | None]:
+        """(script, kind, version) for a known client: the script is built, then the
+        writeback reset unless kept.
 
-        kind is `normal` or `maintenance`.  Raises BootRefused when the boot would fail
+        kind is `normal` or `maintenance`; version is the image version the reset gave
+        the system disk (None when it was not reset).  Raises BootRefused when the boot would fail
         (no script can be rendered, a job holds the PC or its image, the pool is below
         its reserve, the image has no version); a script that cannot be rendered costs
         no reset."""
@@ -85,14 +92,22 @@ class BootService:
             body = ipxe.boot_script(client, uris, api_url, snap.chap.get(name), token)
         except (ipxe.IpxeError, iscsi.IscsiError) as exc:
             raise BootRefused(str(exc)) from exc
+        version = None
         if kind == "normal" and self.config["reset_on_boot"]:
             try:
                 # Never during a job on this PC or its image: refused, the PC asks again.
-                with self.locks.boot(name, snap):
-                    self.privileged.reset(name)
+                with self._traced_reset(name, backend), self.locks.boot(name, snap):
+                    version = self.privileged.reset(name)
             except (OpError, Busy) as exc:
                 raise BootRefused(str(exc)) from exc
-        return body, kind
+        return body, kind, version
+
+    def _traced_reset(self, name: str, backend: str) -> Any:
+        """The reset's span (its lock's wait and the privileged call), tracing on."""
+        if self.tracing is None:
+            return contextlib.nullcontext()
+        attrs = {"ggnet.client": name, "ggnet.iscsi.backend": str(backend)}
+        return self.tracing.span("boot.reset", attrs)
 
     def reset_after_session(self, name: str) -> bool:
         """Reset the writeback of PC `name` now that its session has ended (the

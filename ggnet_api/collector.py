@@ -32,6 +32,8 @@ class Sample:
     pools: dict[str, tuple[int, int]] = field(default_factory=dict)
     sessions: dict[str, list[str]] | None = None
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # image -> its ggnet:current (the version promote or rollback chose last), or None.
+    image_current: dict[str, str | None] = field(default_factory=dict)
     # client -> (bytes read, bytes written) over iSCSI since the API started (LIO only).
     traffic: dict[str, tuple[int, int]] | None = None
     errors: dict[str, str] = field(default_factory=dict)
@@ -61,6 +63,7 @@ def sample_from_json(data: dict[str, Any]) -> Sample:
         pools={k: (int(v[0]), int(v[1])) for k, v in (data.get("pools") or {}).items()},
         sessions=data.get("sessions"),
         versions=data.get("versions") or {},
+        image_current=data.get("image_current") or {},
         traffic=None
         if traffic is None
         else {k: (int(v[0]), int(v[1])) for k, v in traffic.items()},
@@ -139,11 +142,14 @@ class Collector:
                     "comment": v.comment,
                     "applied_from": v.applied_from,
                     "guid": v.guid,
+                    "state": v.state,
+                    "state_at": v.state_at,
                 }
                 for v in img.versions
             ]
             for name, img in state.images.items()
         }
+        sample.image_current = {name: img.current for name, img in state.images.items()}
 
     def traffic(self, snap: Snapshot) -> dict[str, tuple[int, int]] | None:
         """client -> (bytes read, bytes written) since the API started; None without LIO."""

@@ -18,6 +18,8 @@ import yaml
 from ggnet.inventory import REPO_ROOT
 from ggnet.model import DURATION_UNITS, parse_duration
 
+from ggnet_api import tracing
+
 # A value's shape: type, and for strings a pattern; "required" marks the ones a job
 # cannot start without.  Patterns are anchored by fullmatch.
 _NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
@@ -42,11 +44,17 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
     # The extra-vars are the playbooks' own (see the usage comment atop each playbook).
     "image": {
         "playbook": "image.yml",
-        "description": "image operations: roll back to a version, prune, delete a version",
+        "description": "image operations: roll back to a version, move a version's state "
+        "(tested, canary, promoted, rejected), prune, delete a version",
         "extravars": {
-            "op": {"type": "str", "enum": ["rollback", "prune", "delete"], "required": True},
+            "op": {
+                "type": "str",
+                "enum": ["rollback", "state", "prune", "delete"],
+                "required": True,
+            },
             "image": {"type": "str", "pattern": _NAME},
             "version": {"type": "str", "pattern": _NAME},
+            "state": {"type": "str", "enum": ["tested", "canary", "promoted", "rejected"]},
             "keep_versions": {"type": "int"},
             "idle": {"type": "str", "pattern": _DURATION, "notation": "duration"},
             "force": {"type": "bool"},
@@ -66,6 +74,7 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
             "comment": {"type": "str", "pattern": _COMMENT},
             "version": {"type": "str", "pattern": _NAME},
             "disk": {"type": "str", "enum": ["system", "game"]},
+            "promote": {"type": "bool"},
             "force": {"type": "bool"},
         },
     },
@@ -98,6 +107,10 @@ DEFAULTS: dict[str, Any] = {
     "lio_stats_root": "/sys/kernel/config/target/iscsi",
     # Reset writebacks at boot (off only for benchmarks and unit tests without ZFS).
     "reset_on_boot": True,
+    # Act on the rollouts' decisions (ggnet_api/rollouts.py): a promote or a rollback
+    # decision starts its image job (op=state) by itself.  Off: only shown (the API's
+    # images view, /metrics), the operator starts the job.
+    "rollout_auto": True,
     # The iSCSI backend and the clients' CHAP credentials as the last converge gave
     # them to the targets (ggnet_api/converged.py; a root-only JSON file the ggnet_api
     # role writes).  None: take both from the inventory (tests, a controller-side API).
@@ -180,6 +193,19 @@ DEFAULTS: dict[str, Any] = {
     # The Prometheus that evaluates the anomaly alerts (/api/anomalies asks its
     # /api/v1/alerts); None or "": /api/anomalies answers 503.
     "prometheus_url": "http://127.0.0.1:9090",
+    # Opt-in OpenTelemetry tracing of requests, the boot path's reset and every job with
+    # its playbook's tasks (ggnet_api/tracing.py, docs/monitoring.md "Tracing").  Spans
+    # go over OTLP/HTTP to tracing_otlp_endpoint (e.g. http://collector:4318/v1/traces)
+    # when it is set, else to the JSON-lines tracing_file (None: traces.jsonl in
+    # state_dir), rotated at tracing_file_max_bytes with tracing_file_backups older
+    # files kept.  Task arguments are left out unless tracing_task_args is true (known
+    # secrets are masked in them whatever it says).
+    "tracing": False,
+    "tracing_otlp_endpoint": None,
+    "tracing_file": None,
+    "tracing_file_max_bytes": 16 * 1024 * 1024,
+    "tracing_file_backups": 2,
+    "tracing_task_args": False,
 }
 
 # A fleet key shorter than this is refused at load (hex of 16 random bytes at least).
@@ -230,6 +256,9 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[s
     workers = config["reset_workers"]
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
         raise ValueError(f"reset_workers: {str(workers)[:40]!r} is not a whole number from 1 to 64")
+    for key in ("tracing_otlp_endpoint", "tracing_file"):
+        config[key] = config[key] or None  # an empty value: not set
+    tracing.check(config)
     for key in _DURATIONS:
         try:
             parse_duration(config[key])

@@ -18,6 +18,7 @@ what is left of them) and queues again the ones that had not started.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import threading
@@ -35,7 +36,10 @@ from ggnet_privd.playbooks import kill_tree, processes_of
 from ggnet_privd.protocol import OpError
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Link
+
     from ggnet_api.privileged import Privileged
+    from ggnet_api.tracing_otel import JobTrace, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,13 @@ class JobRunner:
         on_finish: Callable[[dict[str, Any]], None] | None = None,
         locks: Locks | None = None,
         snapshot: Callable[[], Snapshot] = Snapshot,
+        tracing: Tracing | None = None,
     ):
         self.db = db
+        # With tracing on, each run is a trace of its own (ggnet_api/tracing_otel.py),
+        # linked to the request that submitted it: job id -> that request's span.
+        self.tracing = tracing
+        self._links: dict[str, Link | None] = {}
         self.config = config
         self.privileged = privileged
         self.on_finish = on_finish
@@ -179,6 +188,9 @@ class JobRunner:
                     409,
                 )
             self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
+            if self.tracing is not None:
+                self.tracing.note("ggnet.job.id", job_id)
+                self._links[job_id] = self.tracing.current_link()
             self._pending[job_id] = (kind, checked)
             if reason:
                 self._note(job_id, reason)
@@ -198,6 +210,7 @@ class JobRunner:
                 if not running:
                     self._pending.pop(job_id, None)
                     self._waiting.pop(job_id, None)
+                    self._links.pop(job_id, None)
                     self._wake.notify_all()  # a job waiting behind it may go now
             if running:
                 # Running, or it started in between: cancel the run.
@@ -318,21 +331,37 @@ class JobRunner:
 
     def _run(self, job_id: str) -> None:
         job = self._job(job_id)
-        # The run is the privileged side's (ggnet_privd/playbooks.py): in ggnet-privd
-        # when a socket is configured, in this process otherwise.  Its events come
-        # back redacted and are stored here as they arrive.
-        result = self.privileged.run_job(
-            job_id, job["kind"], job["extravars"] or {}, self._event_handler(job_id)
-        )
+        trace = None
+        if self.tracing is not None:
+            with self._lock:
+                link = self._links.pop(job_id, None)
+            trace = self.tracing.job(job_id, job["kind"], job["playbook"], link)
+        try:
+            # The run is the privileged side's (ggnet_privd/playbooks.py): in ggnet-privd
+            # when a socket is configured, in this process otherwise.  Its events come
+            # back redacted and are stored here as they arrive.
+            with trace.use() if trace is not None else contextlib.nullcontext():
+                result = self.privileged.run_job(
+                    job_id, job["kind"], job["extravars"] or {}, self._event_handler(job_id, trace)
+                )
+        except Exception as exc:
+            if trace is not None:
+                trace.end("error", None, f"runner error: {type(exc).__name__}")
+            raise
         state, detail = self._outcome(job_id, result["status"])
         self.db.update_job(
             job_id, state=state, rc=result["rc"], finished=time.time(), detail=detail
         )
+        if trace is not None:
+            trace.end(state, result["rc"], detail)
 
-    def _event_handler(self, job_id: str) -> Callable[[dict[str, Any]], None]:
+    def _event_handler(
+        self, job_id: str, trace: JobTrace | None = None
+    ) -> Callable[[dict[str, Any]], None]:
         """Store each event the run sends (already stripped and redacted); note the
-        playbook's pid from the first that carries one."""
-        noted, passed_on = [False], [False]
+        playbook's pid from the first that carries one; with tracing on, the event
+        becomes part of the job's trace."""
+        noted, passed_on, traced = [False], [False], [trace is not None]
 
         def on_event(event: dict[str, Any]) -> None:
             pid = event.get("pid")
@@ -347,6 +376,13 @@ class JobRunner:
                 int(event["counter"]),
                 {k: event.get(k) for k in ("event", "host", "task", "stdout")},
             )
+            if traced[0]:
+                assert trace is not None
+                try:
+                    trace.event(event)
+                except Exception:  # the job goes on without the rest of its trace
+                    traced[0] = False
+                    log.exception("job %s: tracing its events failed", job_id)
 
         return on_event
 

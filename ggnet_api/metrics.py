@@ -338,6 +338,21 @@ def render_sample(sample) -> str:
             ("snapshots", "ggnet_storage_snapshots", "ZFS snapshots below the images root"),
         ):
             t.samples(t.family(name, "gauge", doc), (), [(sample.storage_counts.get(key, 0),)])
+    if sample.versions and "storage" not in sample.errors:
+        name = t.family(
+            "ggnet_image_version_state",
+            "gauge",
+            "1 for each image version in its state (candidate, tested, canary, promoted, rejected)",
+        )
+        t.samples(
+            name,
+            ("image", "version", "state"),
+            [
+                (image, v["name"], v.get("state") or "promoted", 1)
+                for image, versions in sorted(sample.versions.items())
+                for v in versions
+            ],
+        )
     if sample.dnsmasq is not None:
         _dnsmasq(t, sample.dnsmasq)
     if sample.leases is not None:
@@ -411,6 +426,22 @@ def render_database() -> str:
     return t.text()
 
 
+def render_tracing(tracing: Any) -> str:
+    """The tracing's own counts (tracing on only): spans written or sent, and spans
+    dropped by reason (the queue was full, the export failed, a span too large)."""
+    exported, dropped = tracing.stats()
+    t = _Text()
+    name = t.family(
+        "ggnet_api_trace_spans_exported",
+        "counter",
+        "Spans written to the trace file or sent over OTLP",
+    )
+    t.samples(name, (), [(exported,)])
+    name = t.family("ggnet_api_trace_spans_dropped", "counter", "Spans dropped, by reason")
+    t.samples(name, ("reason",), sorted(dropped.items()))
+    return t.text()
+
+
 class Metrics:
     def __init__(self, ext: Any):
         self.ext = ext
@@ -448,6 +479,14 @@ class Metrics:
         )
         for by in ("source", "mac"):
             self.boot_rate_limited.labels(by=by)
+        self.rollout_actions = Counter(
+            "ggnet_rollout_actions",
+            "Image jobs the rollouts started by themselves, by decision (promote, rollback)",
+            ["action"],
+            registry=self.registry,
+        )
+        for action in ("promote", "rollback"):
+            self.rollout_actions.labels(action=action)
         # (the Sample object, its rendered block): the object itself is the key, so a
         # new collector run always misses even if Python reuses an id().
         self._sample_block: tuple[Any, bytes] | None = None
@@ -509,7 +548,33 @@ class Metrics:
             "Times the API started again with this database (every start but the first)",
         )
         t.samples(name, (), [(self.restarts,)])
-        return t.text() + render_database()
+        self._rollouts(t)
+        text = t.text() + render_database()
+        if self.ext.tracing is not None:
+            text += render_tracing(self.ext.tracing)
+        return text
+
+    def _rollouts(self, t: _Text) -> None:
+        """The rollouts' latest decisions: one series per image in a rollout, the
+        decision (wait, pause, promote, rollback) as a label; alert on pause/rollback."""
+        rollouts = getattr(self.ext, "rollouts", None)
+        latest = rollouts.latest if rollouts is not None else {}
+        if not any(view.get("decision") for view in latest.values()):
+            return
+        name = t.family(
+            "ggnet_image_rollout",
+            "gauge",
+            "1 for each image version in canary, labelled with the rollout's decision",
+        )
+        t.samples(
+            name,
+            ("image", "version", "action"),
+            [
+                (image, view["canary"], view["decision"]["action"], 1)
+                for image, view in sorted(latest.items())
+                if view.get("decision")
+            ],
+        )
 
 
 def _same(key: tuple[int, Any], generation: int, snap) -> bool:

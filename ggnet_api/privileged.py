@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ggnet_api.collector import Collector, Sample, sample_from_json
 from ggnet_api.snapshot import CurrentInventory
@@ -25,37 +25,57 @@ from ggnet_privd import protocol
 from ggnet_privd.ops import Ops
 from ggnet_privd.protocol import OpError
 
+if TYPE_CHECKING:
+    from ggnet_api.tracing_otel import Tracing
+
 OnEvent = Callable[[dict[str, Any]], None]
 
 
 class Privileged:
     """The operations; a way provides _call."""
 
-    def reset(self, client: str) -> None:
-        self._call("reset", {"client": client})
+    # With tracing on (app.py sets it), a call made inside a request's or a job's span
+    # gets a CLIENT span `privd <op>`.
+    tracing: Tracing | None = None
+
+    def reset(self, client: str) -> str | None:
+        """Reset the client's writebacks; the version its system disk boots now."""
+        answer = self._op("reset", {"client": client})
+        versions = answer.get("versions") if isinstance(answer, dict) else None
+        version = versions.get("system") if isinstance(versions, dict) else None
+        return version if isinstance(version, str) else None
 
     def reset_idle(self, client: str) -> None:
         """The reset of a PC whose session ended; privd refuses it while it is logged in."""
-        self._call("reset_idle", {"client": client})
+        self._op("reset_idle", {"client": client})
 
     def run_job(
         self, job_id: str, kind: str, extravars: dict[str, Any], on_event: OnEvent
     ) -> dict[str, Any]:
         """{"status": runner's status, "rc": ...}; each event goes to on_event first."""
         args = {"job_id": job_id, "kind": kind, "extravars": extravars}
-        return self._call("run_job", args, on_event)
+        return self._op("run_job", args, on_event)
 
     def cancel_job(self, job_id: str) -> bool:
         """Whether a run of job_id was going on to be cancelled."""
-        return bool(self._call("cancel_job", {"job_id": job_id})["running"])
+        return bool(self._op("cancel_job", {"job_id": job_id})["running"])
 
     def sample(self) -> Sample:
-        return sample_from_json(self._call("sample", {}))
+        return sample_from_json(self._op("sample", {}))
 
     def approve(self, mac: str, name: str, image: str, groups: list[str], principal: str) -> str:
         """The commit id of the approval."""
         args = {"mac": mac, "name": name, "image": image, "groups": groups, "principal": principal}
-        return str(self._call("approve", args)["commit"])
+        return str(self._op("approve", args)["commit"])
+
+    def _op(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
+        if self.tracing is None:
+            return self._call(op, args, on_event)
+        from opentelemetry.trace import SpanKind
+
+        attrs = {"ggnet.privd.op": op, "ggnet.privd.way": type(self).__name__}
+        with self.tracing.child_span(f"privd {op}", attrs, SpanKind.CLIENT):
+            return self._call(op, args, on_event)
 
     def _call(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
         raise NotImplementedError

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggnet import boot_entries, model
+from ggnet import boot_entries, model, rollout
 from ggnet.inventory import InventoryError, load_inventory
 from ggnet.inventory_repo import commit_of
 from ggnet.settings import default, is_secret_key
@@ -53,6 +53,8 @@ class Snapshot:
     problems: tuple[str, ...] = ()
     # The inventory repository's commit the snapshot was loaded at (None: not in git).
     commit: str | None = None
+    # The server's ggnet_rollout as the inventory gives it (ggnet.rollout parses it).
+    rollout: Any = None
 
     @property
     def iscsi_backend(self) -> str:
@@ -88,9 +90,15 @@ def build_snapshot(
     by_mac: dict[str, str] = {}
     chap: dict[str, dict[str, str]] = {}
     unresolved: dict[str, str] = {}
+    shv = hostvars.get(server, {}) if server else {}
+    try:
+        canary_set = model.canaries(groups, shv.get(rollout.ROLLOUT_KEY))
+    except (model.ModelError, ValueError) as exc:
+        problems.append(str(exc))
+        canary_set = frozenset()
     for name in model.clients_of(groups):
         try:
-            c = model.client(name, hostvars[name], groups)
+            c = model.client(name, hostvars[name], groups, canary_set)
         except (model.ModelError, ValueError) as exc:
             problems.append(str(exc))
             continue
@@ -110,7 +118,6 @@ def build_snapshot(
         by_mac[c["mac"]] = name
         if creds:
             chap[name] = creds
-    shv = hostvars.get(server, {}) if server else {}
     images = dict(shv.get("ggnet_images") or {})
     skip = {"all", "ungrouped", model.CLIENTS_GROUP, model.SERVERS_GROUP}
     groups_under_clients = set(groups.get(model.CLIENTS_GROUP) or [])
@@ -137,6 +144,7 @@ def build_snapshot(
         storage=model.settings(shv, "ggnet_storage") if server else {},
         iscsi=model.settings(shv, "ggnet_iscsi") if server else {},
         network=dict(shv.get("ggnet_network") or {}),
+        rollout=shv.get(rollout.ROLLOUT_KEY),
         chap=chap,
         chap_unresolved=unresolved,
         secrets=tuple(sorted(secrets)),

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from ggnet_cli import diff, preflight, privd, serve, status, tokens, validate
+from ggnet_cli import diff, images, job, preflight, privd, serve, status, tokens, validate
 
 
 def commands() -> dict[str, ModuleType]:
@@ -24,7 +24,15 @@ def commands() -> dict[str, ModuleType]:
         from ggnet_lab import cli as lab
 
         found["lab"] = lab
-    found.update(serve=serve, privd=privd, status=status, token=tokens, preflight=preflight)
+    found.update(
+        serve=serve,
+        privd=privd,
+        status=status,
+        images=images,
+        token=tokens,
+        job=job,
+        preflight=preflight,
+    )
     return found
 
 

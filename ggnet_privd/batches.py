@@ -22,11 +22,18 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ggnet_privd.protocol import OpError
 
-# How run reports one item: done(item, None) when it succeeded, done(item, error).
-Done = Callable[[str, Exception | None], None]
+
+class Done(Protocol):
+    """How run reports one item: done(item, None, result) when it succeeded (result is
+    what `call` returns for it), done(item, error) when it failed."""
+
+    def __call__(self, item: str, error: Exception | None, result: Any = None) -> None: ...
+
+
 # run(items, done): done is called once per item, during or after run (from any thread).
 RunBatch = Callable[[list[str], Done], None]
 
@@ -36,6 +43,7 @@ class _Request:
     item: str
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
+    result: Any = None
 
 
 class Batches:
@@ -53,8 +61,9 @@ class Batches:
         # The sizes of the latest batches, for tests and benches.
         self.batch_sizes: deque[int] = deque(maxlen=256)
 
-    def call(self, item: str) -> None:
-        """Serve ITEM in the next batch that can take it; raise what it failed with."""
+    def call(self, item: str) -> Any:
+        """Serve ITEM in the next batch that can take it: its result, or raise what it
+        failed with."""
         request = _Request(item)
         with self._cv:
             if not self._started:
@@ -66,6 +75,7 @@ class Batches:
             raise OpError(f"{self.name}: {item} not served within {self.timeout:g} s", 503)
         if request.error is not None:
             raise request.error
+        return request.result
 
     def _take(self) -> list[_Request]:
         """The next batch: waiting requests whose item is not being served, oldest
@@ -99,7 +109,13 @@ class Batches:
                 by_item.setdefault(request.item, []).append(request)
             reported: set[str] = set()
 
-            def done(item: str, error: Exception | None, by_item=by_item, reported=reported):
+            def done(
+                item: str,
+                error: Exception | None,
+                result: Any = None,
+                by_item: dict[str, list[_Request]] = by_item,
+                reported: set[str] = reported,
+            ) -> None:
                 with self._cv:
                     if item in reported or item not in by_item:
                         return
@@ -108,6 +124,7 @@ class Batches:
                     self._cv.notify_all()  # a request for it may wait for the next batch
                 for request in by_item[item]:
                     request.error = error
+                    request.result = result
                     request.done.set()
 
             try:

@@ -97,12 +97,14 @@ class Ops:
         maintenance as it is), its LUNs closed around a re-clone.  Served in a batch
         with the other resets asked meanwhile (ggnet_privd/batches.py)."""
         name = self._client(client)
-        self.resets.call(name)
-        return {"client": name}
+        versions = self.resets.call(name)
+        # The version each disk boots now: the boot's record (and a rollout) keeps it.
+        return {"client": name, "versions": versions or {}}
 
     def _reset_batch(self, names: list[str], done: Done) -> None:
         """Reset NAMES: one zfs read for all of them, then each one's reset (a rollback
-        or re-clone when it needs one, else nothing) in the pool; done(name, error)."""
+        or re-clone when it needs one, else nothing) in the pool; done(name, error) or
+        done(name, None, the version each of its disks boots now)."""
         snap = self.inventory.snapshot
         clients: list[Mapping[str, Any]] = []
         for name in names:
@@ -127,7 +129,7 @@ class Ops:
 
         def one(name: str) -> None:
             try:
-                storage.reset(
+                result = storage.reset(
                     snap.storage, snap.images, clients, name, boot=True, zfs=Zfs(),
                     closer=closer, state=state,
                 )  # fmt: skip
@@ -137,7 +139,7 @@ class Ops:
                 # This client's alone, as before batches: privd logs it, answers 500.
                 done(name, exc)
             else:
-                done(name, None)
+                done(name, None, result.info.get("versions"))
 
         for c in clients:
             self._rollbacks.submit(one, c["name"])

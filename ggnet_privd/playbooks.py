@@ -7,7 +7,13 @@ under `jobs_dir`, removed afterwards.
 
 Every event is stripped to what an operator reads (event, host, task, stdout) and
 masked with the secrets of the inventory before it leaves: what privd sends the API
-holds no secret, and neither does its log.
+holds no secret, and neither does its log.  With the `tracing` setting on, it also
+carries what the API's tracing builds spans from (ggnet_api/tracing_otel.py): the
+event's time, the play's name, the play's and task's ids, the task's action, whether
+a result changed something or had its failure ignored; and, only with
+`tracing_task_args` on too, the task's arguments as written in the playbook
+(ansible's DISPLAY_ARGS_TO_STDOUT; a no_log task's are hidden by ansible), masked
+like the rest.  A result's own data (`res`) never leaves.
 
 Cancelling: runner is always given a cancel_callback (without one it installs its own
 SIGINT/SIGTERM handlers in our process).  When a job is cancelled the callback sends
@@ -49,6 +55,7 @@ Emit = Callable[[dict[str, Any]], None]
 ENV_MARKER = "GGNET_JOB_ID"
 MASK = "********"
 MAX_STDOUT = 8192
+MAX_TASK_ARGS = 1024
 
 
 @functools.lru_cache(maxsize=4096)
@@ -86,6 +93,26 @@ def redact(text: str | None, secrets: Iterable[str]) -> str | None:
             if form in text:
                 text = text.replace(form, MASK)
     return text
+
+
+def _for_tracing(
+    data: dict[str, Any], ed: dict[str, Any], secrets: list[str], task_args: bool
+) -> dict[str, Any]:
+    """What the API's tracing needs of an event, beyond what an operator reads."""
+    res = ed.get("res")
+    out = {
+        "created": data.get("created"),
+        "play": redact(ed.get("play"), secrets),
+        "play_uuid": ed.get("play_uuid"),
+        "task_uuid": ed.get("task_uuid"),
+        "task_action": ed.get("task_action"),
+        "changed": bool(res.get("changed")) if isinstance(res, dict) else None,
+        "ignore_errors": bool(ed.get("ignore_errors")),
+    }
+    if task_args and ed.get("task_args"):
+        # Masked before it is cut: a secret cut in two would no longer be found.
+        out["task_args"] = (redact(str(ed["task_args"]), secrets) or "")[:MAX_TASK_ARGS]
+    return out
 
 
 def processes_of(job_id: str) -> list[psutil.Process]:
@@ -192,6 +219,8 @@ class PlaybookRuns:
 
     def _event_handler(self, job_id: str, emit: Emit) -> Callable[[dict[str, Any]], bool]:
         seq = [0]
+        tracing = bool(self.config.get("tracing"))
+        task_args = tracing and bool(self.config.get("tracing_task_args"))
 
         def on_event(data: dict[str, Any]) -> bool:
             secrets = [s for s in self.secrets() if s]
@@ -200,15 +229,18 @@ class PlaybookRuns:
                 self._pids[job_id] = int(pid)
             seq[0] += 1
             ed = data.get("event_data") or {}
-            stdout = _ANSI.sub("", data.get("stdout") or "")[:MAX_STDOUT]
+            # Masked whole, then cut: a cut first could split a secret past the masking.
+            stdout = (redact(_ANSI.sub("", data.get("stdout") or ""), secrets) or "")[:MAX_STDOUT]
             event = {
                 "counter": int(data.get("counter") or seq[0]),
                 "event": str(data.get("event") or "verbose"),
                 "host": ed.get("host"),
                 "task": redact(ed.get("task"), secrets),
-                "stdout": redact(stdout, secrets),
+                "stdout": stdout,
                 "pid": int(pid) if pid else None,
             }
+            if tracing:
+                event.update(_for_tracing(data, ed, secrets, task_args))
             try:
                 emit(event)
             except OSError:
@@ -232,6 +264,9 @@ class PlaybookRuns:
         }
         if (project / "ansible.cfg").is_file():
             envvars["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
+        if self.config.get("tracing") and self.config.get("tracing_task_args"):
+            # runner's callback puts a task's arguments into its events only so.
+            envvars["ANSIBLE_DISPLAY_ARGS_TO_STDOUT"] = "True"
         return envvars
 
     def _inventory(self, pdd: Path) -> str | list[str]:

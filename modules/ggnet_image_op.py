@@ -1,16 +1,20 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module: one operation on images' versions (rollback, prune, delete)."""
+"""Ansible module: one operation on images' versions (rollback, state, prune, delete)."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: ggnet_image_op
-short_description: Roll an image back, prune old versions and idle writebacks, delete a version
+short_description: Roll an image back, move a version's state, prune, delete a version
 description:
-  - C(rollback) points O(image) at an earlier O(version); nothing is destroyed, clients get
-    it at their next reset. Refused when the inventory pins another version.
+  - C(rollback) points O(image) at any retained O(version) (older or newer), which becomes
+    promoted; nothing is destroyed, clients get it at their next reset. Refused for a
+    rejected version, and when the inventory pins another version.
+  - C(state) moves O(version) to O(state) (candidate, tested, canary, promoted, rejected):
+    promoted also makes it what PCs boot; canary gives it to the canary PCs (one rollout
+    of an image at a time); rejected is final. Refused when the move is not allowed.
   - C(prune) re-clones writebacks idle longer than O(idle) (not in maintenance, no live
     session), then destroys versions older than the newest O(keep_versions) that no
     writeback depends on and no client boots.
@@ -20,13 +24,17 @@ options:
     description: The operation.
     type: str
     required: true
-    choices: [rollback, prune, delete]
+    choices: [rollback, state, prune, delete]
   image:
-    description: The image (rollback, delete).
+    description: The image (rollback, state, delete).
     type: str
   version:
-    description: The version (rollback, delete).
+    description: The version (rollback, state, delete).
     type: str
+  state:
+    description: The state to move the version to (state).
+    type: str
+    choices: [tested, canary, promoted, rejected]
   keep_versions:
     description: Versions to keep per image (prune); default C(ggnet_storage.prune_keep_versions) or 3.
     type: int
@@ -63,6 +71,15 @@ EXAMPLES = r"""
     version: v2
     storage: "{{ ggnet_storage }}"
     images: "{{ ggnet_images }}"
+
+- name: Give win11 v4 to the canary PCs
+  ggnet_image_op:
+    op: state
+    image: win11
+    version: v4
+    state: canary
+    storage: "{{ ggnet_storage }}"
+    images: "{{ ggnet_images }}"
 """
 
 RETURN = r"""
@@ -74,7 +91,7 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ggnet.storage import delete_version, prune, rollback
+from ansible.module_utils.ggnet.storage import delete_version, prune, rollback, set_state
 from ansible.module_utils.ggnet.storage.module_glue import (
     SESSION_ARGS,
     STORAGE_ARGS,
@@ -86,9 +103,14 @@ from ansible.module_utils.ggnet.storage.module_glue import (
 def main():
     module = AnsibleModule(
         argument_spec={
-            "op": {"type": "str", "required": True, "choices": ["rollback", "prune", "delete"]},
+            "op": {
+                "type": "str",
+                "required": True,
+                "choices": ["rollback", "state", "prune", "delete"],
+            },
             "image": {"type": "str"},
             "version": {"type": "str"},
+            "state": {"type": "str", "choices": ["tested", "canary", "promoted", "rejected"]},
             "keep_versions": {"type": "int"},
             "idle": {"type": "str"},
             **STORAGE_ARGS,
@@ -99,6 +121,7 @@ def main():
         required_if=[
             ("op", "rollback", ("image", "version")),
             ("op", "delete", ("image", "version")),
+            ("op", "state", ("image", "version", "state")),
         ],
         supports_check_mode=True,
     )
@@ -108,6 +131,10 @@ def main():
     def operation():
         if p["op"] == "rollback":
             return rollback(p["storage"], p["images"], p["image"], p["version"], check=check)
+        elif p["op"] == "state":
+            return set_state(
+                p["storage"], p["images"], p["image"], p["version"], p["state"], check=check
+            )
         elif p["op"] == "delete":
             return delete_version(
                 p["storage"], p["images"], p["image"], p["version"], check=check, force=p["force"]

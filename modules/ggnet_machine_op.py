@@ -38,6 +38,13 @@ options:
     type: str
     default: system
     choices: [system, game]
+  promote:
+    description:
+      - Make the applied version promoted at once (apply), so every PC boots it at its next
+        reset. Without it the new version is a candidate that no PC boots until it is
+        rolled out or promoted (C(playbooks/image.yml -e op=state)).
+    type: bool
+    default: false
   force:
     description: Reset even a client in maintenance or with a live session.
     type: bool
@@ -73,7 +80,7 @@ actions:
   type: list
   elements: dict
 version:
-  description: The version created by (or already made by) apply.
+  description: The version created by (or already made by) apply; a candidate unless promote.
   returned: when op is apply
   type: str
 """
@@ -102,6 +109,7 @@ def main():
             "comment": {"type": "str"},
             "version": {"type": "str"},
             "disk": {"type": "str", "default": "system", "choices": ["system", "game"]},
+            "promote": {"type": "bool", "default": False},
             **SESSION_ARGS,
             "force": {"type": "bool", "default": False},
         },
@@ -124,7 +132,8 @@ def main():
         else:
             return apply_writeback(
                 p["storage"], p["images"], p["clients"], p["client"], p["comment"],
-                version=p["version"], disk=p["disk"], sessions=sessions, closer=closer, **common,
+                version=p["version"], disk=p["disk"], sessions=sessions, closer=closer,
+                promote=p["promote"], **common,
             )  # fmt: skip
 
     run_module(module, operation)

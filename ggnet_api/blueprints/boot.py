@@ -134,14 +134,14 @@ def script(raw_mac: str):
     image = snap.clients[name].get("image")
     token = e.boot.new_token()
     try:
-        body, kind = e.boot.script(name, _api_url(), token)
+        body, kind, version = e.boot.script(name, _api_url(), token)
     except BootRefused as exc:
         e.db.add_boot(
             mac, name, "normal", result="refused", detail=str(exc)[:500], image=image, token=token
         )
         log.warning("boot of %s (%s) refused: %s", name, mac, exc)
         return _text(e.boot.refusal_script(str(exc), _api_url(), mac, token))
-    e.db.add_boot(mac, name, kind, image=image, token=token)
+    e.db.add_boot(mac, name, kind, image=image, token=token, version=version)
     return _text(body)
 
 
@@ -197,7 +197,22 @@ def stage(raw_mac: str):
         return _text("query parameter token: not the token of this PC's latest boot\n", 403)
     error = request.args.get("error")
     _record_stage(e.db, boot, name, error[:64] if error else None)
+    if FINAL.get(name) == "failed" and boot.get("version"):
+        _canary_failed(e, boot)
     return _text("ok\n")
+
+
+def _canary_failed(e, boot: dict) -> None:
+    """A canary's boot failed: the rollouts decide now rather than at the next
+    collection (up to collect_interval later), so a rollback's job is queued at once;
+    while it runs it holds the image, and the canaries' boots wait for it (locks)."""
+    client = e.inventory.snapshot.clients.get(boot.get("client") or "")
+    if e.rollouts is None or not client or not client.get("canary"):
+        return
+    try:
+        e.rollouts.tick()
+    except Exception:  # the PC's callback must not fail for it; the collector retries
+        log.exception("rollouts after the failed boot of %s", boot.get("client"))
 
 
 def _record_stage(db, boot: dict, name: str, detail: str | None) -> None:

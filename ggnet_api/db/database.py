@@ -218,17 +218,30 @@ class Database:
         detail: str | None = None,
         image: str | None = None,
         token: str | None = None,
+        version: str | None = None,
     ) -> int:
-        """A new boot; `token` (the one its script carries) is stored as its SHA-256."""
+        """A new boot; `token` (the one its script carries) is stored as its SHA-256;
+        `version` is the image version the PC was given."""
         now = time.time()
         duration = 0.0 if result != "pending" else None
         token_hash = hash_token(token) if token is not None else None
         cur = self.execute(
             "INSERT INTO boots (mac, client, kind, started, stage_at, result, detail, duration, "
-            "image, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (mac, client, kind, now, now, result, detail, duration, image, token_hash),
+            "image, token_hash, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (mac, client, kind, now, now, result, detail, duration, image, token_hash, version),
         )
         return _new_id(cur)
+
+    def version_boots(
+        self, image: str, version: str, since: float = 0.0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The latest boots (newest first, at most `limit`) that got `image`@`version`
+        from `since` on: client, result, duration (a rollout's evidence)."""
+        return self.query(
+            "SELECT client, result, duration, started FROM boots WHERE image = ? AND "
+            "version = ? AND started >= ? ORDER BY id DESC LIMIT ?",
+            (image, version, since, limit),
+        )
 
     def boot(self, boot_id: int) -> dict[str, Any] | None:
         return self.one("SELECT * FROM boots WHERE id = ?", (boot_id,))

@@ -52,7 +52,10 @@ CREATE TABLE IF NOT EXISTS boots (
     -- or its target seen without an initiator), and the collection that first saw the
     -- target without one while the session was open.
     session_end REAL,
-    session_gone_at REAL
+    session_gone_at REAL,
+    -- The image version the boot path's reset gave the PC's system disk (NULL: not
+    -- reset, e.g. in maintenance, or from before versions were recorded).
+    version TEXT
 );
 CREATE INDEX IF NOT EXISTS boots_mac ON boots(mac, id);
 CREATE INDEX IF NOT EXISTS boots_result ON boots(result);
@@ -94,6 +97,10 @@ def create(conn: sqlite3.Connection) -> None:
     for column in ("session_end", "session_gone_at"):
         if column not in have:
             conn.execute(f"ALTER TABLE boots ADD COLUMN {column} REAL")
+    if "version" not in have:
+        conn.execute("ALTER TABLE boots ADD COLUMN version TEXT")
+    # A rollout reads the boots of one image version (ggnet_api/rollouts.py).
+    conn.execute("CREATE INDEX IF NOT EXISTS boots_image_version ON boots(image, version, id)")
     conn.execute("CREATE INDEX IF NOT EXISTS boots_client ON boots(client, id)")
     # Tokens made before they could expire keep expires NULL: they never do.
     if "expires" not in {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}:

@@ -10,77 +10,25 @@ Secrets stay out of clients(); chap_credentials() is the one place that returns 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import chap
+from . import chap, rollout
 from .net import initiator_iqn, normalize_mac, target_iqn
-from .settings import CLIENT_DEFAULTS, CLIENTS_GROUP, SERVERS_GROUP, merged
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-# ZFS's own notation (binary units, optional "iB"/"B"): 64G, 512M, 1.5T, 64GiB.
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
-_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+# The notations, re-exported: their callers know them as ggnet.model's.
+from .notation import (  # noqa: F401
+    DURATION_UNITS,
+    parse_duration,
+    parse_percent,
+    parse_size,
+    parse_size_or_percent,
+)
+from .settings import CLIENT_DEFAULTS, CLIENTS_GROUP, SERVERS_GROUP, merged
 
 
 class ModelError(ValueError):
     pass
-
-
-def parse_size(value: object) -> int:
-    """'64G' -> 68719476736.  Plain integers are bytes.  Binary units, as ZFS uses."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size such as 64G, 512M or 1.5T")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
-        number, unit = match.groups()
-        size = int(float(number) * _UNITS[unit.upper()])
-    else:
-        raise ValueError("is not a size: use a number with K, M, G, T or P, e.g. 64G or 1.5T")
-    if size <= 0:
-        raise ValueError("must be larger than zero")
-    return size
-
-
-def parse_percent(value: object) -> float:
-    """'10%' -> 10.0; between 0 and 100 (exclusive)."""
-    if not isinstance(value, str) or not (match := _PERCENT_RE.match(value)):
-        raise ValueError("is not a percentage such as 10%")
-    percent = float(match.group(1))
-    if not 0 <= percent < 100:
-        raise ValueError("must be at least 0% and below 100%")
-    return percent
-
-
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-# Public so that a caller bounding a duration's shape (the API's job allow-list) names
-# the units from here.
-DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: object) -> int:
-    """'7d' -> 604800 seconds.  A whole number and one unit: s, m, h, d or w (no unit:
-    seconds); a plain non-negative integer is seconds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = _DURATION_RE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(
-            "is not a duration: a whole number with s, m, h, d or w, e.g. 90m, 12h or 7d"
-        )
-    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
-
-
-def parse_size_or_percent(value: object) -> tuple[str, float]:
-    """('percent', 10.0) or ('bytes', 1073741824.0)."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return "percent", parse_percent(value)
-    try:
-        return "bytes", float(parse_size(value))
-    except ValueError:
-        raise ValueError("is neither a size (e.g. 50G) nor a percentage (e.g. 10%)") from None
 
 
 def settings(hostvars: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -120,7 +68,36 @@ def machine_groups(name: str, groups: Mapping[str, Any]) -> list[str]:
     return sorted(g for g, members in groups.items() if g not in skip and name in (members or []))
 
 
-def client(name: str, hostvars: Mapping[str, Any], groups: Mapping[str, Any]) -> dict[str, Any]:
+def group_members(groups: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{machine group: its PCs}: the groups of ggnet_clients' hosts other than the
+    inventory's own (all, ungrouped, ggnet_clients, ggnet_servers)."""
+    skip = {"all", "ungrouped", CLIENTS_GROUP, SERVERS_GROUP}
+    pcs = set(clients_of(groups))
+    return {
+        g: sorted(m for m in (members or []) if m in pcs)
+        for g, members in groups.items()
+        if g not in skip and any(m in pcs for m in (members or []))
+    }
+
+
+def canaries(groups: Mapping[str, Any], rollout_value: object) -> frozenset[str]:
+    """The PCs in a canary set of ggnet_rollout (ggnet.rollout.canary_members).  Assumes
+    a validated inventory: a canary set with a problem names no PC."""
+    members = group_members(groups)
+    parsed, _problems = rollout.parse_rollout(rollout_value, members)
+    return rollout.canary_members(parsed, members)
+
+
+def client(
+    name: str,
+    hostvars: Mapping[str, Any],
+    groups: Mapping[str, Any],
+    canary_set: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """One PC; canary_set: the PCs in a canary set (computed from the PC's own
+    ggnet_rollout when not given: callers of many PCs compute it once)."""
+    if canary_set is None:
+        canary_set = canaries(groups, hostvars.get(rollout.ROLLOUT_KEY))
     hv = {**CLIENT_DEFAULTS, **{k: v for k, v in hostvars.items() if v is not None}}
     iscsi = settings(hostvars, "ggnet_iscsi")
     images = hostvars.get("ggnet_images") or {}
@@ -148,6 +125,7 @@ def client(name: str, hostvars: Mapping[str, Any], groups: Mapping[str, Any]) ->
         "initiator_iqn": initiator,
         "chap": bool(iscsi.get("chap")),
         "groups": machine_groups(name, groups),
+        "canary": name in canary_set,
         "lab_firmware": hostvars.get("ggnet_lab_firmware"),
     }
 
@@ -158,7 +136,14 @@ def clients(
     server: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every client (or only those placed on `server`), sorted by name."""
-    result = [client(name, hostvars[name], groups) for name in clients_of(groups)]
+    sets: dict[str, frozenset[str]] = {}
+    result = []
+    for name in clients_of(groups):
+        value = hostvars[name].get(rollout.ROLLOUT_KEY)
+        key = repr(value)
+        if key not in sets:
+            sets[key] = canaries(groups, value)
+        result.append(client(name, hostvars[name], groups, sets[key]))
     if server is not None:
         result = [c for c in result if c["server"] == server]
     return result

@@ -59,6 +59,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "chap_mutual": False,
         "iqn_prefix": DEFAULT_IQN_PREFIX,
     },
+    # Safe image updates (ggnet.rollout): a version in canary is promoted after
+    # promote_after ok canary boots whose p95 boot time is within boot_time_ratio of
+    # the previous version's, rolled back at max_failures failed ones, and paused
+    # when fewer than promote_after came within patience.
+    "ggnet_rollout": {
+        "promote_after": 3,
+        "max_failures": 1,
+        "boot_time_ratio": 1.2,
+        "patience": "2h",
+    },
 }
 CLIENT_DEFAULTS: dict[str, Any] = {
     "ggnet_boot": "auto",
@@ -81,8 +91,13 @@ CLIENT_KEYS = frozenset(
         "ggnet_node_group",
     }
 )
-# The server settings; all but ggnet_images are mappings with DEFAULTS.
-SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images")
+# The server settings; all but ggnet_images are mappings with DEFAULTS.  ggnet_images
+# and ggnet_rollout are read by the clients too (set them in group_vars/all.yml).
+SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images", "ggnet_rollout")
+ROLLOUT_KEY = "ggnet_rollout"
+# canary: machine group -> its canary set {machines: [PC names], share: "10%"}.
+ROLLOUT_KEYS = frozenset({"promote_after", "max_failures", "boot_time_ratio", "patience", "canary"})
+CANARY_KEYS = frozenset({"machines", "share"})
 # Node groups of a fleet: a mapping name -> {region, priority, capacity, servers}, read
 # from the servers (group_vars/ggnet_servers.yml); a client group names one with
 # ggnet_node_group.  Without it an inventory places PCs with ggnet_server, as always.

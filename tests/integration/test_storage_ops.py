@@ -12,6 +12,9 @@ from ggnet import layout, storage
 from ggnet.zfs import Zfs
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
+from ggnet_api.snapshot import Snapshot
+from ggnet_cli import images as images_cli
+
 pytestmark = pytest.mark.integration
 
 IMAGES = {"os": {"size": "32M", "kind": "system"}, "games": {"size": "16M", "kind": "data"}}
@@ -205,7 +208,7 @@ def test_a_reset_writeback_is_fresh_at_once_for_the_next_reset(ready):
 def test_reset_after_a_version_change_reclones_with_a_new_base(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"NEWVER", 4096)
-    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={})
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={}, promote=True)
     write(disk(cfg, "pc-02"), b"dirty")
     zfs = Zfs()
     storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={}, zfs=zfs)
@@ -292,23 +295,29 @@ def test_a_reset_drops_the_disk_files_pages_not_the_machines_page_cache(ready, t
         assert " /proc/sys/vm/drop_caches " not in f.read()
 
 
-def test_apply_then_rollback_checked_by_content(ready):
+def test_apply_makes_a_candidate_then_promote_and_rollback_checked_by_content(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"UPDATE-1", 1 << 20)
     applied = storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "driver 560", sessions={})
-    assert applied.info["version"] == "v2"
+    assert applied.info["version"] == "v2" and applied.info["state"] == "candidate"
     # a second apply of the unchanged writeback is a no-op
     again = storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "driver 560", sessions={})
     assert again.changed is False and again.info["version"] == "v2"
-    raw = Zfs().get(
-        [layout.version_snapshot(cfg, "os", "v2")], ["ggnet:comment", "ggnet:applied_from"]
-    )
-    assert raw[layout.version_snapshot(cfg, "os", "v2")] == {
+    v2 = layout.version_snapshot(cfg, "os", "v2")
+    raw = Zfs().get([v2], ["ggnet:comment", "ggnet:applied_from", "ggnet:state"])
+    assert raw[v2] == {
         "ggnet:comment": "driver 560",
         "ggnet:applied_from": "pc-01",
+        "ggnet:state": "candidate",
     }
-    # pc-02 is off: its next reset boots v2
+    # a candidate reaches no PC: pc-02's next reset stays on v1
     time.sleep(1.05)
+    storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={})
+    assert read(disk(cfg, "pc-02"), 8, 1 << 20) == bytes(8)
+    # promoted, pc-02's next reset boots v2
+    promoted = storage.set_state(cfg, IMAGES, "os", "v2", "promoted")
+    assert [a.action for a in promoted.actions] == ["set_state", "rollback_image"]
+    assert storage.set_state(cfg, IMAGES, "os", "v2", "promoted").changed is False
     storage.reset(cfg, IMAGES, clients(), "pc-02", sessions={})
     assert read(disk(cfg, "pc-02"), 8, 1 << 20) == b"UPDATE-1"
     # roll back: the converge re-clones off clients onto v1, their disks lose the update
@@ -324,10 +333,104 @@ def test_apply_then_rollback_checked_by_content(ready):
     assert read(disk(cfg, "pc-03"), 8, 1 << 20) == b"UPDATE-1"
 
 
+def test_canary_pcs_boot_the_canary_and_a_rejected_version_leaves_them(ready):
+    """What is promoted is what is served: the writeback's origin after the boot path's
+    reset, per PC, through a whole rollout and its rollback."""
+    cfg = ready
+    canary = clients()
+    canary[2] = {**canary[2], "canary": True}  # pc-03
+    write(disk(cfg, "pc-01"), b"CANARY-2", 1 << 20)
+    storage.apply_writeback(cfg, IMAGES, canary, "pc-01", "new driver", sessions={})
+
+    def origins():
+        for name in ("pc-02", "pc-03"):
+            storage.reset(cfg, IMAGES, canary, name, boot=True)
+        return {
+            name: storage.read_state(cfg, Zfs()).writebacks[(name, "system")].origin.split("@")[1]
+            for name in ("pc-02", "pc-03")
+        }
+
+    assert origins() == {"pc-02": "v1", "pc-03": "v1"}  # a candidate: nobody
+    before = snapshot_of_pool(cfg)
+    for bad, error in [
+        (("v1", "candidate"), "os@v1 is promoted: only apply makes a candidate"),
+        (("v1", "canary"), "os@v1 is promoted: it can become rejected, not canary"),
+        (("v1", "rejected"), "os@v1: it is the version PCs boot; roll back"),
+        (("v9", "canary"), r"unknown version 'v9' \(existing: v1 promoted, v2 candidate\)"),
+    ]:
+        with pytest.raises(storage.StorageError, match=error):
+            storage.set_state(cfg, IMAGES, "os", *bad)
+    with pytest.raises(storage.StorageError, match=r"pins ggnet_images\.os\.version: v1"):
+        pinned = {**IMAGES, "os": {**IMAGES["os"], "version": "v1"}}
+        storage.set_state(cfg, pinned, "os", "v2", "canary")
+    assert snapshot_of_pool(cfg) == before
+    storage.set_state(cfg, IMAGES, "os", "v2", "canary")
+    assert origins() == {"pc-02": "v1", "pc-03": "v2"}
+    assert read(disk(cfg, "pc-03"), 8, 1 << 20) == b"CANARY-2"
+    # `ggnet images` shows the same from the pool
+    snap = Snapshot(images=IMAGES, clients={c["name"]: c for c in canary})
+    rows = images_cli.gather(snap, storage.read_state(cfg, Zfs(), writebacks=storage.NO_WRITEBACKS))
+    os_row = next(r for r in rows if r["image"] == "os")
+    assert (os_row["served"], os_row["canary"], os_row["canary_pcs"]) == ("v1", "v2", ["pc-03"])
+    assert [(v["name"], v["state"]) for v in os_row["versions"]] == [
+        ("v1", "promoted"),
+        ("v2", "canary"),
+    ]
+    assert "os: PCs boot v1; canary v2 on pc-03" in images_cli.text(rows)
+    # a second rollout of the image is refused while this one runs
+    write(disk(cfg, "pc-01"), b"CANARY-3", 1 << 20)
+    storage.apply_writeback(cfg, IMAGES, canary, "pc-01", "newer", sessions={})
+    with pytest.raises(storage.StorageError, match="os@v2 is already in canary: one rollout"):
+        storage.set_state(cfg, IMAGES, "os", "v3", "canary")
+    # the canary version is neither pruned nor deletable while it runs
+    with pytest.raises(storage.StorageError, match="it is in canary"):
+        storage.delete_version(cfg, IMAGES, "os", "v2", force=True)
+    # rejected: canaries go back to the promoted version at their next boot
+    storage.set_state(cfg, IMAGES, "os", "v2", "rejected")
+    assert origins() == {"pc-02": "v1", "pc-03": "v1"}
+    # and a rejected version stays rejected: neither promotion nor rollback revive it
+    before = snapshot_of_pool(cfg)
+    with pytest.raises(storage.StorageError, match="os@v2 is rejected: a rejected version"):
+        storage.set_state(cfg, IMAGES, "os", "v2", "promoted")
+    with pytest.raises(storage.StorageError, match="version v2 is rejected and is never served"):
+        storage.rollback(cfg, IMAGES, "os", "v2")
+    pinned = {**IMAGES, "os": {**IMAGES["os"], "version": "v2"}}
+    for pinned_op in (
+        lambda: storage.converge_images(cfg, pinned, check=True),
+        lambda: storage.reset(cfg, pinned, canary, "pc-02", boot=True),
+    ):
+        with pytest.raises(storage.StorageError, match=r"version: v2 is rejected and is never"):
+            pinned_op()
+    assert snapshot_of_pool(cfg) == before
+    # rollback (or forward) to any retained version that is not rejected: v3 promoted
+    storage.rollback(cfg, IMAGES, "os", "v3")
+    assert origins() == {"pc-02": "v3", "pc-03": "v3"}
+    state = storage.read_state(cfg, Zfs()).images["os"]
+    assert {v.name: v.state for v in state.versions} == {
+        "v1": "promoted",
+        "v2": "rejected",
+        "v3": "promoted",
+    }
+
+
+def test_a_pool_from_before_version_states_boots_what_it_booted(ready):
+    cfg = ready
+    write(disk(cfg, "pc-01"), b"OLD-APPLY", 1 << 20)
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "old", sessions={}, promote=True)
+    for v in ("v1", "v2"):
+        Zfs().inherit(layout.version_snapshot(cfg, "os", v), storage.P_STATE)
+    state = storage.read_state(cfg, Zfs()).images["os"]
+    assert [(v.state_raw, v.state) for v in state.versions] == [(None, "promoted")] * 2
+    canary = [{**c, "canary": True} for c in clients()]
+    for who in (clients(), canary):
+        storage.reset(cfg, IMAGES, who, "pc-02", boot=True)
+        assert read(disk(cfg, "pc-02"), 9, 1 << 20) == b"OLD-APPLY"
+
+
 def test_running_or_maintenance_clients_keep_their_writeback_until_reset(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"NEW", 0)
-    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={})
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "new", sessions={}, promote=True)
     write(disk(cfg, "pc-02"), b"session data")
     sessions = {"iqn.2024-01.test:pc-02": ["iqn.init:pc-02"]}
     result = storage.converge_writebacks(cfg, IMAGES, clients(), check=False, sessions=sessions)
@@ -370,7 +473,9 @@ def test_bad_requests_are_refused_and_change_nothing(ready):
     before = snapshot_of_pool(cfg)
     with pytest.raises(storage.StorageError, match="unknown client 'pc-99'"):
         storage.reset(cfg, IMAGES, clients(), "pc-99", sessions={})
-    with pytest.raises(storage.StorageError, match=r"unknown version 'v9' \(existing: v1\)"):
+    with pytest.raises(
+        storage.StorageError, match=r"unknown version 'v9' \(existing: v1 promoted\)"
+    ):
         storage.rollback(cfg, IMAGES, "os", "v9")
     with pytest.raises(storage.StorageError, match=r"unknown version 'v9'"):
         storage.converge_writebacks(
@@ -429,7 +534,7 @@ def test_prune_versions_and_idle_writebacks(ready):
     cfg = ready
     for n in range(2, 5):
         write(disk(cfg, "pc-01"), f"version {n}".encode())
-        storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", f"v{n}", sessions={})
+        storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", f"v{n}", sessions={}, promote=True)
     # pc-02/pc-03 still hang on v1; only idle-pruning them frees it
     result = storage.prune(cfg, IMAGES, clients(), keep_versions=2, idle="1h", sessions={})
     assert [a.target.split("@")[1] for a in result.actions] == ["v2"]
@@ -453,7 +558,7 @@ def test_prune_versions_and_idle_writebacks(ready):
 def test_delete_version_with_dependants_needs_force(ready):
     cfg = ready
     write(disk(cfg, "pc-01"), b"two")
-    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "v2", sessions={})
+    storage.apply_writeback(cfg, IMAGES, clients(), "pc-01", "v2", sessions={}, promote=True)
     with pytest.raises(
         storage.StorageError,
         match=r"writebacks depend on it \(pc-02/system, pc-03/system\).*force=true",

@@ -43,7 +43,10 @@ LUN = lun_number("tgt", 0)
 IMAGES = {"os": {"size": "32M", "kind": "system"}}
 TASK = "Run the operation on the client's server"
 # What a change could touch; `creation` proves no re-clone, the ggnet: ones the pointers.
-PROPS = "type,origin,creation,quota,mountpoint,ggnet:current,ggnet:comment,ggnet:client,ggnet:disk"
+PROPS = (
+    "type,origin,creation,quota,mountpoint,ggnet:current,ggnet:comment,ggnet:client,ggnet:disk,"
+    "ggnet:state"
+)
 
 
 def write_inventory(root: Path, cfg: dict) -> Path:
@@ -199,7 +202,9 @@ def test_apply_is_refused_while_a_real_initiator_is_logged_in_then_succeeds(runn
     image = layout.image_dataset(cfg, "os")
     after = pool_state(cfg["pool"])
     assert f"{image}@v2\tggnet:comment\tGPU driver" in after
-    assert f"{image}\tggnet:current\tv2" in after
+    # a candidate: the image's pointer stays where it was (no other PC boots v2)
+    assert f"{image}@v2\tggnet:state\tcandidate" in after
+    assert f"{image}\tggnet:current\tv2" not in after
     wb = layout.writeback_dataset(cfg, CLIENT, "system")
     assert f"{wb}\torigin\t{image}@v2" in after
     # The re-cloned writeback carries what the PC wrote; the other PC's is untouched.

@@ -245,13 +245,12 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     from ggnet import storage
 
     calls = []
-    monkeypatch.setattr(
-        storage,
-        "reset",
-        lambda cfg, images, clients, name, boot, closer, **_k: calls.append(
-            (name, boot, callable(closer))
-        ),
-    )
+
+    def reset(cfg, images, clients, name, boot, closer, **_k):
+        calls.append((name, boot, callable(closer)))
+        return storage.Result(info={"versions": {"system": "v7"}})
+
+    monkeypatch.setattr(storage, "reset", reset)
     monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)  # no ZFS here
     inv = write_inventory(tmp_path / "inventory")
     app = create_app({"state_dir": str(tmp_path / "s"), "inventory": str(inv), "background": False})
@@ -261,6 +260,9 @@ def test_boot_resets_the_writeback_unless_in_maintenance(tmp_path, monkeypatch):
     assert c.get("/boot/52:54:00:aa:00:02", environ_base=AT["52:54:00:aa:00:02"]).status_code == 200
     # The closer lets a version change re-clone the disk its LUN holds open.
     assert calls == [("pc-01", True, True)]
+    # Each boot records the version the reset gave it (none for the kept one).
+    rows = app.extensions["ggnet"].db.query("SELECT client, version FROM boots ORDER BY id")
+    assert rows == [{"client": "pc-01", "version": "v7"}, {"client": "pc-02", "version": None}]
 
 
 def test_boot_refused_below_reserve(tmp_path, monkeypatch):

@@ -191,7 +191,7 @@ def test_a_boot_during_a_job_on_its_pc_is_refused_and_resets_nothing(
     from ggnet import storage
 
     resets: list[str] = []
-    monkeypatch.setattr(storage, "reset", lambda *a, **k: resets.append(a[3]))
+    monkeypatch.setattr(storage, "reset", lambda *a, **k: resets.append(a[3]) or storage.Result())
     monkeypatch.setattr(storage, "read_for_reset", lambda *a, **k: None)  # no ZFS here
     app = make_app(tmp_path, reset_on_boot=True)
     e = app.extensions["ggnet"]

@@ -47,7 +47,9 @@ def resets(monkeypatch):
     from ggnet import storage
 
     calls: list[str] = []
-    monkeypatch.setattr(storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name))
+    monkeypatch.setattr(
+        storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name) or storage.Result()
+    )
     monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)  # no ZFS here
     return calls
 

@@ -21,7 +21,9 @@ def test_commands_in_the_order_help_lists_them():
         "serve",
         "privd",
         "status",
+        "images",
         "token",
+        "job",
         "preflight",
     ]
 
@@ -39,7 +41,9 @@ def test_without_the_lab_package_there_is_no_lab_command(monkeypatch):
         "serve",
         "privd",
         "status",
+        "images",
         "token",
+        "job",
         "preflight",
     ]
     with pytest.raises(SystemExit):

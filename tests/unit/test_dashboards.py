@@ -57,6 +57,8 @@ API_SERIES = {
     "ggnet_storage_image_versions",
     "ggnet_storage_snapshots",
     "ggnet_boot_session_duration_seconds_bucket",
+    "ggnet_image_version_state",
+    "ggnet_image_rollout",
 }
 # node_exporter (Debian's prometheus-node-exporter) and its textfile collector, which
 # carries `ggnet preflight --textfile`; `up` is Prometheus's own, per target.

@@ -60,7 +60,9 @@ def resets(monkeypatch):
     from ggnet import storage
 
     calls: list[str] = []
-    monkeypatch.setattr(storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name))
+    monkeypatch.setattr(
+        storage, "reset", lambda _s, _i, _c, name, **_k: calls.append(name) or storage.Result()
+    )
     # A batch's one read (ggnet_privd/batches.py) stands in with nothing read.
     monkeypatch.setattr(storage, "read_for_reset", lambda *_a, **_k: None)
     return calls
@@ -353,7 +355,7 @@ def test_a_boot_resets_through_privd_and_the_lock_stays_the_apis(app, resets, ca
     assert isinstance(e.privileged, SocketClient)
     e.config["reset_on_boot"] = True
     caplog.set_level(logging.INFO, logger="ggnet_privd.server")
-    _script, kind = e.boot.script("pc-01", API, e.boot.new_token())
+    _script, kind, _version = e.boot.script("pc-01", API, e.boot.new_token())
     assert kind == "normal" and resets == ["pc-01"]
     assert "reset done" in caplog.text  # privd ran it, not the API's process
     # A job holds pc-01: the API refuses the boot before asking privd for anything.
@@ -472,3 +474,19 @@ def test_a_real_playbook_runs_in_privd(app, operator):
     shown = [ev["stdout"] for ev in events if "clients pc-01" in (ev["stdout"] or "")]
     assert shown and "secret ********" in shown[0]
     assert all(CHAP not in (ev["stdout"] or "") for ev in events)
+
+
+def test_a_secret_at_the_cut_of_a_long_output_is_masked_not_halved(tmp_path):
+    from ggnet_privd.playbooks import MAX_STDOUT, PlaybookRuns
+
+    secret = "chap-secret-4711-abcdef"
+    runs = PlaybookRuns({}, tmp_path, lambda: [secret])
+    sent: list[dict] = []
+    on_event = runs._event_handler("job-1", sent.append)
+    # The secret starts 5 characters before the cut: cutting first would leave its
+    # first 5 characters, which no masking recognises.
+    stdout = "x" * (MAX_STDOUT - 5) + secret + " tail"
+    on_event({"event": "runner_on_ok", "stdout": stdout, "event_data": {"host": "boot1"}})
+    (event,) = sent
+    assert "chap-" not in event["stdout"]
+    assert len(event["stdout"]) <= MAX_STDOUT

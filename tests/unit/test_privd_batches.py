@@ -53,7 +53,9 @@ class Held:
         self.let_go.wait(10)
 
 
-def _calls(b: Batches, items: list[str]):
+def _calls(b: Batches, items: list[str], queue_in_order: bool = False):
+    """Call b with each item from a thread of its own.  queue_in_order (the worker
+    held busy): each thread's request is queued before the next thread starts."""
     errors: dict[int, Exception] = {}
     finished: list[int] = []
 
@@ -66,7 +68,10 @@ def _calls(b: Batches, items: list[str]):
 
     threads = [threading.Thread(target=one, args=(n, i)) for n, i in enumerate(items)]
     for t in threads:
+        queued = len(b._waiting)
         t.start()
+        if queue_in_order:
+            _until(lambda queued=queued: len(b._waiting) > queued, "a request did not queue")
     return threads, errors, finished
 
 
@@ -81,7 +86,7 @@ def test_requests_that_wait_go_in_one_batch_but_not_a_client_being_served():
     b = Batches(run, "reset")
     first, _, _ = _calls(b, ["pc-1"])
     _until(lambda: run.batches, "the first batch did not start")
-    rest, errors, _ = _calls(b, ["pc-1", "pc-2", "pc-3", "pc-2"])
+    rest, errors, _ = _calls(b, ["pc-1", "pc-2", "pc-3", "pc-2"], queue_in_order=True)
     _until(lambda: len(b._waiting) == 4, "the requests did not queue")
     run.let_go.set()
     # The next batch: pc-2 once and pc-3; pc-1 waits until its first reset is done.
@@ -118,6 +123,25 @@ def test_each_request_gets_its_own_error():
     assert errors == {1: refused}
 
 
+def test_each_request_gets_its_own_result():
+    """What the boot's reset answers with (the version each disk boots) is the item's."""
+
+    def versions(items, done):
+        for item in reversed(items):
+            done(item, None, {"system": f"v-{item}"})
+
+    b = Batches(versions, "reset")
+    assert b.call("pc-1") == {"system": "v-pc-1"}
+    got: dict[str, object] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: got.update({i: b.call(i)})) for i in ("pc-2", "pc-3")
+    ]
+    for t in threads:
+        t.start()
+    _join(threads)
+    assert got == {"pc-2": {"system": "v-pc-2"}, "pc-3": {"system": "v-pc-3"}}
+
+
 def test_a_batch_that_raises_fails_what_it_did_not_finish():
     def boom(items, done):
         done("pc-1", None)
@@ -136,7 +160,7 @@ def test_max_batch_bounds_a_batch():
     b = Batches(run, "reset", max_batch=2)
     first, _, _ = _calls(b, ["pc-0"])
     _until(lambda: run.batches, "the first batch did not start")
-    rest, _, _ = _calls(b, ["pc-1", "pc-2", "pc-3"])
+    rest, _, _ = _calls(b, ["pc-1", "pc-2", "pc-3"], queue_in_order=True)
     _until(lambda: len(b._waiting) == 3, "the requests did not queue")
     run.let_go.set()
     run.release("pc-0", "pc-1", "pc-2", "pc-3")

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .. import layout
+from .. import layout, rollout
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, find_client, wanted_disks
@@ -76,7 +76,8 @@ def reset(
             f"{client_name} has a live iSCSI session: resetting would pull its disk from under "
             f"the running OS; shut it down first, or {FORCE_HINT}"
         )
-    stale = _plan_reset(state, specs, client_name, wanted, keep and not force, zfs, result)
+    canary = bool(client.get("canary"))
+    stale = _plan_reset(state, specs, client_name, wanted, keep and not force, canary, zfs, result)
     if result.actions:
         check_capacity(state, [client_name])
     result.before = {
@@ -85,6 +86,12 @@ def reset(
         for w in [state.writebacks.get((client_name, r))]
     }
     result.after = {**result.before, **{f"{client_name}/{r}": s for r, s, _ in stale}}
+    # What each disk boots now (the boot path records it with the boot).
+    result.info["versions"] = {
+        r: image_parts(cfg, s)[1] if s else None
+        for r in wanted
+        for s in [result.after.get(f"{client_name}/{r}")]
+    }
     if result.actions and not check:
         _apply_reset(state, client_name, stale, zfs, closer)
     return result
@@ -114,6 +121,7 @@ def _plan_reset(
     client_name: str,
     wanted: dict[str, str],
     skip_kept: bool,
+    canary: bool,
     zfs: Zfs,
     result: Result,
 ) -> list[tuple[str, str, str]]:
@@ -122,7 +130,9 @@ def _plan_reset(
     cfg = state.cfg
     stale: list[tuple[str, str, str]] = []
     for role, image in sorted(wanted.items()):
-        snapshot = desired_snapshot(state, specs, image, f"{client_name} ({role} disk)")
+        snapshot = desired_snapshot(
+            state, specs, image, f"{client_name} ({role} disk)", canary=canary
+        )
         have = state.writebacks.get((client_name, role))
         dataset = layout.writeback_dataset(cfg, client_name, role)
         if have is None:
@@ -232,8 +242,11 @@ def apply_writeback(
     sessions: Mapping[str, list] | None = None,
     zfs: Zfs | None = None,
     closer: Closer | None = None,
+    promote: bool = False,
 ) -> Result:
-    """Make a client's writeback the new version of its image.
+    """Make a client's writeback the new version of its image: a candidate, which no
+    PC boots until it is promoted (or put on the canary PCs); promote=True promotes it
+    at once (the operator skips the rollout), as apply did before version states.
 
     Refused while the client has a live session: its OS may still have data in flight.
     The changed blocks are copied into the image's head, which is then snapshotted,
@@ -259,12 +272,12 @@ def apply_writeback(
         return _nothing_to_apply(cfg, client_name, wb)
     name = version or _next_version_name(image)
     result, snapshot = _plan_new_version(
-        cfg, image, image_name, specs[image_name], name, comment, client_name
+        cfg, image, image_name, specs[image_name], name, comment, client_name, promote
     )
     if check:
         return result
     result.info["copied_bytes"] = _copy_into_new_version(
-        cfg, image, image_name, name, comment, client_name, path, zfs
+        cfg, image, image_name, name, comment, client_name, path, zfs, promote
     )
     # Its content is now that version: re-cloning loses nothing, frees its space, and
     # makes a repeated apply a no-op.
@@ -322,6 +335,7 @@ def _plan_new_version(
     name: str,
     comment: str,
     client_name: str,
+    promote: bool,
 ) -> tuple[Result, str]:
     """(the Result an apply as version `name` reports, that version's snapshot)."""
     if image.version(name):
@@ -332,13 +346,18 @@ def _plan_new_version(
         layout.version_snapshot(cfg, image_name, name)
     except layout.LayoutError as exc:
         raise StorageError(f"apply {client_name}: {exc}") from None
+    state = rollout.PROMOTED if promote else rollout.CANDIDATE
     result = Result(
         before={"versions": [v.name for v in image.versions], "current": image.current},
-        after={"versions": [*[v.name for v in image.versions], name], "current": name},
+        after={
+            "versions": [*[v.name for v in image.versions], name],
+            "current": name if promote else image.current,
+        },
     )
     snapshot = layout.version_snapshot(cfg, image_name, name)
-    result.actions.append(Action("apply_writeback", snapshot, comment, client_name))
+    result.actions.append(Action("apply_writeback", snapshot, f"{comment} ({state})", client_name))
     result.info["version"] = name
+    result.info["state"] = state
     if spec.version:
         result.warnings.append(
             f"ggnet_images.{image_name}.version pins {spec.version}: set it to {name} "
@@ -356,16 +375,20 @@ def _copy_into_new_version(
     client_name: str,
     path: str,
     zfs: Zfs,
+    promote: bool,
 ) -> int:
     """Copy the writeback's changed blocks into the image head and snapshot it as `name`,
-    now the image's current version; returns the bytes copied."""
+    a candidate (promoted, and the image's current version, with `promote`); returns
+    the bytes copied."""
     newest = image.versions[-1]
     # A half-finished earlier apply may have left the head dirty: start from the newest.
     head, head_kind = layout.image_backing(cfg, image_name)
     rollback_disk(zfs, newest.snapshot, (head, head_kind))
     copied = copy_changed_blocks(path, head)
-    snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name)
-    zfs.set(image.dataset, {P_CURRENT: name})
+    state = rollout.PROMOTED if promote else rollout.CANDIDATE
+    snapshot_version(cfg, image_name, name, comment, zfs, applied_from=client_name, state=state)
+    if promote:
+        zfs.set(image.dataset, {P_CURRENT: name})
     return copied
 
 

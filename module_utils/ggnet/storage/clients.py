@@ -18,6 +18,8 @@ CLIENT_KEYS = {
     "game_disk": (str, type(None)),
     "keep_writeback": (bool, type(None)),
     "target_iqn": (str, type(None)),
+    # In its machine group's canary set (ggnet.rollout): boots a version in canary.
+    "canary": (bool, type(None)),
 }
 
 

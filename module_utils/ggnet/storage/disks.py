@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import layout
-from ..files import mtime_now
-from ..zfs import Zfs, ZfsError
+from ..zfs import Zfs, ZfsError, mtime_now
 from .capacity import quota_bytes
 from .properties import P_CLIENT, P_DISK, P_DISKS, P_MANAGED, format_disks
 from .state import State, Writeback
@@ -111,7 +110,7 @@ def writeback_is_fresh(cfg: dict, wb: Writeback, zfs: Zfs) -> bool:
             return False  # read from the record: not known, so never skip work on it
         try:
             # Not os.stat: after a rollback the kernel may still hold the discarded
-            # write's mtime (files.mtime_now).
+            # write's mtime (zfs.mtime_now).
             return mtime_now(path) < wb.creation
         except OSError:
             return False

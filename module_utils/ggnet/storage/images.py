@@ -11,12 +11,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import layout
+from .. import layout, rollout
 from ..model import parse_size
 from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
 from .own_names import image_parts, version_parts
-from .properties import P_APPLIED_FROM, P_COMMENT, P_CREATED, P_KIND, P_MANAGED, P_SOURCE
+from .properties import (
+    P_APPLIED_FROM,
+    P_COMMENT,
+    P_CREATED,
+    P_KIND,
+    P_MANAGED,
+    P_SOURCE,
+    P_STATE,
+    P_STATE_AT,
+)
 from .results import Action, Result, StorageError
 from .state import NO_WRITEBACKS, Image, State, Version, read_state
 
@@ -64,13 +73,16 @@ def image_specs(images: Mapping[str, Any]) -> dict[str, ImageSpec]:
     return specs
 
 
-def effective_version(image: Image, spec: ImageSpec | None) -> Version | None:
-    """The version clients of `image` boot (see the package docstring); None if it has none."""
-    if spec is not None and spec.version:
-        return image.version(spec.version)
-    if image.current and (chosen := image.version(image.current)):
-        return chosen
-    return image.versions[-1] if image.versions else None
+def effective_version(image: Image, spec: ImageSpec | None, canary: bool = False) -> Version | None:
+    """The version a client of `image` boots (ggnet.rollout.served_version, the one
+    decision); None if there is none.  canary: the client is in a canary set."""
+    chosen = rollout.served_version(
+        [rollout.VersionInfo(v.name, v.state_raw) for v in image.versions],
+        image.current,
+        spec.version if spec is not None else None,
+        canary,
+    )
+    return image.version(chosen) if chosen else None
 
 
 def desired_snapshot(
@@ -79,9 +91,11 @@ def desired_snapshot(
     image: str,
     where: str,
     assume_created: bool = False,
+    canary: bool = False,
 ) -> str:
-    """The snapshot a disk of IMAGE is cloned from.  assume_created (check mode): an
-    image the images converge would create counts as created at its first version."""
+    """The snapshot a disk of IMAGE is cloned from (for a canary client: canary).
+    assume_created (check mode): an image the images converge would create counts as
+    created at its first version."""
     if image not in specs:
         raise StorageError(
             f"{where}: image {image!r} is not in ggnet_images (known: {', '.join(sorted(specs)) or 'none'})"
@@ -94,13 +108,31 @@ def desired_snapshot(
             f"{where}: image {image!r} does not exist on pool {layout.pool(state.cfg)} yet: "
             "converge the storage role (ggnet_images) first"
         )
-    chosen = effective_version(found, specs[image])
+    chosen = effective_version(found, specs[image], canary)
+    pinned = specs[image].version
+    if chosen is None and pinned:
+        raise StorageError(_pin_problem(image, pinned, found))
     if chosen is None:
         raise StorageError(
-            f"ggnet_images.{image}.version: unknown version {specs[image].version!r} "
-            f"(existing: {', '.join(v.name for v in found.versions)})"
+            f"{where}: image {image!r} has no promoted version to boot "
+            f"({', '.join(f'{v.name} {v.state}' for v in found.versions)}): "
+            "promote or roll back to one"
         )
     return chosen.snapshot
+
+
+def _pin_problem(name: str, pinned: str, image: Image) -> str:
+    """Why ggnet_images.<name>.version cannot be booted: unknown, or rejected."""
+    found = image.version(pinned)
+    if found is not None and found.state == rollout.REJECTED:
+        return (
+            f"ggnet_images.{name}.version: {pinned} is rejected and is never served again; "
+            "pin another version or remove the pin"
+        )
+    return (
+        f"ggnet_images.{name}.version: unknown version {pinned!r} "
+        f"(existing: {', '.join(v.name for v in image.versions)})"
+    )
 
 
 def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
@@ -136,11 +168,8 @@ def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
             continue
         if not image.versions:
             actions.append(Action("snapshot_version", f"{dataset}@{spec.version or 'v1'}"))
-        elif spec.version and image.version(spec.version) is None:
-            raise StorageError(
-                f"ggnet_images.{name}.version: unknown version {spec.version!r} "
-                f"(existing: {', '.join(v.name for v in image.versions)})"
-            )
+        elif spec.version and effective_version(image, spec) is None:
+            raise StorageError(_pin_problem(name, spec.version, image))
     return actions
 
 
@@ -239,15 +268,24 @@ def _wait_for(path: str, timeout: float = 30.0) -> None:
 
 
 def snapshot_version(
-    cfg: dict, image: str, version: str, comment: str, zfs: Zfs, applied_from: str | None = None
+    cfg: dict,
+    image: str,
+    version: str,
+    comment: str,
+    zfs: Zfs,
+    applied_from: str | None = None,
+    state: str = rollout.PROMOTED,
 ) -> None:
+    """Snapshot the image's head as `version` in `state` (an image's first version is
+    promoted: there is nothing to roll it out against; apply makes candidates)."""
     path, kind = layout.image_backing(cfg, image)
     if kind == "file" and os.path.exists(path):
         # Back-date the version's file so a writeback's file is "untouched" exactly while
         # its mtime is older than the writeback itself (see writeback_is_fresh).
         past = time.time() - 2
         os.utime(path, (past, past))
-    props = {P_COMMENT: comment, P_CREATED: now_iso()}
+    now = now_iso()
+    props = {P_COMMENT: comment, P_CREATED: now, P_STATE: state, P_STATE_AT: now}
     if applied_from:
         props[P_APPLIED_FROM] = applied_from
     zfs.snapshot(layout.version_snapshot(cfg, image, version), props)
@@ -281,15 +319,19 @@ def _images_summary(
     out = {}
     for name, img in sorted(state.images.items()):
         chosen = effective_version(img, specs.get(name))
+        canary = effective_version(img, specs.get(name), canary=True)
         out[name] = {
             "versions": [v.name for v in img.versions],
             "version": chosen.name if chosen else None,
+            "states": {v.name: v.state for v in img.versions},
         }
+        if canary and chosen and canary.name != chosen.name:
+            out[name]["canary"] = canary.name
     for action in planned:
         if action.action == "create_image":
             name = image_parts(state.cfg, action.target)[0]
             first = specs[name].version or "v1"
-            out[name] = {"versions": [first], "version": first}
+            out[name] = {"versions": [first], "version": first, "states": {first: rollout.PROMOTED}}
     return out
 
 

@@ -16,6 +16,11 @@ P_APPLIED_FROM = "ggnet:applied_from"
 P_CLIENT = "ggnet:client"
 P_DISK = "ggnet:disk"
 P_KEEP = "ggnet:keep"
+# On a version's snapshot: candidate, tested, canary, promoted or rejected (ggnet.rollout);
+# absent on versions made before states existed, which count as promoted.
+P_STATE = "ggnet:state"
+# When the version got that state (ISO 8601 UTC): a rollout's patience runs from it.
+P_STATE_AT = "ggnet:state_at"
 # On each client dataset: its disks as ggnet last made them, "<role>=<origin>,<quota>"
 # separated by spaces ("none" for no disks).  The reconcile reads it from a one-level
 # listing instead of walking every writeback: zfs-fuse pays a socket round trip per

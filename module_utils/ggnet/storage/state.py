@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .. import layout
+from .. import layout, rollout
 from ..zfs import Zfs
 from .pool_size import PoolRead, pool_space, pool_total_stale
 from .properties import (
@@ -22,6 +22,8 @@ from .properties import (
     P_KIND,
     P_MANAGED,
     P_SOURCE,
+    P_STATE,
+    P_STATE_AT,
     parse_disks,
 )
 
@@ -44,13 +46,25 @@ STATE_PROPS = (
     P_DISK,
     P_KEEP,
     P_DISKS,
+    P_STATE,
+    P_STATE_AT,
 )
 # What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
 # cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
 # properties still mean fewer lines to print and parse.
 # The ggnet properties every read needs: an image's versions and pointer, a client's
 # maintenance flag and disks record.
-_GGNET_READ = (P_KIND, P_CURRENT, P_COMMENT, P_CREATED, P_APPLIED_FROM, P_KEEP, P_DISKS)
+_GGNET_READ = (
+    P_KIND,
+    P_CURRENT,
+    P_COMMENT,
+    P_CREATED,
+    P_APPLIED_FROM,
+    P_KEEP,
+    P_DISKS,
+    P_STATE,
+    P_STATE_AT,
+)
 # `guid` names a version's snapshot across servers (a replica is the same version only
 # when its guid matches): one more line per dataset listed, no more datasets.
 READ_PROPS = ("origin", "creation", "used", "quota", "guid", *_GGNET_READ)
@@ -73,6 +87,14 @@ class Version:
     comment: str | None
     applied_from: str | None
     guid: str | None = None  # read by the whole-pool read only (READ_PROPS)
+    # ggnet:state as stored (None: a version from before states, promoted); see
+    # ggnet.rollout.state_of for what it means.
+    state_raw: str | None = None
+    state_at: str | None = None  # when it got that state (ISO 8601 UTC)
+
+    @property
+    def state(self) -> str:
+        return rollout.state_of(self.state_raw)
 
 
 @dataclass
@@ -281,6 +303,8 @@ def _images_and_disks(
                     comment=props.get(P_COMMENT),
                     applied_from=props.get(P_APPLIED_FROM),
                     guid=props.get("guid"),
+                    state_raw=props.get(P_STATE),
+                    state_at=props.get(P_STATE_AT),
                 )
             )
     for found_image in images_found.values():

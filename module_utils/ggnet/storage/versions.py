@@ -7,16 +7,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .. import layout
+from .. import layout, rollout
 from ..settings import default
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
 from .disks import Closer, recording, recreate, writeback_is_fresh
-from .images import ImageSpec, desired_snapshot, effective_version, image_specs
-from .properties import P_CURRENT
+from .images import ImageSpec, desired_snapshot, effective_version, image_specs, now_iso
+from .properties import P_CURRENT, P_STATE, P_STATE_AT
 from .results import FORCE_HINT, Action, Result, StorageError, parse_duration
-from .state import State, read_state
+from .state import Image, State, read_state
 
 
 def rollback(
@@ -27,23 +27,17 @@ def rollback(
     check: bool = False,
     zfs: Zfs | None = None,
 ) -> Result:
-    """Point an image back at an earlier version; nothing is destroyed.
+    """Point an image at any retained version (older or newer); nothing is destroyed.
 
-    Clients get it at their next reset; the newer versions stay for a roll forward."""
+    Clients get it at their next reset; the other versions stay for a roll forward.  A
+    rejected version is refused; any other becomes promoted (the operator's word)."""
     zfs = zfs or Zfs()
     specs = image_specs(images)
-    if image_name not in specs:
+    image, target = _image_version(cfg, zfs, specs, image_name, version, "rollback")
+    if target.state == rollout.REJECTED:
         raise StorageError(
-            f"rollback: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
-        )
-    state = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
-    image = state.images.get(image_name)
-    if image is None:
-        raise StorageError(f"rollback: image {image_name!r} does not exist on the pool yet")
-    if image.version(version) is None:
-        raise StorageError(
-            f"rollback {image_name}: unknown version {version!r} "
-            f"(existing: {', '.join(v.name for v in image.versions)})"
+            f"rollback {image_name}: version {version} is rejected and is never served "
+            f"again; choose another ({_states(image)})"
         )
     pinned = specs[image_name].version
     if pinned and pinned != version:
@@ -55,10 +49,102 @@ def rollback(
     result = Result(
         before={"version": current.name if current else None}, after={"version": version}
     )
+    if target.state != rollout.PROMOTED:
+        result.actions.append(
+            Action("set_state", target.snapshot, f"{target.state} -> {rollout.PROMOTED}")
+        )
+        if not check:
+            zfs.set(target.snapshot, {P_STATE: rollout.PROMOTED, P_STATE_AT: now_iso()})
     if image.current != version and not pinned:
         result.actions.append(Action("rollback_image", image.dataset, f"-> {version}"))
         if not check:
             zfs.set(image.dataset, {P_CURRENT: version})
+    return result
+
+
+def _image_version(
+    cfg: dict, zfs: Zfs, specs: Mapping[str, Any], image_name: str, version: str, what: str
+) -> tuple[Image, Any]:
+    """The image on the pool and its VERSION; StorageError naming WHAT was asked for
+    when the inventory, the pool or the image does not have them."""
+    if image_name not in specs:
+        raise StorageError(
+            f"{what}: unknown image {image_name!r} (known: {', '.join(sorted(specs))})"
+        )
+    state = read_state(cfg, zfs, [layout.image_dataset(cfg, image_name)])
+    image = state.images.get(image_name)
+    if image is None:
+        raise StorageError(f"{what}: image {image_name!r} does not exist on the pool yet")
+    target = image.version(version)
+    if target is None:
+        raise StorageError(f"{what}: unknown version {version!r} (existing: {_states(image)})")
+    return image, target
+
+
+def _states(image: Image) -> str:
+    return ", ".join(f"{v.name} {v.state}" for v in image.versions)
+
+
+def set_state(
+    cfg: dict,
+    images: Mapping[str, Any],
+    image_name: str,
+    version: str,
+    state: str,
+    check: bool = False,
+    zfs: Zfs | None = None,
+) -> Result:
+    """Move one version to another state (ggnet.rollout.TRANSITIONS).
+
+    - promoted: also makes it the image's current version (what PCs boot);
+    - canary: refused while another version of the image is in canary (one rollout
+      of an image at a time) and while the inventory pins a version (a pin wins over
+      any rollout);
+    - rejected: refused for the version non-canary PCs boot (roll back first); a
+      rejected canary sends the canary PCs back to the promoted version at their
+      next boot.
+    Idempotent: the state it already has changes nothing."""
+    zfs = zfs or Zfs()
+    specs = image_specs(images)
+    where = f"{image_name}@{version}"
+    image, target = _image_version(cfg, zfs, specs, image_name, version, f"state {where}")
+    try:
+        rollout.check_transition(f"{image_name}@{version}", target.state, state)
+    except rollout.RolloutError as exc:
+        raise StorageError(f"state {exc}") from None
+    spec = specs[image_name]
+    served = effective_version(image, spec)
+    if state == rollout.CANARY and target.state != rollout.CANARY:
+        if spec.version:
+            raise StorageError(
+                f"state {where}: the inventory pins ggnet_images.{image_name}.version: "
+                f"{spec.version}, and a pin wins over any rollout; remove the pin first"
+            )
+        other = [v.name for v in image.versions if v.state == rollout.CANARY]
+        if other:
+            raise StorageError(
+                f"state {where}: {image_name}@{other[0]} is already in canary: one rollout "
+                f"of an image at a time; promote or reject {other[0]} first"
+            )
+    if state == rollout.REJECTED and served is not None and served.name == version:
+        raise StorageError(
+            f"state {where}: it is the version PCs boot; roll back to another version "
+            "first, then reject it"
+        )
+    result = Result(before={"state": target.state}, after={"state": state})
+    if target.state != state:
+        result.actions.append(Action("set_state", target.snapshot, f"{target.state} -> {state}"))
+        if not check:
+            zfs.set(target.snapshot, {P_STATE: state, P_STATE_AT: now_iso()})
+    if state == rollout.PROMOTED and image.current != version and not spec.version:
+        result.actions.append(Action("rollback_image", image.dataset, f"-> {version}"))
+        if not check:
+            zfs.set(image.dataset, {P_CURRENT: version})
+    if state == rollout.PROMOTED and spec.version and spec.version != version:
+        result.warnings.append(
+            f"ggnet_images.{image_name}.version pins {spec.version}: set it to {version} "
+            "in the inventory for PCs to boot it"
+        )
     return result
 
 
@@ -88,6 +174,11 @@ def delete_version(
         raise StorageError(
             f"delete {image_name}@{version}: it is the version clients boot; roll back or "
             "pin another version first"
+        )
+    if target.state == rollout.CANARY:
+        raise StorageError(
+            f"delete {image_name}@{version}: it is in canary (the canary PCs boot it); "
+            "reject or promote it first"
         )
     dependants = state.dependants(target.snapshot)
     if dependants and not force:
@@ -199,7 +290,9 @@ def _idle_writebacks(
         if image is None:  # a game disk the client no longer has: not in ggnet_images
             continue
         try:
-            snapshot = desired_snapshot(state, specs, image, wb.client)
+            snapshot = desired_snapshot(
+                state, specs, image, wb.client, canary=bool(client.get("canary"))
+            )
         except StorageError:
             continue
         if wb.origin == snapshot and writeback_is_fresh(state.cfg, wb, zfs):
@@ -227,6 +320,7 @@ def _old_versions(
             if (
                 (chosen and v.name == chosen.name)
                 or v.name == image.current
+                or v.state == rollout.CANARY
                 or v.snapshot in origins
             ):
                 continue

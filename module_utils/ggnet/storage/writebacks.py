@@ -35,7 +35,9 @@ def plan_writebacks(
         where = f"{name} ({'ggnet_image' if role == 'system' else 'ggnet_game_disk'})"
         # In check mode the images converge before this one created nothing: a new
         # image's clones are planned from the version it would get.
-        snapshot = desired_snapshot(state, specs, client["_disk_image"], where, check)
+        snapshot = desired_snapshot(
+            state, specs, client["_disk_image"], where, check, bool(client.get("canary"))
+        )
         dataset = layout.writeback_dataset(cfg, name, role)
         have = state.writebacks.get((name, role))
         if have is None:

@@ -23,6 +23,7 @@ from .iscsi import _check_iscsi
 from .network import _check_network
 from .node_groups import _check_node_groups
 from .problems import Problem, _Collector, _group_of, _merge_shared
+from .rollout import _check_rollout
 from .storage import _check_images, _check_storage
 
 
@@ -88,6 +89,9 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
                 )
 
     parsed = {s: _check_server(out, s, hostvars.get(s, {})) for s in servers}
+    members = model.group_members(groups)
+    for server in servers:
+        _check_rollout(out, server, hostvars.get(server, {}), members)
     fleet = _check_node_groups(out, servers, hostvars)
     macs: dict[str, str] = {}
     ips: dict[str, str] = {}
