@@ -313,6 +313,22 @@ class Zfs:
         rc, _, _ = self.runner([ZPOOL, "list", "-H", "-o", "name", pool], None)
         return rc == 0
 
+    def pool_health(self, pool: str) -> str:
+        """ONLINE, DEGRADED, SUSPENDED, UNAVAIL, ... of an imported pool."""
+        return self.run([ZPOOL, "list", "-H", "-o", "health", pool]).strip()
+
+    def importable(self, pool: str, vdevs: Sequence[str]) -> bool:
+        """`pool` is not imported but `zpool import` finds it on `vdevs` (the devices of
+        an exported pool, or of one whose import failed at boot)."""
+        argv = [ZPOOL, "import"]
+        # Files are searched only where -d points; devices in zpool's own search path.
+        dirs = sorted({os.path.dirname(v) for v in vdevs if os.path.isfile(v)})
+        if dirs:
+            for directory in [*dirs, "/dev"]:
+                argv += ["-d", directory]
+        _, out, _ = self.runner(argv, None)  # rc 1 also means "none to import"
+        return any(line.split() == ["pool:", pool] for line in out.splitlines())
+
 
 def _opts(props: Mapping[str, str] | None) -> list[str]:
     out: list[str] = []

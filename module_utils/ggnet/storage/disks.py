@@ -12,6 +12,7 @@ from .. import layout
 from ..zfs import Zfs, ZfsError, mtime_now
 from .capacity import quota_bytes
 from .properties import P_CLIENT, P_DISK, P_DISKS, P_MANAGED, format_disks
+from .results import StorageError
 from .state import State, Writeback
 
 # client name -> a context inside which nothing holds that client's disk files open
@@ -94,7 +95,17 @@ def recreate(
     files"."""
     dataset = layout.writeback_dataset(cfg, client, role)
     with closed(closer, client):
-        zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
+        try:
+            zfs.destroy(dataset, recursive=True, unmount_first=layout.disk_format(cfg) == "file")
+        except ZfsError as exc:
+            if not exc.busy:
+                raise
+            path = layout.writeback_backing(cfg, client, role)[0]
+            raise StorageError(
+                f"{dataset} is busy: something still holds {path} open (a LUN that was not "
+                f"closed, or a process: `fuser -v {path}`). Its disk is as it was; let go "
+                f"of it, then reset {client} again (its next boot does)"
+            ) from exc
         clone_writeback(cfg, client, role, snapshot, zfs)
 
 

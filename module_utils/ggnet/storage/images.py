@@ -135,6 +135,42 @@ def _pin_problem(name: str, pinned: str, image: Image) -> str:
     )
 
 
+# A pool whose device is gone still answers reads from memory, but its first write
+# blocks (failmode=wait): a converge would hang there instead of saying why.
+_UNUSABLE_HEALTH = ("UNAVAIL", "SUSPENDED", "FAULTED", "OFFLINE", "REMOVED")
+
+
+def check_pool_usable(state: State, zfs: Zfs) -> None:
+    """Refuse, before anything changes, a pool that cannot take writes and a pool that
+    would have to be created over devices that are missing or already hold one."""
+    cfg = state.cfg
+    pool = layout.pool(cfg)
+    if state.pool_exists:
+        health = zfs.pool_health(pool)
+        if health in _UNUSABLE_HEALTH:
+            raise StorageError(
+                f"ggnet_storage.pool: pool {pool!r} is {health}: a device under it is "
+                f"missing or failed, and nothing was changed. See `zpool status -x {pool}`; "
+                f"bring the device back (or replace it), run `zpool clear {pool}`, then "
+                "converge again"
+            )
+        return
+    vdevs = list(cfg.get("vdevs") or [])
+    missing = [v for v in vdevs if not os.path.exists(v)]
+    if missing:
+        raise StorageError(
+            f"ggnet_storage.vdevs: {', '.join(missing)} not found on this server, so pool "
+            f"{pool!r} was not created and nothing was changed: attach the device or "
+            "correct the list"
+        )
+    if vdevs and zfs.importable(pool, vdevs):
+        raise StorageError(
+            f"ggnet_storage.pool: pool {pool!r} is not imported, but its devices hold it; "
+            f"ggnet never creates a pool over one, and nothing was changed. Check it with "
+            f"`zpool import`, import it with `zpool import {pool}`, then converge again"
+        )
+
+
 def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
     cfg = state.cfg
     pool = layout.pool(cfg)
@@ -297,6 +333,7 @@ def converge_images(
     zfs = zfs or Zfs()
     specs = image_specs(images)
     state = read_state(cfg, zfs, writebacks=NO_WRITEBACKS)
+    check_pool_usable(state, zfs)
     result = Result()
     result.actions = plan_images(state, specs)
     result.before = _images_summary(state, specs)
