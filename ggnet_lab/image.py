@@ -75,7 +75,8 @@ def load_recipe(path: Path = RECIPE) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in recipe]
     if missing:
         raise ImageError(f"{path}: the recipe lacks {', '.join(missing)}")
-    for key in ("packages", "disable", "mask"):
+    recipe.setdefault("components", ["main"])
+    for key in ("packages", "disable", "mask", "components"):
         value = recipe[key]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ImageError(f"{path}: '{key}' must be a list of names")
@@ -139,6 +140,7 @@ def build_env(recipe: dict, root: Path, out: Path, mirror: str) -> dict[str, str
         OUT=str(out),
         MIRROR=mirror,
         SUITE=recipe["suite"],
+        APT_COMPONENTS=",".join(recipe["components"]),
         PACKAGES=" ".join(recipe["packages"]),
         DISABLE=" ".join(recipe["disable"]),
         MASK=" ".join(recipe["mask"]),
@@ -193,8 +195,9 @@ def _build(image: Image, progress: Callable[[str], None]) -> None:
             now = time.monotonic()
             if line.startswith("==> "):
                 progress(f"image: [{now - started:5.0f}s] {line[4:].rstrip()}")
-            elif now - last_tick > 30:
-                progress(f"image: [{now - started:5.0f}s]   ... {line.strip()[:90]}")
+            elif now - last_tick > 30 or line.startswith("  ... "):  # the script's own ticks
+                text = line.strip().removeprefix("... ")
+                progress(f"image: [{now - started:5.0f}s]   ... {text[:90]}")
             else:
                 continue
             last_tick = now

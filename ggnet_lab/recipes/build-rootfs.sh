@@ -2,13 +2,13 @@
 # Builds the lab's boot-server root file system and its disk image.  Run by
 # ggnet_lab.image inside a private mount namespace (unshare --mount), so the /proc,
 # /sys and /dev mounts of the chroot vanish with this script whatever happens.
-# Inputs (environment): ROOT OUT MIRROR SUITE PACKAGES DISABLE MASK FREE_MIB
+# Inputs (environment): ROOT OUT MIRROR SUITE APT_COMPONENTS PACKAGES DISABLE MASK FREE_MIB
 #                       HOSTNAME_ ADDRESS ADDRESS6
 set -euo pipefail
 step() { echo "==> $*"; }
 
-step "debootstrap $SUITE (minbase) from $MIRROR"
-debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR"
+step "debootstrap $SUITE (minbase, $APT_COMPONENTS) from $MIRROR"
+debootstrap --variant=minbase --components="$APT_COMPONENTS" "$SUITE" "$ROOT" "$MIRROR"
 
 # Nothing installed below may start a daemon on the build host.
 printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"
@@ -23,11 +23,34 @@ mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 mount -t devpts devpts "$ROOT/dev/pts"
 
-step "apt-get install $(wc -w <<<"$PACKAGES") packages"
+# zfs-dkms goes in last and alone: its postinst compiles OpenZFS's module for the
+# image's kernel (the newest with headers) on the host's CPUs, the longest step.
+FIRST=$(tr ' ' '\n' <<<"$PACKAGES" | grep -vx zfs-dkms | tr '\n' ' ')
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+step "apt-get install $(wc -w <<<"$FIRST") packages"
 chroot "$ROOT" apt-get update -q
-# shellcheck disable=SC2086  # PACKAGES is a word list on purpose
-chroot "$ROOT" apt-get install -y -q --no-install-recommends $PACKAGES
+# shellcheck disable=SC2086  # a word list on purpose
+chroot "$ROOT" apt-get install -y -q --no-install-recommends $FIRST
+
+if grep -qw zfs-dkms <<<"$PACKAGES"; then
+  kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
+  sources=$(find "$ROOT"/usr/src/linux-headers-"$kver" -maxdepth 0 2>/dev/null | wc -l)
+  [ "$sources" = 1 ] || { echo "no headers for kernel $kver: add linux-headers-amd64 to the recipe" >&2; exit 1; }
+  step "compile OpenZFS's module for kernel $kver on $(nproc) host CPUs (10-30 min; under TCG hours)"
+  chroot "$ROOT" apt-get install -y -q --no-install-recommends zfs-dkms > "$OUT/zfs-dkms.log" 2>&1 &
+  apt_pid=$!
+  # The compiler prints nothing for minutes: say how far it got.
+  while kill -0 "$apt_pid" 2>/dev/null; do
+    sleep 30
+    echo "  ... $(find "$ROOT/var/lib/dkms/zfs" -name '*.o' 2>/dev/null | wc -l) objects compiled so far"
+  done
+  wait "$apt_pid" || { tail -n 20 "$OUT/zfs-dkms.log" >&2; exit 1; }
+  # A build that silently made nothing would only show as a pool that never imports.
+  if ! find "$ROOT/lib/modules/$kver" -name 'zfs.ko*' | grep -q .; then
+    echo "no zfs.ko for $kver: read $OUT/zfs-dkms.log and the dkms make.log under $ROOT/var/lib/dkms/zfs" >&2
+    exit 1
+  fi
+fi
 
 step "configure: network, ssh, services"
 echo "$HOSTNAME_" > "$ROOT/etc/hostname"

@@ -42,6 +42,7 @@ def test_kernel_command_line_carries_the_key_without_spaces():
     line = vm.kernel_cmdline(key)
     words = line.split()
     assert "root=/dev/vda" in words and "net.ifnames=0" in words
+    assert f"zfs.zfs_arc_max={vm.ARC_MAX_MIB * 2**20}" in words
     (encoded,) = [w.split("=", 1)[1] for w in words if w.startswith("ggnet.sshkey=")]
     assert base64.b64decode(encoded).decode() == key.strip()
 

@@ -41,7 +41,9 @@ def test_the_shipped_recipe_loads_and_carries_what_the_roles_need():
         "linux-image-amd64",
         "openssh-server",
         "python3",
-        "zfs-fuse",
+        "linux-headers-amd64",  # zfs-dkms compiles against it on the host
+        "zfs-dkms",
+        "zfsutils-linux",
         "tgt",
         "targetcli-fb",
         "python3-rtslib-fb",
@@ -50,6 +52,9 @@ def test_the_shipped_recipe_loads_and_carries_what_the_roles_need():
         "dbus",
     ):
         assert package in recipe["packages"]
+    # zfs-fuse and OpenZFS both ship /sbin/zfs: the image has one of them.
+    assert "zfs-fuse" not in recipe["packages"]
+    assert "contrib" in recipe["components"]  # OpenZFS lives there
     assert "dnsmasq.service" in recipe["disable"]
     assert "tgt.service" in recipe["disable"]
     assert "serial-getty@ttyS0.service" in recipe["mask"]
@@ -133,4 +138,5 @@ def test_build_env_passes_the_recipe_to_the_script(tmp_path):
     env = image.build_env(recipe, tmp_path / "root", tmp_path, "http://m.example/debian")
     assert env["MIRROR"] == "http://m.example/debian"
     assert env["PACKAGES"].split() == recipe["packages"]
+    assert env["APT_COMPONENTS"] == ",".join(recipe["components"])
     assert env["ADDRESS"] == "10.213.0.10/24"

@@ -59,8 +59,12 @@ def test_zvol_writeback_clone_and_freshness_use_openzfs_commands_fake_zfs():
     storage.converge_writebacks(CFG, images, clients, False, sessions={}, zfs=Zfs(fake))
     clone = next(c for c in fake.calls if c[1] == "clone")
     assert clone[:3] == ["zfs", "clone", "-p"]
-    assert f"quota={40 << 30}" in clone
+    # A zvol takes no quota (OpenZFS refuses it, seen in the lab): the client's
+    # dataset that `clone -p` made holds it.
+    assert not any(arg.startswith("quota=") for arg in clone)
     assert clone[-2:] == ["tank/images/win11@v3", "tank/writebacks/pc-01/system"]
+    quota = next(c for c in fake.calls if c[1] == "set" and c[2].startswith("quota="))
+    assert quota[2:] == [f"quota={40 << 30}", "tank/writebacks/pc-01"]
 
 
 def test_zvol_reset_destroys_without_unmount_fake_zfs():
@@ -80,9 +84,11 @@ def test_zvol_reset_destroys_without_unmount_fake_zfs():
     assert [a.action for a in result.actions] == ["reset_writeback"]
     verbs = [c[1] for c in fake.calls if c[1] != "get"]
     # no umount: a zvol is not mounted; no @ggnet-base yet, so a new clone and its base,
-    # then the client's record of its disks (no record existed, so none to clear first)
-    assert verbs == ["destroy", "clone", "snapshot", "set"]
-    assert fake.calls[-2][-1] == "tank/writebacks/pc-01/system@ggnet-base"
+    # the quota on the client's dataset, then the client's record of its disks (no
+    # record existed, so none to clear first)
+    assert verbs == ["destroy", "clone", "snapshot", "set", "set"]
+    assert fake.calls[-3][-1] == "tank/writebacks/pc-01/system@ggnet-base"
+    assert fake.calls[-2][2:] == [f"quota={40 << 30}", "tank/writebacks/pc-01"]
     assert fake.calls[-1][2:] == [
         f"ggnet:disks=system=tank/images/win11@v3,{40 << 30}",
         "tank/writebacks/pc-01",

@@ -28,9 +28,23 @@ BASE_SNAPSHOT = "ggnet-base"
 def writeback_props(cfg: dict, client: str, role: str) -> dict[str, str]:
     props = {P_MANAGED: "yes", P_CLIENT: client, P_DISK: role}
     quota = quota_bytes(cfg)
-    if quota:
+    if quota and layout.disk_format(cfg) == "file":
         props["quota"] = str(quota)
     return props
+
+
+def quota_holder(cfg: dict, client: str, role: str) -> str:
+    """The dataset that carries a writeback's quota.  A zvol takes none (ZFS: "'quota'
+    does not apply to datasets of this type"), so on zvol the client's dataset holds
+    it, bounding that client's disks together."""
+    if layout.disk_format(cfg) == "zvol":
+        return layout.client_dataset(cfg, client)
+    return layout.writeback_dataset(cfg, client, role)
+
+
+def set_quota(cfg: dict, client: str, role: str, zfs: Zfs) -> None:
+    quota = quota_bytes(cfg)
+    zfs.set(quota_holder(cfg, client, role), {"quota": str(quota) if quota else "none"})
 
 
 @dataclass
@@ -78,6 +92,10 @@ def clone_writeback(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) 
     dataset = layout.writeback_dataset(cfg, client, role)
     zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
     zfs.snapshot(base_snapshot(dataset))
+    if layout.disk_format(cfg) == "zvol" and quota_bytes(cfg):
+        # `clone -p` made the client's dataset without one (a version change re-sets
+        # the same value: one cheap call on a rare path).
+        set_quota(cfg, client, role, zfs)
 
 
 def closed(closer: Closer | None, client: str) -> contextlib.AbstractContextManager[None]:

@@ -281,7 +281,8 @@ def _images_and_disks(
                 dataset=name,
                 origin=props.get("origin"),
                 creation=int(props.get("creation") or 0),
-                quota=int(props.get("quota") or 0),
+                # A zvol has no quota ("-"): its client's dataset carries it.
+                quota=int(props.get("quota") or 0) if props.get("quota") != "-" else 0,
                 keep=props.get(P_KEEP) == "on",
                 written=int(written) if written is not None else None,
             )

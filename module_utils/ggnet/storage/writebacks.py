@@ -9,7 +9,7 @@ from .. import layout
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
-from .disks import Closer, clone_writeback, closed, recording, recreate
+from .disks import Closer, clone_writeback, closed, recording, recreate, set_quota
 from .images import ImageSpec, desired_snapshot, image_specs
 from .own_names import writeback_parts
 from .properties import P_DISKS
@@ -122,7 +122,7 @@ def apply_writebacks(
                     recreate(cfg, client, role, snapshot, zfs, closer)
                     rec.disks[role] = (snapshot, quota)
                 elif action.action == "set_quota":
-                    zfs.set(action.target, {"quota": str(quota) if quota else "none"})
+                    set_quota(cfg, client, role, zfs)
                     rec.disks[role] = (rec.disks.get(role, (None, 0))[0], quota)
                 elif action.action == "destroy_writeback":
                     with closed(closer, client):

@@ -36,6 +36,18 @@ def test_lio_modules_load_at_boot_and_are_loaded(host):
     assert host.run("grep -qw iscsi_target_mod /proc/modules").rc == 0
 
 
+def test_openzfs_runs_from_the_images_module_with_the_labs_arc_cap(host):
+    """The lab's storage is OpenZFS, built into the image for its kernel, as on a
+    production server; its ARC is held to the lab's share of the VM's memory."""
+    kernel = host.check_output("uname -r")
+    module = host.check_output("modinfo -n zfs")
+    assert module.startswith(f"/lib/modules/{kernel}/") and "dkms" in module, module
+    assert host.file("/dev/zfs").exists
+    arc = int(host.check_output("cat /sys/module/zfs/parameters/zfs_arc_max"))
+    assert arc == vm.ARC_MAX_MIB * 2**20
+    assert host.check_output("zfs get -H -o value type ggpool/images/lab-os") == "volume"
+
+
 def test_pool_has_every_image_and_one_writeback_per_client_and_disk(host):
     out = host.check_output("zfs list -H -o name -r ggpool")
     names = set(out.split())

@@ -1,6 +1,6 @@
 """Real PCs boot the converged lab: qemu PCs on the lab bridge, the VM's dnsmasq, its
-API's boot scripts, its LIO targets on zfs-fuse writebacks, and bootprog's program on
-the lab-os image (ggnet_lab/vm.py attaches it; inventory/lab imports it).
+API's boot scripts, its LIO block backstores on OpenZFS zvol writebacks, and bootprog's
+program on the lab-os image (ggnet_lab/vm.py attaches it; inventory/lab imports it).
 
 The program prints `GGNET-BOOT fw=… id=lab-os count=N` and stores N+1 on its own disk
 (`GGNET-WROTE … count=N+1`), so a PC's serial console tells what its disk held:
@@ -54,7 +54,12 @@ def wait_no_session(host, name: str) -> None:
 
 
 def disk_count(host, path: str) -> int:
-    """The boot counter stored in a disk file on the VM (bootprog's state sector)."""
+    """The boot counter stored in a disk on the VM (bootprog's state sector).
+
+    A zvol is read through its block device, whose page cache LIO's block backstore
+    bypasses: flushed first, or a sector read before a PC wrote it would be read stale."""
+    if path.startswith("/dev/"):
+        host.check_output(f"blockdev --flushbufs {shlex.quote(path)}")
     code = (
         "import struct,sys; f=open(sys.argv[1],'rb'); f.seek(48*512); d=f.read(44); "
         "assert d[:8]==b'GGNETST1', d[:8]; print(struct.unpack('<I', d[40:44])[0])"
