@@ -3,8 +3,10 @@ version of its image."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -392,12 +394,29 @@ def _copy_into_new_version(
     return copied
 
 
+# BLKFLSBUF (_IO(0x12, 97)): write back and drop a block device's page cache.
+_BLKFLSBUF = 0x1261
+
+
+def drop_block_cache(fd: int) -> None:
+    """Forget what the page cache holds of a block device (a zvol), so it is read from
+    the device.  LIO's block backstore writes a PC's zvol beneath that cache, and a
+    rollback swaps a zvol's blocks beneath it too: without this, pages cached by an
+    earlier read (seen in the lab: the boot counter a test had read) come back as the
+    disk's content, and apply would copy what the PC wrote before its last boots.
+    Nothing to do for a file (its filesystem keeps one cache)."""
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        fcntl.ioctl(fd, _BLKFLSBUF)
+
+
 def copy_changed_blocks(source: str, target: str, chunk: int = CHUNK) -> int:
     """Write into `target` only the chunks that differ from `source`; returns bytes written.
 
     Unchanged chunks are never rewritten, so ZFS keeps sharing them with older versions."""
     written = 0
     with open(source, "rb") as src, open(target, "r+b") as dst:
+        for disk in (src, dst):
+            drop_block_cache(disk.fileno())
         src_size = os.fstat(src.fileno()).st_size if os.path.isfile(source) else None
         offset = 0
         while True:
