@@ -16,8 +16,8 @@ from ggnet.replication import (
     Endpoint,
     ReplicaError,
     ReplicationError,
-    Snap,
     Side,
+    Snap,
     _dry_run_size,
     _epoch,
     bootable,
@@ -68,7 +68,7 @@ def test_incremental_from_the_newest_common_snapshot():
 
 def test_a_same_named_snapshot_with_another_guid_is_not_common():
     source = snaps("v1", "v2", "v3")
-    target = snaps("v1") + [Snap("v2", "other", 99)]
+    target = [*snaps("v1"), Snap("v2", "other", 99)]
     with pytest.raises(DivergedError) as err:
         plan("os", source, target)
     text = str(err.value)
@@ -78,7 +78,7 @@ def test_a_same_named_snapshot_with_another_guid_is_not_common():
 
 def test_diverged_with_force_destroys_only_the_diverging_snapshots():
     source = snaps("v1", "v2", "v3")
-    target = snaps("v1") + [Snap("v2", "other", 99)]
+    target = [*snaps("v1"), Snap("v2", "other", 99)]
     p = plan("os", source, target, force=True)
     assert p.destroy == ["v2"] and not p.replace and p.common == "v1"
     assert kinds(p) == [(INCREMENTAL, "v1", "v2"), (INCREMENTAL, "v2", "v3")]
