@@ -65,6 +65,14 @@ class DivergedError(ReplicationError):
     without force."""
 
 
+class TransferError(ReplicationError):
+    """`zfs send | zfs receive` failed; `moved`: the bytes that went through."""
+
+    def __init__(self, message: str, moved: int):
+        super().__init__(message)
+        self.moved = moved
+
+
 class ReplicaError(ReplicationError):
     """A version's replica is not the source's snapshot (absent, partial, other guid)."""
 
@@ -440,6 +448,7 @@ class Outcome:
             "image": self.image,
             "changed": bool(self.steps_done) or bool(self.plan.destroy) or self.plan.replace,
             "actions": self.plan.describe(),
+            "unreachable": self.plan.unreachable,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "finished_at": self.finished_at,
@@ -472,6 +481,11 @@ class Replicator:
         for _ in range(self.max_rounds):
             src = self.source.read(image)
             tgt = self.target.read(image)
+            if not src.exists:
+                raise ReplicationError(
+                    f"image {image}: {src.dataset} does not exist on the source "
+                    f"({self.source.endpoint.label}); nothing was changed"
+                )
             todo = plan(
                 image,
                 src.snaps,
@@ -498,7 +512,8 @@ class Replicator:
         tgt = self.target.read(image)
         self._copy_version_props(src, tgt)
         finished = now_iso()
-        self.target.z.set(tgt.dataset, {P_REPLICATED_AT: finished})
+        if tgt.exists:
+            self.target.z.set(tgt.dataset, {P_REPLICATED_AT: finished})
         assert first is not None
         return Outcome(image, first, done, moved, time.monotonic() - started, finished)
 
@@ -529,9 +544,9 @@ class Replicator:
             recv += ["-F", f"{dataset}@{step.version}"]
         try:
             return self._pipe(image, step, send, recv)
-        except ReplicationError:
-            self._after_failure(image, step, dataset, resumable)
-            raise
+        except TransferError as err:
+            hint = self._after_failure(image, step, dataset, resumable, err.moved)
+            raise TransferError(f"{err}; {hint}", err.moved) from None
 
     def _pipe(self, image: str, step: Step, send_argv: list[str], recv_argv: list[str]) -> int:
         """`send | receive` through this process; the byte count, or ReplicationError
@@ -579,31 +594,41 @@ class Replicator:
                 text = err.read().decode(errors="replace").strip()
                 if rc != 0:
                     errors.append(f"`zfs {what}` rc={rc}" + (f": {text}" if text else ""))
-            raise ReplicationError(
-                f"image {image}: {step.describe()} failed after {moved} bytes ({'; '.join(errors)})"
+            raise TransferError(
+                f"image {image}: {step.describe()} failed after {moved} bytes "
+                f"({'; '.join(errors)})",
+                moved,
             )
 
-    def _after_failure(self, image: str, step: Step, dataset: str, resumable: bool) -> None:
-        """Leave the target so that the next run needs no operator: resumable state is
-        kept (the next run resumes) unless a resume itself failed before moving a byte;
-        otherwise what the interrupted receive left is destroyed."""
+    def _after_failure(
+        self, image: str, step: Step, dataset: str, resumable: bool, moved: int
+    ) -> str:
+        """Leave the target so that the next run needs no operator; says what it did.
+
+        Resumable (OpenZFS): the partial receive is kept and the next run resumes it,
+        unless a resume itself failed before moving a byte (its token leads nowhere,
+        e.g. the snapshot was destroyed on the source): then `receive -A` drops it.
+        Not resumable (zfs-fuse): whatever the interrupted receive left is destroyed."""
         z = self.target.z
-        if resumable and step.kind != RESUME:
-            return
         if step.kind == RESUME:
-            # The token no longer leads anywhere (its snapshot was destroyed on the
-            # source, say): drop the partial state, the next run starts over.
+            if moved:
+                return "the target keeps the partial receive: the next run resumes it"
             with contextlib.suppress(ZfsError):
                 z.zfs("receive", "-A", dataset)
-            return
+            return "the partial receive was dropped (receive -A): the next run starts over"
         after = self.target.read(image)
+        if resumable:
+            if after.token:
+                return "the target keeps the partial receive: the next run resumes it"
+            return "nothing was received: the next run starts this step again"
         if step.kind == FULL and after.exists and not after.snaps:
             z.destroy(dataset, recursive=True, unmount_first=True)
         elif step.kind == INCREMENTAL:
-            # Older ZFS receives an incremental into a hidden clone; it is normally
-            # gone with the failed receive, but a daemon killed mid-way leaves it.
+            # Older ZFS receives an incremental into a hidden clone, normally gone with
+            # the failed receive; a daemon killed mid-way would leave it.
             with contextlib.suppress(ZfsError):
                 z.destroy(f"{dataset}/%recv")
+        return "the partial receive was removed: the next run starts this step again"
 
     def _copy_version_props(self, src: Listing, tgt: Listing) -> None:
         """Carry the ggnet properties of every shared version over to the replica."""
