@@ -437,17 +437,18 @@ class Progress:
 @dataclass
 class Outcome:
     image: str
-    plan: Plan
+    plan: Plan  # the first round's (a resume's round is followed by another)
     steps_done: list[Step]
     bytes: int
     seconds: float
     finished_at: str
+    actions: list[str] = field(default_factory=list)  # every round's, as done
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "image": self.image,
-            "changed": bool(self.steps_done) or bool(self.plan.destroy) or self.plan.replace,
-            "actions": self.plan.describe(),
+            "changed": bool(self.actions),
+            "actions": self.actions,
             "unreachable": self.plan.unreachable,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
@@ -478,6 +479,7 @@ class Replicator:
         done: list[Step] = []
         moved = 0
         first: Plan | None = None
+        actions: list[str] = []
         for _ in range(self.max_rounds):
             src = self.source.read(image)
             tgt = self.target.read(image)
@@ -498,6 +500,7 @@ class Replicator:
             first = first or todo
             if todo.nothing:
                 break
+            actions += todo.describe()
             self._prepare(todo, tgt)
             for step in todo.steps:
                 moved += self._run_step(image, step, tgt)
@@ -515,7 +518,7 @@ class Replicator:
         if tgt.exists:
             self.target.z.set(tgt.dataset, {P_REPLICATED_AT: finished})
         assert first is not None
-        return Outcome(image, first, done, moved, time.monotonic() - started, finished)
+        return Outcome(image, first, done, moved, time.monotonic() - started, finished, actions)
 
     def _prepare(self, todo: Plan, tgt: Listing) -> None:
         for name in todo.destroy:

@@ -178,6 +178,7 @@ def test_a_killed_receive_is_kept_and_the_next_run_resumes_it(fake):
 
     out = replicator().replicate("os")
     assert [s.kind for s in out.steps_done] == [RESUME, INCREMENTAL]
+    assert out.as_dict()["actions"] == ["resume the interrupted receive", "incremental @v1 -> @v2"]
     assert ["send", "-t", token] in read()["log"]
     assert out.bytes < (3 << 20) + (2 << 20)  # the resume sent only the rest of v1
     got = read()["datasets"][TGT]
