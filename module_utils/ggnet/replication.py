@@ -288,7 +288,8 @@ def replication_metrics(
     src = sorted(source, key=lambda s: s.txg)
     guids = {t.name: t.guid for t in target}
     shared = [s for s in src if guids.get(s.name) == s.guid]
-    if not src or (shared and shared[-1] is src[-1]):
+    in_sync = bool(src) and bool(shared) and shared[-1] is src[-1]
+    if not src or in_sync:
         lag = 0.0
     elif shared:
         lag = float(max(0, src[-1].creation - shared[-1].creation))
@@ -297,7 +298,7 @@ def replication_metrics(
     return {
         "image": image,
         "dataset": dataset,
-        "in_sync": lag == 0.0 and bool(src),
+        "in_sync": in_sync,
         "newest_source": src[-1].name if src else None,
         "newest_replicated": shared[-1].name if shared else None,
         "last_success_timestamp": last_success,
@@ -552,8 +553,9 @@ class Replicator:
             raise TransferError(f"{err}; {hint}", err.moved) from None
 
     def _pipe(self, image: str, step: Step, send_argv: list[str], recv_argv: list[str]) -> int:
-        """`send | receive` through this process; the byte count, or ReplicationError
-        with both commands' errors."""
+        """`send | receive` through this process; the byte count, or TransferError with
+        both commands' errors.  An exception from the progress callback interrupts the
+        transfer (as a dropped link would)."""
         with tempfile.TemporaryFile() as send_err, tempfile.TemporaryFile() as recv_err:
             send = subprocess.Popen(
                 self.source.endpoint.argv(send_argv),
@@ -570,28 +572,40 @@ class Replicator:
             )
             assert send.stdout is not None and recv.stdin is not None
             moved = 0
-            broken = False
+            # Why the pump stopped early, if it did.
+            stopped: str | None = None
             try:
                 while chunk := os.read(send.stdout.fileno(), CHUNK):
                     try:
                         recv.stdin.write(chunk)
                     except BrokenPipeError:
-                        broken = True
+                        stopped = "the receive stopped reading"
                         break
                     moved += len(chunk)
                     if self.progress:
-                        self.progress(Progress(image, step, moved, send.pid, recv.pid))
+                        try:
+                            self.progress(Progress(image, step, moved, send.pid, recv.pid))
+                        except Exception as exc:  # the caller's way to interrupt
+                            stopped = f"interrupted by the progress callback: {exc!r}"
+                            break
+                    if send.poll() not in (None, 0):
+                        # A dead `zfs send` ends the transfer even where its stream
+                        # comes from elsewhere: zfs-fuse's daemon writes it and would
+                        # go on after its client died.
+                        stopped = "the send died"
+                        break
             finally:
-                if broken:
+                if stopped:
                     send.kill()
+                # Closing our end makes a writer still at it (zfs-fuse's daemon) fail.
+                send.stdout.close()
                 with contextlib.suppress(BrokenPipeError):
                     recv.stdin.close()
-                send.stdout.close()
                 send_rc = send.wait()
                 recv_rc = recv.wait()
-            if send_rc == 0 and recv_rc == 0:
+            if send_rc == 0 and recv_rc == 0 and not stopped:
                 return moved
-            errors = []
+            errors = [stopped] if stopped else []
             for what, rc, err in (("send", send_rc, send_err), ("receive", recv_rc, recv_err)):
                 err.seek(0)
                 text = err.read().decode(errors="replace").strip()

@@ -140,8 +140,9 @@ def test_a_killed_full_send_restarts_with_no_operator_action(sides):
     new_version(src_cfg, "v2", 6)
     kill = KillSendAfter(2 * MIB)
     r = Replicator(Side(src_cfg), Side(tgt_cfg), progress=kill)
-    with pytest.raises(ReplicationError, match=r"image os: full send of @v2 failed after"):
+    with pytest.raises(ReplicationError, match=r"image os: full send of @v2 failed after") as err:
         r.replicate("os", wanted=["v2"])
+    assert "the send died" in str(err.value) and "next run starts this step again" in str(err.value)
     assert kill.killed_at is not None
     # Nothing half-received is left, and nothing of it is bootable.
     assert not any("/images/os" in d for d in datasets(tgt_cfg)), datasets(tgt_cfg)

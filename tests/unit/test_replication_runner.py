@@ -199,3 +199,15 @@ def test_a_token_that_leads_nowhere_is_dropped_and_the_next_run_starts_over(fake
     assert ["receive", "-A", TGT] in read()["log"]
     out = replicator().replicate("os")
     assert [s.kind for s in out.steps_done] == [FULL, INCREMENTAL]
+
+
+def test_an_exception_from_the_progress_callback_interrupts_like_a_dropped_link(fake):
+    read, _write, replicator = fake
+
+    def stop(p):
+        if p.bytes >= 1 << 20:
+            raise RuntimeError("link down")
+
+    with pytest.raises(TransferError, match=r"interrupted by the progress callback.*link down"):
+        replicator(stop).replicate("os")
+    assert read()["datasets"][TGT]["token"].startswith("tok-v1-")
