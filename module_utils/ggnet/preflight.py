@@ -9,7 +9,6 @@ without the daemons.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import urllib.error
@@ -21,8 +20,8 @@ from typing import Any
 
 from .model import parse_size_or_percent
 from .settings import default
+from .zfs import C_LOCALE_ENV
 
-_ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 
 # The order a person reads them in: storage first, then what serves the boot path.
@@ -53,7 +52,7 @@ class Check:
 def subprocess_runner(argv: Sequence[str]) -> tuple[int, str, str]:
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, env=_ENV, check=False, timeout=30
+            list(argv), capture_output=True, text=True, env=C_LOCALE_ENV, check=False, timeout=30
         )
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"

@@ -40,13 +40,16 @@ from typing import Any
 
 from . import layout
 from .storage.images import now_iso
-from .storage.properties import P_APPLIED_FROM, P_COMMENT, P_CREATED, P_STATE, P_STATE_AT
-from .zfs import _ENV, ZFS, Runner, Zfs, ZfsError, subprocess_runner
+from .storage.properties import (
+    P_APPLIED_FROM,
+    P_COMMENT,
+    P_CREATED,
+    P_REPLICATED_AT,
+    P_STATE,
+    P_STATE_AT,
+)
+from .zfs import C_LOCALE_ENV, ZFS, Runner, Zfs, ZfsError, subprocess_runner
 
-# On a replica's image dataset: when the last replication run that left it complete
-# ended (ISO 8601 UTC, as ggnet:created).  Belongs with the others in
-# storage/properties.py once this module is merged.
-P_REPLICATED_AT = "ggnet:replicated_at"
 # The version properties a replica carries over from its source (after each run, so a
 # state change on the source, e.g. rejected, reaches the replicas too).
 VERSION_PROPS = (P_COMMENT, P_CREATED, P_STATE, P_STATE_AT, P_APPLIED_FROM)
@@ -561,14 +564,14 @@ class Replicator:
                 self.source.endpoint.argv(send_argv),
                 stdout=subprocess.PIPE,
                 stderr=send_err,
-                env=_ENV,
+                env=C_LOCALE_ENV,
             )
             recv = subprocess.Popen(
                 self.target.endpoint.argv(recv_argv),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=recv_err,
-                env=_ENV,
+                env=C_LOCALE_ENV,
             )
             assert send.stdout is not None and recv.stdin is not None
             moved = 0

@@ -21,6 +21,9 @@ P_KEEP = "ggnet:keep"
 P_STATE = "ggnet:state"
 # When the version got that state (ISO 8601 UTC): a rollout's patience runs from it.
 P_STATE_AT = "ggnet:state_at"
+# On a replica's image dataset: when the last replication run that left it complete
+# ended (ISO 8601 UTC, as ggnet:created; ggnet.replication).
+P_REPLICATED_AT = "ggnet:replicated_at"
 # On each client dataset: its disks as ggnet last made them, "<role>=<origin>,<quota>"
 # separated by spaces ("none" for no disks).  The reconcile reads it from a one-level
 # listing instead of walking every writeback: zfs-fuse pays a socket round trip per
