@@ -86,6 +86,16 @@ def sessions(control_port: int | None = None, netns: str | None = None) -> dict[
     return {t.iqn: list(t.sessions) for t in show(Tgtadm(control_port, netns)) if t.sessions}
 
 
+def bs_flags(kind: str) -> list[str]:
+    """tgtadm's options for a LUN of this kind.  A block device (a zvol) is opened
+    O_DIRECT: tgt's rdwr otherwise reads and writes it through the kernel's page cache,
+    which a reset's `zfs rollback` swaps the blocks beneath (seen in the lab: a PC
+    rebooted on tgt read back what it wrote before the reset), and whose dirty pages
+    could land on the rolled-back zvol afterwards.  A file on a filesystem keeps one
+    cache with ZFS, so it stays cached."""
+    return ["--bsoflags", "direct"] if kind == "block" else []
+
+
 def _kind(path: str) -> str:
     try:
         return "block" if stat.S_ISBLK(os.stat(path).st_mode) else "file"
@@ -242,6 +252,7 @@ class Driver:
             a.backing.path,
             "--bstype",
             "rdwr",
+            *bs_flags(a.backing.kind),
         )
 
     def _remove_lun(self, a: Action, tid: str) -> None:

@@ -54,9 +54,12 @@ def render_conf(wanted: Mapping[str, Target]) -> str:
         if t.name:
             parts.append(f"    # client {t.name}\n")
         for i, lun in enumerate(t.luns):
-            # An explicit lun keeps the numbering the boot path uses (first disk = 1).
+            # An explicit lun keeps the numbering the boot path uses (first disk = 1);
+            # a zvol is opened O_DIRECT as the live LUN is (iscsi_tgt.bs_flags).
+            direct = "        bsoflags direct\n" if lun.kind == "block" else ""
             parts.append(
-                f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n    </backing-store>\n"
+                f"    <backing-store {lun.path}>\n        lun {1 + i}\n        bs-type rdwr\n"
+                f"{direct}    </backing-store>\n"
             )
         parts.append(f"    initiator-address {NO_ADDRESS}\n    initiator-name {t.initiator}\n")
         # tgt-admin passes these to `tgtadm --op update --mode target` at start.

@@ -341,3 +341,29 @@ def test_read_of_some_iqns_reads_only_their_keys(tmp_path, monkeypatch):
     assert [t.tid for t in driver._raw] == [1, 2]
     found_all, _ = driver.read()
     assert asked[-1] == [1, 2] and set(found_all) == {f"{P}:target.pc-01", f"{P}:target.pc-02"}
+
+
+def test_a_zvol_lun_is_opened_direct_live_and_at_restart_a_file_lun_is_not():
+    """tgt's rdwr goes through the page cache, which a zvol's rollback does not empty:
+    a zvol LUN is opened O_DIRECT, by tgtadm now and by tgt-admin at the next start."""
+    from ggnet import iscsi_tgt
+
+    assert iscsi_tgt.bs_flags("block") == ["--bsoflags", "direct"]
+    assert iscsi_tgt.bs_flags("file") == []
+    wanted = desired_targets(
+        [
+            {
+                "name": "pc-01",
+                "target_iqn": f"{P}:target.pc-01",
+                "initiator_iqn": f"{P}:initiator.pc-01",
+                "luns": [
+                    {"path": "/dev/zvol/tank/writebacks/pc-01/system", "kind": "block"},
+                    {"path": "/wb/pc-01/game.img", "kind": "file"},
+                ],
+            }
+        ]
+    )
+    text = iscsi_tgt_conf.render_conf(wanted)
+    zvol, game = text.split("<backing-store ")[1:]
+    assert zvol.startswith("/dev/zvol/") and "        bsoflags direct\n" in zvol
+    assert "bsoflags" not in game
