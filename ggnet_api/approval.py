@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ggnet.inventory import check
+from ggnet.inventory_repo import run_git
 from ggnet.net import check_iqn_name
 
 APPROVED = "approved.yml"
@@ -91,13 +91,7 @@ def check_request(body: dict[str, Any], snap, mac: str) -> tuple[str, str, list[
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LC_ALL": "C", **(env or {})},
-        check=False,
-    )
+    proc = run_git(repo, *args, env=env)
     if proc.returncode != 0:
         raise ApprovalError(f"git {args[0]} failed: {proc.stderr.strip()[:300]}", 500)
     return proc.stdout.strip()
@@ -182,9 +176,7 @@ def _restore(
     """The inventory as it was before approve() wrote to it."""
     if staged:
         # The index entries back to HEAD's (a path HEAD lacks leaves the index).
-        subprocess.run(
-            ["git", "-C", str(repo), "reset", "-q", "--", *rel], capture_output=True, check=False
-        )
+        run_git(repo, "reset", "-q", "--", *rel)
     host_vars.unlink(missing_ok=True)
     if made_dir:
         with contextlib.suppress(OSError):

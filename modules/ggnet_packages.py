@@ -48,8 +48,10 @@ from ansible.module_utils.ggnet.debian_packages import (
     check_names,
     missing,
 )
+from ansible.module_utils.ggnet.host_os import C_LOCALE
 
-C_ENV = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C", "DEBIAN_FRONTEND": "noninteractive"}
+# dpkg-query's answer in the C locale (parsed), apt never asking.
+C_ENV = {**C_LOCALE, "DEBIAN_FRONTEND": "noninteractive"}
 
 
 def main() -> None:

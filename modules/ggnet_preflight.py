@@ -69,6 +69,7 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.host_os import C_LOCALE
 from ansible.module_utils.ggnet.preflight import CHECKS, run_checks, summary
 from ansible.module_utils.ggnet.settings import BACKENDS, default
 
@@ -93,8 +94,9 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    # Commands run under LC_ALL=C (the runner sets it) so their output parses the same.
-    module.run_command_environ_update = {"LC_ALL": "C", "LANG": "C"}
+    # Commands run in the C locale (as the engine's own runner does) so their output
+    # parses the same.
+    module.run_command_environ_update = dict(C_LOCALE)
 
     def runner(argv):
         return module.run_command(list(argv), check_rc=False)

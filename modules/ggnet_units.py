@@ -53,6 +53,7 @@ daemon_reloaded:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet.host_os import C_LOCALE
 from ansible.module_utils.ggnet.systemd_units import (
     PROPERTIES,
     UnitError,
@@ -62,7 +63,8 @@ from ansible.module_utils.ggnet.systemd_units import (
     plan,
 )
 
-C_ENV = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C", "SYSTEMD_PAGER": ""}
+# systemctl's answers in the C locale (parsed), never through a pager.
+C_ENV = {**C_LOCALE, "SYSTEMD_PAGER": ""}
 
 
 def main() -> None:

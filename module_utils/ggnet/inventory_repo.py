@@ -18,13 +18,14 @@ Nothing is written before every check has passed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .host_os import c_locale_env
 
 # Marks a commit made by the sync (a mirror of the controller's tree), not by a person
 # or an approval.
@@ -53,9 +54,11 @@ def run_git(
 ) -> subprocess.CompletedProcess:
     """git in REPO, its messages in English and never a prompt; the caller reads the
     exit code."""
-    run_env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
     return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=run_env
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env=c_locale_env({"GIT_TERMINAL_PROMPT": "0", **(env or {})}),
     )
 
 

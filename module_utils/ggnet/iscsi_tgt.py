@@ -6,12 +6,11 @@ Reaching tgtd is iscsi_tgt_admin's, the persisted configuration iscsi_tgt_conf's
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .host_os import is_block_device
 from .iscsi_tgt_admin import Tgtadm
 from .iscsi_tgt_conf import DEFAULT_CONF, NO_ADDRESS, read_conf_secrets, render_conf, write_conf
 from .iscsi_types import LUN_BASE, UNKNOWN_SECRET, Action, IscsiError, Lun, Target
@@ -97,10 +96,7 @@ def bs_flags(kind: str) -> list[str]:
 
 
 def _kind(path: str) -> str:
-    try:
-        return "block" if stat.S_ISBLK(os.stat(path).st_mode) else "file"
-    except OSError:
-        return "file"
+    return "block" if is_block_device(path) else "file"
 
 
 def to_model(found: Sequence[TgtTarget], conf_path: str | None) -> dict[str, Target]:

@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .host_os import c_locale_env
 from .iscsi_types import MASK, IscsiError
 
 TGTADM = "tgtadm"
@@ -140,10 +141,9 @@ class Tgtadm:
         return self._finish(*self._popen(argv), secret=secret)
 
     def _popen(self, argv: list[str]) -> tuple[list[str], subprocess.Popen]:
-        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         try:
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c_locale_env()
             )
         except FileNotFoundError as exc:
             raise IscsiError(

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .host_os import c_locale_env
 from .model import parse_size_or_percent
 from .settings import default
-from .zfs import C_LOCALE_ENV
 
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 
@@ -52,7 +52,7 @@ class Check:
 def subprocess_runner(argv: Sequence[str]) -> tuple[int, str, str]:
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, env=C_LOCALE_ENV, check=False, timeout=30
+            list(argv), capture_output=True, text=True, env=c_locale_env(), check=False, timeout=30
         )
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import layout
+from .host_os import C_LOCALE, c_locale_env
 from .storage.images import now_iso
 from .storage.properties import (
     P_APPLIED_FROM,
@@ -48,7 +49,7 @@ from .storage.properties import (
     P_STATE,
     P_STATE_AT,
 )
-from .zfs import C_LOCALE_ENV, ZFS, Runner, Zfs, ZfsError, subprocess_runner
+from .zfs import ZFS, Runner, Zfs, ZfsError, subprocess_runner
 
 # The version properties a replica carries over from its source (after each run, so a
 # state change on the source, e.g. rejected, reaches the replicas too).
@@ -332,7 +333,10 @@ class Endpoint:
         if not self.prefix:
             return list(argv)
         if self.quote:
-            return [*self.prefix, shlex.join(["env", "LC_ALL=C", "LANG=C", *argv])]
+            return [
+                *self.prefix,
+                shlex.join(["env", *(f"{k}={v}" for k, v in C_LOCALE.items()), *argv]),
+            ]
         return [*self.prefix, *argv]
 
     def runner(self) -> Runner:
@@ -564,14 +568,14 @@ class Replicator:
                 self.source.endpoint.argv(send_argv),
                 stdout=subprocess.PIPE,
                 stderr=send_err,
-                env=C_LOCALE_ENV,
+                env=c_locale_env(),
             )
             recv = subprocess.Popen(
                 self.target.endpoint.argv(recv_argv),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=recv_err,
-                env=C_LOCALE_ENV,
+                env=c_locale_env(),
             )
             assert send.stdout is not None and recv.stdin is not None
             moved = 0

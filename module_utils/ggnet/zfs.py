@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .host_os import c_locale_env
+
 ZFS = os.environ.get("GGNET_ZFS", "zfs")
 ZPOOL = os.environ.get("GGNET_ZPOOL", "zpool")
 UNSHARE = os.environ.get("GGNET_UNSHARE", "unshare")
-# Every tool whose output ggnet parses runs in the C locale: numbers and messages as
-# the parsers expect them, whatever the server's language.
-C_LOCALE_ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 # zfs-fuse answers "dataset is busy" for a moment after a mount; so does OpenZFS while
 # udev still holds a new zvol.  A handful of short retries outlasts both.
 BUSY_RETRIES = 20
@@ -149,7 +148,7 @@ Runner = Callable[[Sequence[str], str | None], tuple[int, str, str]]
 def subprocess_runner(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
     try:
         proc = subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True, env=C_LOCALE_ENV, check=False
+            list(argv), input=stdin, capture_output=True, text=True, env=c_locale_env(), check=False
         )
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found (is ZFS installed?)"

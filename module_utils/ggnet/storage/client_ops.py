@@ -6,11 +6,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import stat
 from collections.abc import Mapping
 from typing import Any
 
 from .. import layout, rollout
+from ..host_os import is_block_device
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, find_client, wanted_disks
@@ -405,7 +405,7 @@ def drop_block_cache(fd: int) -> None:
     earlier read (seen in the lab: the boot counter a test had read) come back as the
     disk's content, and apply would copy what the PC wrote before its last boots.
     Nothing to do for a file (its filesystem keeps one cache)."""
-    if stat.S_ISBLK(os.fstat(fd).st_mode):
+    if is_block_device(fd):
         fcntl.ioctl(fd, _BLKFLSBUF)
 
 

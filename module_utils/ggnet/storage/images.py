@@ -4,7 +4,6 @@ top datasets and the missing images created, empty or imported, with a first ver
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout, rollout
+from ..host_os import c_locale_env, is_block_device
 from ..model import parse_size
 from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
@@ -193,7 +193,7 @@ def plan_images(state: State, specs: dict[str, ImageSpec]) -> list[Action]:
         dataset = layout.image_dataset(cfg, name)
         if image is None:
             # A block device (an install medium, a disk to copy) imports like a file.
-            if spec.source and not (os.path.isfile(spec.source) or _is_block(spec.source)):
+            if spec.source and not (os.path.isfile(spec.source) or is_block_device(spec.source)):
                 raise StorageError(
                     f"ggnet_images.{name}.source: {spec.source!r} is not a file or block "
                     "device on this server"
@@ -228,20 +228,13 @@ def apply_images(
             snapshot_version(cfg, name, version, "first version", zfs)
 
 
-def _is_block(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _source_size(source: str) -> int:
     proc = subprocess.run(
         ["qemu-img", "info", "--output=json", source],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "LC_ALL": "C"},
+        env=c_locale_env(),
     )
     if proc.returncode != 0:
         raise StorageError(f"cannot read source image {source}: {proc.stderr.strip()}")
