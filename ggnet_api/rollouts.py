@@ -11,13 +11,13 @@ rejects the version, so the canary PCs get the promoted version at their next bo
 
 from __future__ import annotations
 
-import calendar
 import logging
 import threading
 import time
 from typing import Any
 
 from ggnet import rollout
+from ggnet.notation import iso_seconds
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,6 @@ log = logging.getLogger(__name__)
 PREVIOUS_BOOTS = 50
 # The job's state for each decision that acts.
 ACTS = {"promote": rollout.PROMOTED, "rollback": rollout.REJECTED}
-
-
-def iso_seconds(value: str | None) -> float | None:
-    """Seconds since the epoch from storage's ISO 8601 UTC stamps; None if unreadable."""
-    if not value:
-        return None
-    try:
-        head = value.rstrip("Z").split(".", 1)[0]
-        return float(calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 def image_rollout(

@@ -1,4 +1,5 @@
-"""ggnet's notations of sizes, percentages and durations: their one parser each.
+"""ggnet's notations of sizes, percentages, durations and time stamps: their one parser
+each (and the one writer of a time stamp).
 
 A leaf: the model, the settings checks and the rollout's knobs all read these, and it
 reads nothing of ggnet, so none of them has to import another for a parser.
@@ -7,6 +8,9 @@ reads nothing of ggnet, so none of them has to import another for a parser.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 # ZFS's own notation (binary units, optional "iB"/"B"): 64G, 512M, 1.5T, 64GiB.
@@ -67,3 +71,33 @@ def parse_size_or_percent(value: object) -> tuple[str, float]:
         return "bytes", float(parse_size(value))
     except ValueError:
         raise ValueError("is neither a size (e.g. 50G) nor a percentage (e.g. 10%)") from None
+
+
+# ggnet's time stamps (ggnet:state_at, ggnet:replicated_at, ggnet:created): ISO 8601 in
+# UTC to the nanosecond, 2026-01-01T00:00:00.000000000Z.
+_TIME_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z", re.ASCII)
+
+
+def iso_time(ns: int) -> str:
+    """The time stamp of NS nanoseconds since the epoch."""
+    seconds, fraction = divmod(ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def now_iso(clock_ns: Callable[[], int] = time.time_ns) -> str:
+    """Now as a time stamp: the seconds and their fraction from one reading of the clock."""
+    return iso_time(clock_ns())
+
+
+def iso_seconds(value: object) -> float | None:
+    """Seconds since the epoch of a time stamp, its fraction kept (to a float's
+    precision); None for anything else (a property never set, or set by hand)."""
+    match = _TIME_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        return None
+    try:
+        whole = datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC)
+    except ValueError:  # the shape, but no date: month 13, 25 o'clock
+        return None
+    fraction = match.group(2) or "0"
+    return whole.timestamp() + int(fraction) / 10 ** len(fraction)

@@ -35,12 +35,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from . import layout
 from .host_os import C_LOCALE, c_locale_env
-from .storage.images import now_iso
+from .notation import iso_seconds, now_iso
 from .storage.properties import (
     P_APPLIED_FROM,
     P_COMMENT,
@@ -686,7 +685,7 @@ class Replicator:
             tgt.dataset,
             src.snaps,
             tgt.snaps,
-            last_success=_epoch(tgt.replicated_at),
+            last_success=iso_seconds(tgt.replicated_at),
             now=time.time() if now is None else now,
             bytes_behind=behind,
             bytes_method=method,
@@ -727,15 +726,3 @@ def _dry_run_size(text: str) -> int | None:
         if m:
             return int(m.group(1))
     return None
-
-
-def _epoch(iso: str | None) -> float | None:
-    """Seconds since the epoch of a ggnet ISO time (nanoseconds cut to microseconds)."""
-    if not iso:
-        return None
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$", iso)
-    if not m:
-        return None
-    frac = (m.group(2) or "0")[:6].ljust(6, "0")
-    stamp = datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC)
-    return stamp.timestamp() + int(frac) / 1e6

@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from ggnet.notation import iso_seconds, iso_time
 from ggnet_testing.api_project import (
     NETWORK,
     STORAGE,
@@ -17,7 +18,7 @@ from ggnet_testing.api_project import (
 )
 
 from ggnet_api.collector import Sample, sample_from_json, sample_to_json
-from ggnet_api.rollouts import image_rollout, iso_seconds
+from ggnet_api.rollouts import image_rollout
 
 pytestmark = pytest.mark.unit
 
@@ -155,9 +156,22 @@ def test_sample_carries_states_and_current_across_privd():
     assert [v["state"] for v in again.versions["win11"]] == ["promoted", "canary"]
 
 
-def test_iso_seconds():
-    assert iso_seconds("1970-01-01T00:01:00.5Z") == 60.0
-    assert iso_seconds(None) is None and iso_seconds("soon") is None
+def test_a_boot_in_the_second_before_the_state_change_is_no_evidence(app):
+    # The version became canary a microsecond after this boot started, within the same
+    # second: the boot got the version before its rollout and counts for nothing.  (A
+    # stamp read to the whole second only would count it.)
+    e = app.extensions["ggnet"]
+    boot(e.db, "pc-03", "v2", "ok", 20.0)
+    started = e.db.version_boots("win11", "v2")[0]["started"]
+    versions = sample("promoted", "canary").versions["win11"]
+    versions[1]["state_at"] = iso_time(int(started * 1e9) + 1000)
+    assert int(iso_seconds(versions[1]["state_at"]) or 0) == int(started)  # same second
+    snap = e.inventory.snapshot
+    got = image_rollout("win11", {}, versions, "v1", snap.rollout, e.db, started + 1)
+    assert got["decision"]["ok"] == 0
+    versions[1]["state_at"] = iso_time(int(started * 1e9) - 1000)
+    got = image_rollout("win11", {}, versions, "v1", snap.rollout, e.db, started + 1)
+    assert got["decision"]["ok"] == 1
 
 
 def test_a_canarys_failed_stage_makes_the_rollout_decide_at_once(app, monkeypatch):

@@ -1,5 +1,6 @@
-"""One parser for each notation (issue 15): a MAC, an IQN, an address, a size or a
-duration is read by the engine's one function, never by a second regex or unit table.
+"""One parser for each notation (issue 15): a MAC, an IQN, an address, a size, a
+duration or a time stamp is read by the engine's one function, never by a second regex
+or unit table.
 
 The scan is plain on purpose: each shape is a regex over the source text, and a hit
 outside the notation's home fails unless ALLOWED names the file, the shape and why.
@@ -58,6 +59,8 @@ SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
     "size units": (re.compile(r"[\"']K[\"']\s*:|\[KMGT|human_to_bytes"), MODEL),
     # The same for durations: [smhdw], {"h": 3600, ...}.
     "duration units": (re.compile(r"\[smhdw|[\"']h[\"']\s*:\s*3600"), MODEL),
+    # A time stamp read or written by hand: fromisoformat, strptime, a %Y-%m-%dT format.
+    "time stamp": (re.compile(r"fromisoformat|strptime|%Y-%m-%dT"), MODEL),
 }
 
 ALLOWED: dict[tuple[str, str], str] = {
@@ -70,6 +73,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ggnet_api/openapi.yml", "mac regex"): (
         "the API's published contract for schemathesis: the colon form, a subset of what "
         "normalize_mac accepts (test below)"
+    ),
+    ("ggnet_api/tracing_otel.py", "time stamp"): (
+        "reads ansible-runner's event stamps (`created`, any zone), a tool's output"
+    ),
+    ("bench/__main__.py", "time stamp"): (
+        "a bench run's start in its results file, to the second: not a stamp ggnet reads"
     ),
     ("ggnet_api/openapi.yml", "duration units"): (
         "the published idle pattern: the one config.py builds from the engine's units (test below)"
@@ -97,7 +106,8 @@ def test_every_notation_is_parsed_in_its_one_home():
     strays = sorted(_hits() - ALLOWED.keys())
     assert not strays, (
         "a second parser of a notation of ours; use the engine's "
-        "(ggnet.net for MACs, IQNs and addresses, ggnet.notation (re-exported by ggnet.model) for sizes and durations) "
+        "(ggnet.net for MACs, IQNs and addresses, ggnet.notation (re-exported by ggnet.model) for sizes and durations, "
+        "ggnet.notation for time stamps) "
         f"or name the file in ALLOWED with the reason: {strays}"
     )
 
@@ -121,6 +131,10 @@ def test_every_allowance_is_still_needed():
         ("size units", "{{ quota | human_to_bytes }}"),
         ("duration units", r'"pattern": r"[0-9]{1,6}[smhdw]?"'),
         ("duration units", 'UNITS = {"m": 60, "h": 3600}'),
+        # The two readers of ggnet's stamps there were (the API's rollouts, replication).
+        ("time stamp", 'time.strptime(head, "%Y-%m-%dT%H:%M:%S")'),
+        ("time stamp", "stamp = datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC)"),
+        ("time stamp", 'time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(seconds))'),
     ],
 )
 def test_the_scan_sees_a_second_parser(shape, text):

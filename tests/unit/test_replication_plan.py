@@ -19,7 +19,6 @@ from ggnet.replication import (
     Side,
     Snap,
     _dry_run_size,
-    _epoch,
     bootable,
     check_bootable,
     plan,
@@ -175,12 +174,10 @@ def test_metrics_lag_is_zero_in_sync_and_the_creation_gap_otherwise():
     assert empty["lag_seconds"] == 1000 and empty["newest_replicated"] is None
 
 
-def test_dry_run_size_and_iso_times_parse():
+def test_dry_run_size_parses():
     out = "incremental\tv1\tp/images/os@v2\t123456\nsize\t123456\n"
     assert _dry_run_size(out) == 123456
     assert _dry_run_size("full\tp/images/os@v1\t5\n") is None
-    assert _epoch("1970-01-01T00:00:10.500000000Z") == 10.5
-    assert _epoch(None) is None and _epoch("yesterday") is None
 
 
 # Endpoints and reading a side (recorded commands: a scripted runner, not zfs) ----------

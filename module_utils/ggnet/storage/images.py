@@ -13,6 +13,7 @@ from typing import Any
 from .. import layout, rollout
 from ..host_os import c_locale_env, is_block_device
 from ..model import parse_size
+from ..notation import now_iso
 from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
 from .own_names import image_parts, version_parts
@@ -363,7 +364,3 @@ def _images_summary(
             first = specs[name].version or "v1"
             out[name] = {"versions": [first], "version": first, "states": {first: rollout.PROMOTED}}
     return out
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"

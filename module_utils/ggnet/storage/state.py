@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .. import layout, rollout
+from ..notation import iso_time
 from ..zfs import Zfs
 from .pool_size import PoolRead, pool_space, pool_total_stale
 from .properties import (
@@ -300,7 +300,8 @@ def _images_and_disks(
                 Version(
                     name=version,
                     snapshot=layout.version_snapshot(cfg, image, version),
-                    created=props.get(P_CREATED) or _iso(int(props.get("creation") or 0)),
+                    created=props.get(P_CREATED)
+                    or iso_time(int(props.get("creation") or 0) * 10**9),
                     comment=props.get(P_COMMENT),
                     applied_from=props.get(P_APPLIED_FROM),
                     guid=props.get("guid"),
@@ -311,7 +312,3 @@ def _images_and_disks(
     for found_image in images_found.values():
         found_image.versions.sort(key=lambda v: (v.created, v.name))
     return images_found
-
-
-def _iso(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(seconds))

@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import layout, rollout
+from ..notation import now_iso
 from ..settings import default
 from ..zfs import Zfs
 from .capacity import check_capacity, quota_bytes
 from .clients import client_running, wanted_disks
 from .disks import Closer, recording, recreate, writeback_is_fresh
-from .images import ImageSpec, desired_snapshot, effective_version, image_specs, now_iso
+from .images import ImageSpec, desired_snapshot, effective_version, image_specs
 from .properties import P_CURRENT, P_STATE, P_STATE_AT
 from .results import FORCE_HINT, Action, Result, StorageError, parse_duration
 from .state import Image, State, read_state
