@@ -15,7 +15,8 @@ description:
     rejected version, and when the inventory pins another version.
   - C(state) moves O(version) to O(state) (candidate, tested, canary, promoted, rejected):
     promoted also makes it what PCs boot; canary gives it to the canary PCs (one rollout
-    of an image at a time); rejected is final. Refused when the move is not allowed.
+    of an image at a time; a candidate only with O(force): the boot test makes it
+    tested first); rejected is final. Refused when the move is not allowed.
   - C(prune) re-clones writebacks idle longer than O(idle) (not in maintenance, no live
     session), then destroys versions older than the newest O(keep_versions) that no
     writeback depends on and no client boots.
@@ -55,7 +56,9 @@ options:
     elements: dict
     default: []
   force:
-    description: Delete a version even when writebacks depend on it (they are destroyed).
+    description:
+      - Delete a version even when writebacks depend on it (they are destroyed).
+      - Give a candidate to the canary PCs (state) although no boot test passed it.
     type: bool
     default: false
   boot_test:
@@ -172,8 +175,9 @@ def main():
             return rollback(p["storage"], p["images"], p["image"], p["version"], check=check)
         elif p["op"] == "state":
             return set_state(
-                p["storage"], p["images"], p["image"], p["version"], p["state"], check=check
-            )
+                p["storage"], p["images"], p["image"], p["version"], p["state"], check=check,
+                force=p["force"],
+            )  # fmt: skip
         elif p["op"] == "boot_test":
             knobs, problems = parse_knobs(p["boot_test"])
             if problems:
