@@ -411,3 +411,29 @@ def test_validation_names_host_key_and_value():
     assert len(problems) == 1
     text = str(problems[0])
     assert "boot1" in text and "ggnet_boot_test.memory" in text and "8" in text
+
+
+def test_the_cli_parses_boot_test_and_still_lists():
+    from ggnet_cli.main import build_parser
+
+    args = build_parser().parse_args(["images", "boot-test", "win11", "v2", "--json"])
+    assert (args.action, args.image, args.version, args.json) == ("boot-test", "win11", "v2", True)
+    args = build_parser().parse_args(["images", "--json"])
+    assert args.action is None and args.json is True
+
+
+def test_the_cli_shows_the_last_boot_test():
+    from ggnet_cli import images
+
+    record = {"passed": False, "reason": "no marker within 300 s", "at": "2026-01-02T03:04:05.1Z",
+              "firmware": "uefi", "stages": {"started": 0.52, "login": 3.0}}  # fmt: skip
+    line = images.boot_test_line(record)
+    assert line == (
+        "FAILED 2026-01-02T03:04:05 (uefi); started 0.5 s, login 3.0 s: no marker within 300 s"
+    )
+    rows = [
+        {"image": "win11", "served": "v1", "canary": None, "canary_pcs": [],
+         "versions": [{"name": "v2", "state": "rejected", "created": "2026-01-02T00:00:00",
+                       "comment": "", "boot_test": record}]},
+    ]  # fmt: skip
+    assert f"      boot test: {line}" in images.text(rows).splitlines()
