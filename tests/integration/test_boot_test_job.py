@@ -19,6 +19,7 @@ from ggnet.iscsi import lun_number
 from ggnet.storage import boot_test_job as job
 from ggnet.storage.properties import P_BOOT_TEST, P_STATE
 from ggnet.zfs import Zfs
+from ggnet_testing.playbook import run_module
 from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
@@ -177,3 +178,33 @@ def test_a_crashed_runs_target_and_clone_are_cleaned_first(candidate, tgt, tmp_p
     assert runner.logged_in_during is True
     assert _state(cfg, "v2")[P_STATE] == rollout.TESTED
     assert "boot-test" not in tgt.show() and not Zfs().exists(dataset)
+
+
+def test_the_module_in_check_mode_plans_and_changes_nothing(candidate, tgt, tmp_path):
+    """ggnet_image_op op=boot_test as image.yml runs it (--check: no VM is needed)."""
+    cfg = candidate
+    before = _state(cfg, "v2")
+    params = {
+        "op": "boot_test",
+        "image": "os",
+        "version": "v2",
+        "storage": cfg,
+        "images": IMAGES,
+        "iscsi_backend": "tgt",
+        "iscsi_options": {"control_port": tgt.control_port, "netns": tgt.netns},
+        "iqn_prefix": PREFIX,
+        "boot_test": {"firmware": "uefi", "timeout": "2m"},
+        "state_dir": str(tmp_path / "boot-tests"),
+    }
+    result, out = run_module("ggnet_image_op", params, tmp_path, check=True)
+    assert not result.get("failed"), out
+    assert [a["action"] for a in result["actions"]] == [
+        "clone", "create_target", "boot", "delete_target", "destroy", "set_state",
+    ]  # fmt: skip
+    assert "VM (uefi), 120 s" in json.dumps(result["actions"])
+    assert _state(cfg, "v2") == before and "boot-test" not in tgt.show()
+    # a bad knob is refused naming key and value
+    params["boot_test"] = {"memory": 8}
+    result, out = run_module("ggnet_image_op", params, tmp_path, check=True)
+    assert result.get("failed") and "ggnet_boot_test.memory" in result["msg"], out
+    assert "(value: 8)" in result["msg"]
