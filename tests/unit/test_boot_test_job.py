@@ -202,6 +202,7 @@ def test_a_passing_boot_makes_the_candidate_tested_and_records_the_result(tmp_pa
     assert record["firmware"] == "bios"
     shot = tmp_path / "bt" / "win11" / "v2.png"
     assert record["screenshot"] == str(shot) and shot.read_bytes() == b"\x89PNG fake"
+    assert shot.stat().st_mode & 0o777 == 0o644  # the API's own user serves it
     assert result.info["state"] == rollout.TESTED
     assert result.info["boot_test"] == record
     # torn down: no target, no clone, no work directory
@@ -437,3 +438,21 @@ def test_the_cli_shows_the_last_boot_test():
                        "comment": "", "boot_test": record}]},
     ]  # fmt: skip
     assert f"      boot test: {line}" in images.text(rows).splitlines()
+
+
+def test_a_backend_that_cannot_be_read_is_a_clear_refusal(tmp_path):
+    from ggnet.iscsi import IscsiError
+
+    class DeadDriver(FakeDriver):
+        """A fake driver whose tgtd does not answer."""
+
+        def read(self, iqns=None):
+            raise IscsiError("tgtadm: can't send the request to the tgt daemon")
+
+    pool = FakePool(STATES)
+    with pytest.raises(StorageError, match="boot_test win11@v2: tgtadm: can't send"):
+        _run(tmp_path, STATES, pool=pool, driver=DeadDriver())
+    assert pool.changes == []
+    with pytest.raises(StorageError, match="not a known backend"):
+        job.boot_test(CFG, IMAGES, "win11", "v2", job.Setup(backend="iet"),
+                      zfs=Zfs(runner=FakePool(STATES), fuse=True), driver=FakeDriver())  # fmt: skip

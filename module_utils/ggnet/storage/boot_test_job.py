@@ -102,7 +102,9 @@ def new_secret() -> str:
 def image_lock(state_dir: Path, image: str) -> Iterator[None]:
     """Hold the image's boot-test lock; StorageError when another test holds it.  A
     lock held by a dead process is released by the kernel (flock): no stale lock."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Readable by the API's own user, which serves the screenshots; a test's work
+    # directory, where the runner may keep the secret, is mkdtemp's (0700).
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     path = state_dir / f"{image}.lock"
     with open(path, "a+", encoding="utf-8") as fh:
         try:
@@ -179,7 +181,32 @@ def boot_test(
     runner: Runner | None = None,
     secret: Callable[[], str] = new_secret,
 ) -> Result:
-    """Boot-test `image_name@version` (see the module's docstring for the steps)."""
+    """Boot-test `image_name@version` (see the module's docstring for the steps).
+
+    Raises StorageError for a refusal or a failure of the job; the iSCSI backend's
+    and the names' errors (a tgtd not running, a bad iqn_prefix) become one too."""
+    try:
+        return _boot_test(
+            cfg, images, image_name, version, setup, check, zfs, driver, runner, secret
+        )
+    except (IscsiError, ValueError) as exc:
+        if isinstance(exc, layout.LayoutError):
+            raise
+        raise StorageError(f"boot_test {image_name}@{version}: {exc}") from None
+
+
+def _boot_test(
+    cfg: dict,
+    images: Mapping[str, Any],
+    image_name: str,
+    version: str,
+    setup: Setup,
+    check: bool,
+    zfs: Zfs | None,
+    driver: Driver | None,
+    runner: Runner | None,
+    secret: Callable[[], str],
+) -> Result:
     zfs = zfs or Zfs()
     where = f"boot_test {image_name}@{version}"
     specs = image_specs(images)
@@ -396,8 +423,10 @@ def _keep_screenshot(shot: Path | None, state_dir: Path, image: str, version: st
         dest.unlink()
     if shot is None or not Path(shot).is_file():
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     shutil.move(str(shot), dest)
+    # The job runs as root, the API that serves it (to authenticated viewers) does not.
+    dest.chmod(0o644)
     return dest
 
 
