@@ -144,6 +144,7 @@ class Collector:
                     "guid": v.guid,
                     "state": v.state,
                     "state_at": v.state_at,
+                    "boot_test": v.boot_test,
                 }
                 for v in img.versions
             ]

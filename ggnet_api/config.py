@@ -23,6 +23,8 @@ from ggnet_api import tracing
 # A value's shape: type, and for strings a pattern; "required" marks the ones a job
 # cannot start without.  Patterns are anchored by fullmatch.
 _NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
+# Image, version and PC names as the API accepts them (the blueprints check paths by it).
+NAME_PATTERN = _NAME
 _COMMENT = r"[^\x00-\x1f{}%#]{1,200}"
 # A duration as the API passes one on: at most six ASCII digits and one of the engine's
 # units (openapi.yml publishes the same pattern); the engine's parser then reads it.
@@ -45,11 +47,12 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
     "image": {
         "playbook": "image.yml",
         "description": "image operations: roll back to a version, move a version's state "
-        "(tested, canary, promoted, rejected), prune, delete a version",
+        "(tested, canary, promoted, rejected), prune, delete a version, boot-test a "
+        "candidate in a throwaway VM (boot_test)",
         "extravars": {
             "op": {
                 "type": "str",
-                "enum": ["rollback", "state", "prune", "delete"],
+                "enum": ["rollback", "state", "prune", "delete", "boot_test"],
                 "required": True,
             },
             "image": {"type": "str", "pattern": _NAME},
@@ -118,6 +121,9 @@ DEFAULTS: dict[str, Any] = {
     # Where the API writes the inventory commit and the PCs' boot-path entries it
     # serves after each load (ggnet.boot_entries); a converge waits on it.  None: not written.
     "served_file": None,
+    # Where the image boot tests keep their screenshots (ggnet.storage.boot_test_job's
+    # state dir, the image.yml op=boot_test default): GET .../screenshot serves them.
+    "boot_test_dir": "/var/lib/ggnet/boot-tests",
     # The URL PCs reach the API at; None = the URL of the request.
     "public_url": None,
     # Where operators' browsers reach the ggnet_console (noVNC) of this server:

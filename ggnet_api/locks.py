@@ -8,7 +8,8 @@ on a thing one of them holds exclusively and the other holds at all.
 - a machine op on PC X: X exclusive, X's images shared (an `apply` changes the image
   it writes: that one exclusive);
 - an image op on image Y: Y and every PC on Y exclusive; a prune without an image:
-  every image and every PC;
+  every image and every PC; a boot test of Y boots no PC: Y shared (it must stay as
+  it is) and `boot-test:Y` exclusive (one test of an image at a time);
 - converge, and any kind this module does not know: the whole room exclusive;
   preflight only reads, so it holds the room shared (it waits for a converge only);
 - a boot's writeback reset: the PC exclusive, its images shared.
@@ -72,6 +73,8 @@ def job_claim(kind: str, extravars: Mapping[str, Any], snap: Any) -> Claim:
         return Claim.of(exclusive, images)
     if kind == "image":
         image = extravars.get("image")
+        if image and extravars.get("op") == "boot_test":
+            return Claim.of({f"boot-test:{image}"}, {f"image:{image}"})
         if image:
             on_it = {f"pc:{n}" for n, c in clients.items() if f"image:{image}" in _images_of(c)}
             return Claim.of({f"image:{image}", *on_it})

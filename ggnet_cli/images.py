@@ -3,6 +3,11 @@ version the PCs boot and the version in canary, read from the pool itself.
 
 The rollout's decision over the canary's boots is the API's (GET /api/images, and
 ggnet_image_rollout on /metrics): it reads the boot path's records.
+
+`ggnet images boot-test IMAGE VERSION` runs the boot test of a version here, now
+(ggnet.storage.boot_test_job, what image.yml -e op=boot_test and the API's job run):
+passed makes it tested, failed rejected.  Exit 0 when it passed, 1 when it failed or
+was refused.
 """
 
 from __future__ import annotations
@@ -11,11 +16,19 @@ import argparse
 import json
 from typing import Any
 
-HELP = "list the images' versions with their states and what the PCs boot"
+HELP = "list the images' versions with their states and what the PCs boot; boot-test one"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    test = sub.add_parser(
+        "boot-test",
+        help="boot a candidate version in a throwaway VM here: passed -> tested, failed -> rejected",
+    )
+    test.add_argument("image", metavar="IMAGE")
+    test.add_argument("version", metavar="VERSION")
+    test.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def gather(snap: Any, state: Any) -> list[dict[str, Any]]:
@@ -42,6 +55,7 @@ def gather(snap: Any, state: Any) -> list[dict[str, Any]]:
                         "state": v.state,
                         "created": v.created,
                         "comment": v.comment,
+                        "boot_test": v.boot_test,
                     }
                     for v in image.versions
                 ],
@@ -70,12 +84,74 @@ def text(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"  {mark} {v['name']:<12} {v['state']:<10} {v['created'][:19]}  {v['comment'] or ''}"
             )
+            if v.get("boot_test"):
+                lines.append(f"      boot test: {boot_test_line(v['boot_test'])}")
         if not row["versions"]:
             lines.append("    (not on the pool yet: converge the storage role)")
     return "\n".join(lines)
 
 
+def boot_test_line(record: dict[str, Any]) -> str:
+    """One line for a version's last boot test: verdict, when, stage times, reason."""
+    stages = record.get("stages") or {}
+    times = ", ".join(f"{k} {float(v):.1f} s" for k, v in stages.items())
+    verdict = "passed" if record.get("passed") else "FAILED"
+    out = f"{verdict} {str(record.get('at') or '')[:19]} ({record.get('firmware')})"
+    out += f"; {times}" if times else ""
+    return out + f": {record.get('reason')}"
+
+
+def run_boot_test(args: argparse.Namespace) -> int:
+    import sys
+
+    from ggnet.boot_test_knobs import parse_knobs
+    from ggnet.inventory import load_inventory
+    from ggnet.layout import LayoutError
+    from ggnet.storage import StorageError
+    from ggnet.storage.boot_test_job import Setup, boot_test
+
+    from ggnet_api import config as config_mod
+    from ggnet_api.snapshot import build_snapshot, with_converged_targets
+
+    config = config_mod.load()
+    inv = load_inventory(config["inventory"])
+    snap = with_converged_targets(
+        build_snapshot(inv.groups, inv.hostvars, config.get("server")), config.get("targets_file")
+    )
+    knobs, problems = parse_knobs(
+        (inv.hostvars.get(snap.server or "") or {}).get("ggnet_boot_test")
+    )
+    if problems:
+        for key, value, message in problems:
+            print(f"ggnet images boot-test: {key}: {message} (value: {value!r})", file=sys.stderr)
+        return 1
+    setup = Setup(
+        backend=snap.iscsi_backend,
+        iqn_prefix=snap.iscsi.get("iqn_prefix") or Setup.iqn_prefix,
+        state_dir=config["boot_test_dir"],
+        knobs=knobs,
+    )
+    try:
+        result = boot_test(snap.storage, snap.images, args.image, args.version, setup)
+    except (StorageError, LayoutError) as exc:
+        print(f"ggnet images boot-test: {exc}", file=sys.stderr)
+        return 1
+    out = result.as_dict()
+    record = out.get("boot_test") or {}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for warning in out["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{args.image}@{args.version}: {out.get('state')}; {boot_test_line(record)}")
+        if record.get("screenshot"):
+            print(f"screenshot: {record['screenshot']}")
+    return 0 if record.get("passed") else 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None) == "boot-test":
+        return run_boot_test(args)
     from ggnet import storage
     from ggnet.inventory import load_inventory
     from ggnet.zfs import Zfs

@@ -7,6 +7,8 @@ zvol devices; storage, iSCSI and the API ask it rather than building names thems
     <pool>/images/<image>@<version>           a version: what clients clone
     <pool>/writebacks/<client>                one per client, holds its disks
     <pool>/writebacks/<client>/<disk_role>    clone of a version: system | game
+    <pool>/boot-tests/<image>                 a boot test's throwaway clone (outside
+                                              writebacks: never a PC's, never reconciled)
 
 With disk_format ``file`` each of those datasets holds one disk file, DISK_FILE, at a
 mountpoint derived from ``ggnet_storage.mountpoint`` (default ``/<pool>``): ggnet sets
@@ -21,6 +23,7 @@ from .settings import DATASET_COMPONENT, DISK_FORMATS, POOL_NAME, default
 
 IMAGES = "images"
 WRITEBACKS = "writebacks"
+BOOT_TESTS = "boot-tests"
 DISK_FILE = "disk.img"
 # The client's boot disk comes from ggnet_image, the optional second disk from
 # ggnet_game_disk; the role names are also the LUN order the iSCSI side uses.
@@ -136,6 +139,24 @@ def split_image(cfg: dict, name: str) -> tuple[str, str | None] | None:
     if "/" in image or not image:
         return None
     return image, (version or None)
+
+
+def boot_test_dataset(cfg: dict, image: str) -> str:
+    """The throwaway clone a boot test of `image` boots (one test per image at a time).
+    Outside writebacks: no PC's name can reach it, and neither the writebacks'
+    reconcile nor a read of the clients ever lists it."""
+    return f"{pool(cfg)}/{BOOT_TESTS}/{_component('image', image)}"
+
+
+def boot_test_mountpoint(cfg: dict, image: str) -> str:
+    """Where a boot test's clone is mounted (disk_format file): set on the clone itself,
+    so that it never depends on where the pool happens to be mounted."""
+    return f"{mount_root(cfg).rstrip('/')}/{BOOT_TESTS}/{_component('image', image)}"
+
+
+def boot_test_backing(cfg: dict, image: str) -> tuple[str, str]:
+    """(path, kind) of a boot test's disk, what its throwaway LUN exports."""
+    return _backing(cfg, boot_test_dataset(cfg, image))
 
 
 def _backing(cfg: dict, dataset: str) -> tuple[str, str]:

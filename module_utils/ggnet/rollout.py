@@ -2,9 +2,11 @@
 rollout's decision.  Pure: no ZFS, no database, no clock; callers hand everything in.
 
 A version's state is stored with it (the ZFS user property ggnet:state on its
-snapshot, see storage.properties).  `apply` makes a candidate; an operator (later a
-boot-test job) marks it tested; a rollout puts it on the canary PCs; the rollout's
-decision promotes it or rejects it.  A version without the property (made before
+snapshot, see storage.properties).  `apply` makes a candidate; the boot-test job
+(storage.boot_test_job; or an operator) marks it tested, or rejects it; a rollout
+puts a tested version on the canary PCs (a candidate only when the operator forces
+it: no PC boots what no boot test passed); the rollout's decision promotes it or
+rejects it.  A version without the property (made before
 states existed, or an image's first version) is promoted: no PC changes what it
 boots when this code arrives.
 
@@ -41,6 +43,14 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     PROMOTED: (REJECTED,),
     REJECTED: (),
 }
+# Moves allowed only when the operator forces them: a candidate no boot test passed
+# goes to no canary PC unless the operator says so.
+FORCED: dict[tuple[str, str], str] = {
+    (CANDIDATE, CANARY): (
+        "a candidate goes to canary only once its boot test passed (tested): run the "
+        "boot test first (image.yml -e op=boot_test), or pass force=true to skip it"
+    ),
+}
 
 # The inventory's ggnet_rollout (keys and defaults: ggnet.settings).
 ROLLOUT_KEY = settings.ROLLOUT_KEY
@@ -63,8 +73,9 @@ def state_of(raw: str | None) -> str:
     return raw if raw in STATES else REJECTED
 
 
-def check_transition(version: str, have: str, want: str) -> None:
-    """Raise RolloutError naming the version when `have` -> `want` is not allowed."""
+def check_transition(version: str, have: str, want: str, force: bool = False) -> None:
+    """Raise RolloutError naming the version when `have` -> `want` is not allowed
+    (a FORCED move: unless `force`)."""
     if want not in STATES:
         raise RolloutError(f"{version}: state {want!r} is not one of {', '.join(STATES)}")
     if have == want:
@@ -80,6 +91,8 @@ def check_transition(version: str, have: str, want: str) -> None:
         raise RolloutError(
             f"{version} is {have}: it can become {', '.join(TRANSITIONS[have])}, not {want}"
         )
+    if (have, want) in FORCED and not force:
+        raise RolloutError(f"{version} is {have}: {FORCED[(have, want)]}")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "boot_time_ratio": 1.2,
         "patience": "2h",
     },
+    # The boot test of a candidate version (ggnet.storage.boot_test_job): a throwaway
+    # VM boots it through the real target with `firmware`, `memory` MiB of RAM, and
+    # passes when its serial console shows `marker` (a regular expression) within
+    # `timeout`.  A server setting: set it in group_vars/ggnet_servers.yml.
+    "ggnet_boot_test": {
+        "firmware": "bios",
+        "timeout": "5m",
+        "marker": r"GGNET-BOOT\b",
+        "memory": 256,
+    },
 }
 CLIENT_DEFAULTS: dict[str, Any] = {
     "ggnet_boot": "auto",
@@ -98,6 +108,9 @@ ROLLOUT_KEY = "ggnet_rollout"
 # canary: machine group -> its canary set {machines: [PC names], share: "10%"}.
 ROLLOUT_KEYS = frozenset({"promote_after", "max_failures", "boot_time_ratio", "patience", "canary"})
 CANARY_KEYS = frozenset({"machines", "share"})
+BOOT_TEST_KEY = "ggnet_boot_test"
+BOOT_TEST_KEYS = frozenset({"firmware", "timeout", "marker", "memory"})
+BOOT_TEST_FIRMWARES = ("bios", "uefi")
 # Node groups of a fleet: a mapping name -> {region, priority, capacity, servers}, read
 # from the servers (group_vars/ggnet_servers.yml); a client group names one with
 # ggnet_node_group.  Without it an inventory places PCs with ggnet_server, as always.

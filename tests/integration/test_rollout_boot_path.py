@@ -105,6 +105,7 @@ def test_a_rollout_through_the_boot_path(room):
     # a candidate: served to nobody, not even a canary
     assert boot(app, "pc-03") == "v1"
 
+    storage.set_state(cfg, IMAGES, "os", "v2", "tested")  # its boot test passed
     storage.set_state(cfg, IMAGES, "os", "v2", "canary")
     # v1's boot times are the baseline; the canary pc-03 boots v2, twice ok
     assert [boot(app, n) for n in ("pc-02", "pc-03", "pc-03")] == ["v1", "v2", "v2"]

@@ -357,9 +357,13 @@ def test_canary_pcs_boot_the_canary_and_a_rejected_version_leaves_them(ready):
         (("v1", "canary"), "os@v1 is promoted: it can become rejected, not canary"),
         (("v1", "rejected"), "os@v1: it is the version PCs boot; roll back"),
         (("v9", "canary"), r"unknown version 'v9' \(existing: v1 promoted, v2 candidate\)"),
+        (("v2", "canary"), "os@v2 is candidate: a candidate goes to canary only once its boot"),
     ]:
         with pytest.raises(storage.StorageError, match=error):
             storage.set_state(cfg, IMAGES, "os", *bad)
+    assert snapshot_of_pool(cfg) == before
+    storage.set_state(cfg, IMAGES, "os", "v2", "tested")  # as its passed boot test does
+    before = snapshot_of_pool(cfg)
     with pytest.raises(storage.StorageError, match=r"pins ggnet_images\.os\.version: v1"):
         pinned = {**IMAGES, "os": {**IMAGES["os"], "version": "v1"}}
         storage.set_state(cfg, pinned, "os", "v2", "canary")
@@ -381,7 +385,7 @@ def test_canary_pcs_boot_the_canary_and_a_rejected_version_leaves_them(ready):
     write(disk(cfg, "pc-01"), b"CANARY-3", 1 << 20)
     storage.apply_writeback(cfg, IMAGES, canary, "pc-01", "newer", sessions={})
     with pytest.raises(storage.StorageError, match="os@v2 is already in canary: one rollout"):
-        storage.set_state(cfg, IMAGES, "os", "v3", "canary")
+        storage.set_state(cfg, IMAGES, "os", "v3", "canary", force=True)
     # the canary version is neither pruned nor deletable while it runs
     with pytest.raises(storage.StorageError, match="it is in canary"):
         storage.delete_version(cfg, IMAGES, "os", "v2", force=True)

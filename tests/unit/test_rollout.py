@@ -57,7 +57,7 @@ def test_served_version(given, current, pinned, canary, served):
     ("have", "want", "error"),
     [
         (C, T, None),
-        (C, K, None),
+        (C, K, "a candidate goes to canary only once its boot test passed"),
         (T, K, None),
         (K, P, None),
         (K, R, None),
@@ -79,6 +79,13 @@ def test_transitions(have, want, error):
         with pytest.raises(rollout.RolloutError, match=error) as info:
             rollout.check_transition("os@v2", have, want)
         assert "os@v2" in str(info.value)
+
+
+def test_the_operator_may_force_a_candidate_to_canary():
+    rollout.check_transition("os@v2", C, K, force=True)
+    # force is no key to what TRANSITIONS refuses
+    with pytest.raises(rollout.RolloutError, match="only apply makes a candidate"):
+        rollout.check_transition("os@v2", T, C, force=True)
 
 
 def test_state_of_a_version_without_the_property_is_promoted():

@@ -82,6 +82,7 @@ def doc_tables() -> dict[str, dict[str, str]]:
         ("ggnet_storage", settings.STORAGE_KEYS),
         ("ggnet_iscsi", settings.ISCSI_KEYS),
         ("ggnet_rollout", settings.ROLLOUT_KEYS),
+        ("ggnet_boot_test", settings.BOOT_TEST_KEYS),
     ],
 )
 def test_server_settings_match_the_model(doc_tables, section, keys):

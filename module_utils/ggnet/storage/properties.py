@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from .. import layout
 
@@ -21,6 +23,9 @@ P_KEEP = "ggnet:keep"
 P_STATE = "ggnet:state"
 # When the version got that state (ISO 8601 UTC): a rollout's patience runs from it.
 P_STATE_AT = "ggnet:state_at"
+# On a version's snapshot: the last boot test's result, compact JSON (passed, reason,
+# stages, at, firmware, screenshot; ggnet.storage.boot_test_job).
+P_BOOT_TEST = "ggnet:boot_test"
 # On a replica's image dataset: when the last replication run that left it complete
 # ended (ISO 8601 UTC, as ggnet:created; ggnet.replication).
 P_REPLICATED_AT = "ggnet:replicated_at"
@@ -53,3 +58,19 @@ def parse_disks(value: str | None) -> dict[str, tuple[str | None, int]] | None:
             return None
         disks[role] = (None if origin == "-" else origin, int(quota))
     return disks
+
+
+def format_boot_test(result: Mapping[str, Any]) -> str:
+    """The ggnet:boot_test value of a boot test's result: compact JSON, keys sorted."""
+    return json.dumps(dict(result), separators=(",", ":"), sort_keys=True)
+
+
+def parse_boot_test(value: str | None) -> dict[str, Any] | None:
+    """A boot test's result from its ggnet:boot_test value; None when absent or unreadable."""
+    if not value or value == "-":
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

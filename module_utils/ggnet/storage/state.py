@@ -12,6 +12,7 @@ from ..zfs import Zfs
 from .pool_size import PoolRead, pool_space, pool_total_stale
 from .properties import (
     P_APPLIED_FROM,
+    P_BOOT_TEST,
     P_CLIENT,
     P_COMMENT,
     P_CREATED,
@@ -24,6 +25,7 @@ from .properties import (
     P_SOURCE,
     P_STATE,
     P_STATE_AT,
+    parse_boot_test,
     parse_disks,
 )
 
@@ -48,6 +50,7 @@ STATE_PROPS = (
     P_DISKS,
     P_STATE,
     P_STATE_AT,
+    P_BOOT_TEST,
 )
 # What the whole-pool read asks for: only what State and its users read.  zfs-fuse's
 # cost is per dataset (~0.3-0.9 ms each), far more than per property, but fewer
@@ -64,6 +67,7 @@ _GGNET_READ = (
     P_DISKS,
     P_STATE,
     P_STATE_AT,
+    P_BOOT_TEST,
 )
 # `guid` names a version's snapshot across servers (a replica is the same version only
 # when its guid matches): one more line per dataset listed, no more datasets.
@@ -91,6 +95,13 @@ class Version:
     # ggnet.rollout.state_of for what it means.
     state_raw: str | None = None
     state_at: str | None = None  # when it got that state (ISO 8601 UTC)
+    boot_test_raw: str | None = None  # ggnet:boot_test as stored (JSON), None: never tested
+
+    @property
+    def boot_test(self) -> dict | None:
+        """The last boot test's result (storage.boot_test_job), None when there was
+        none or it cannot be read."""
+        return parse_boot_test(self.boot_test_raw)
 
     @property
     def state(self) -> str:
@@ -307,6 +318,7 @@ def _images_and_disks(
                     guid=props.get("guid"),
                     state_raw=props.get(P_STATE),
                     state_at=props.get(P_STATE_AT),
+                    boot_test_raw=props.get(P_BOOT_TEST),
                 )
             )
     for found_image in images_found.values():

@@ -94,9 +94,12 @@ def set_state(
     state: str,
     check: bool = False,
     zfs: Zfs | None = None,
+    force: bool = False,
 ) -> Result:
     """Move one version to another state (ggnet.rollout.TRANSITIONS).
 
+    - canary from candidate: only with `force` (ggnet.rollout.FORCED): the boot test
+      (storage.boot_test_job) makes a candidate tested first;
     - promoted: also makes it the image's current version (what PCs boot);
     - canary: refused while another version of the image is in canary (one rollout
       of an image at a time) and while the inventory pins a version (a pin wins over
@@ -110,7 +113,7 @@ def set_state(
     where = f"{image_name}@{version}"
     image, target = _image_version(cfg, zfs, specs, image_name, version, f"state {where}")
     try:
-        rollout.check_transition(f"{image_name}@{version}", target.state, state)
+        rollout.check_transition(f"{image_name}@{version}", target.state, state, force)
     except rollout.RolloutError as exc:
         raise StorageError(f"state {exc}") from None
     spec = specs[image_name]

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import model
 from ..settings import (
+    BOOT_TEST_KEY,
     CLIENT_KEYS,
     EXTENSION_PREFIXES,
     ISCSI_KEYS,
@@ -23,7 +24,7 @@ from .iscsi import _check_iscsi
 from .network import _check_network
 from .node_groups import _check_node_groups
 from .problems import Problem, _Collector, _group_of, _merge_shared
-from .rollout import _check_rollout
+from .rollout import _check_boot_test, _check_rollout
 from .storage import _check_images, _check_storage
 
 
@@ -60,7 +61,11 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
     origins = _field(inventory, "origins") or {}
     out = _Collector(origins)
     out.problems.extend(_field(inventory, "problems") or [])
-    known = set(CLIENT_KEYS) | set(SETTINGS_KEYS) | {NODE_GROUPS_KEY} | set(extra_keys)
+    # ggnet_boot_test is read by the servers only: not one of SETTINGS_KEYS, which the
+    # PCs must share with their server.
+    known = (
+        set(CLIENT_KEYS) | set(SETTINGS_KEYS) | {NODE_GROUPS_KEY, BOOT_TEST_KEY} | set(extra_keys)
+    )
 
     servers = model.servers_of(groups)
     clients = model.clients_of(groups)
@@ -92,6 +97,7 @@ def validate(inventory: Any, extra_keys: Iterable[str] = ()) -> list[Problem]:
     members = model.group_members(groups)
     for server in servers:
         _check_rollout(out, server, hostvars.get(server, {}), members)
+        _check_boot_test(out, server, hostvars.get(server, {}))
     fleet = _check_node_groups(out, servers, hostvars)
     macs: dict[str, str] = {}
     ips: dict[str, str] = {}
