@@ -36,9 +36,10 @@ from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
 from ..iscsi_types import MASK, Driver, IscsiError
 from ..net import check_iqn_name, check_iqn_prefix
+from ..notation import now_iso
 from ..settings import default
 from ..zfs import Zfs, ZfsError
-from .images import image_specs, now_iso
+from .images import image_specs
 from .properties import P_BOOT_TEST, format_boot_test
 from .results import Action, Result, StorageError
 from .versions import _image_version, set_state
