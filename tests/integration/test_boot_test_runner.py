@@ -21,7 +21,7 @@ INITIATOR = "iqn.2016-04.test.ggnet:boot-test"
 DISKS = {"good": (), "hang-all": ("bios", "uefi"), "hang-uefi": ("uefi",)}
 PNG = b"\x89PNG\r\n\x1a\n"
 # A good boot takes ~6 s (BIOS) and ~11 s (UEFI) here under TCG; a hang waits this long.
-HANG_TIMEOUT = {"bios": 30.0, "uefi": 40.0}
+HANG_TIMEOUT = {"bios": 20.0, "uefi": 30.0}
 
 
 def _need(*tools: str) -> None:
@@ -55,7 +55,15 @@ def target(tmp_path_factory):
         yield tgt
 
 
-def boot(tgt, tmp_path: Path, name: str, firmware: str, timeout: float, lines: list[str]):
+def boot(
+    tgt,
+    tmp_path: Path,
+    name: str,
+    firmware: str,
+    timeout: float,
+    lines: list[str],
+    secret: str = SECRET,
+):
     tid, iqn = tgt.tids[name]
 
     def logged_in() -> bool:
@@ -67,7 +75,7 @@ def boot(tgt, tmp_path: Path, name: str, firmware: str, timeout: float, lines: l
         target_iqn=iqn,
         initiator_iqn=INITIATOR,
         chap_user="bt-user",
-        chap_secret=SECRET,
+        chap_secret=secret,
         workdir=tmp_path / f"{name}-{firmware}",
         firmware=firmware,
         timeout=timeout,
@@ -81,7 +89,21 @@ def boot(tgt, tmp_path: Path, name: str, firmware: str, timeout: float, lines: l
     return spec, result
 
 
-def no_secret_left(spec: bt.BootTestSpec, result: bt.BootTestResult, lines: list[str]) -> None:
+def qemus_of(workdir: Path) -> list[int]:
+    """PIDs whose command line names this run's workdir (its qemu or socat relays)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(workdir).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def nothing_left(spec: bt.BootTestSpec, result: bt.BootTestResult, lines: list[str]) -> None:
+    assert qemus_of(spec.workdir) == []
     assert SECRET not in repr(spec) and SECRET not in repr(result) and SECRET not in "".join(lines)
     for path in spec.workdir.rglob("*"):
         if path.is_file():
@@ -101,7 +123,7 @@ def test_good_disk_passes_with_stages_in_order(target, tmp_path, firmware):
     assert 0 <= st["started"] <= st["login"] <= st["marker"] < 120, st
     assert f"GGNET-BOOT fw={firmware} id=good" in result.serial_tail, result.serial_tail
     assert any("logged in" in ln for ln in lines) and any("marker" in ln for ln in lines), lines
-    no_secret_left(spec, result, lines)
+    nothing_left(spec, result, lines)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +146,7 @@ def test_hanging_disk_fails_with_a_screenshot(target, tmp_path, name, firmware):
     assert "marker" not in result.stages and "login" in result.stages, result.stages
     assert f"GGNET-HANG fw={firmware}" in result.serial_tail, result.serial_tail
     assert any("waiting for marker" in ln for ln in lines), lines
-    no_secret_left(spec, result, lines)
+    nothing_left(spec, result, lines)
 
 
 def test_uefi_only_hang_still_boots_on_bios(target, tmp_path):
@@ -132,3 +154,16 @@ def test_uefi_only_hang_still_boots_on_bios(target, tmp_path):
     _, result = boot(target, tmp_path, "hang-uefi", "bios", 120.0, lines)
     assert result.passed, result.reason
     assert "GGNET-BOOT fw=bios id=hang-uefi" in result.serial_tail
+
+
+def test_wrong_chap_secret_never_logs_in(target, tmp_path):
+    lines: list[str] = []
+    spec, result = boot(target, tmp_path, "good", "bios", 15.0, lines, secret="Wrong-secret-9")
+    assert not result.passed
+    assert "the VM never logged in to iqn.2016-04.test.ggnet:good at 127.0.0.1:3260" in (
+        result.reason
+    ), result.reason
+    assert "ACL and CHAP" in result.reason and "login" not in result.stages
+    assert result.screenshot is not None and result.screenshot.read_bytes()[:8] == PNG
+    assert "Wrong-secret-9" not in result.reason + result.serial_tail
+    assert qemus_of(spec.workdir) == []
