@@ -313,6 +313,19 @@ def failure_reason(
     )
 
 
+def session_probe(
+    backend: str, target_iqn: str, initiator_iqn: str, **options: object
+) -> Callable[[], bool]:
+    """A logged_in callback for run(): True once the backend lists the initiator's
+    session on the target (ggnet.iscsi.active_sessions; tgt takes control_port and
+    netns, lio none)."""
+
+    def logged_in() -> bool:
+        return initiator_iqn in iscsi.active_sessions(backend, **options).get(target_iqn, [])
+
+    return logged_in
+
+
 # --- QMP ----------------------------------------------------------------------------
 
 

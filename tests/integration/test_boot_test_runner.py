@@ -64,12 +64,12 @@ def boot(
     lines: list[str],
     secret: str = SECRET,
 ):
-    tid, iqn = tgt.tids[name]
+    _, iqn = tgt.tids[name]
 
-    def logged_in() -> bool:
-        out = tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", str(tid), check=False)
-        return f"Initiator: {INITIATOR}" in out.stdout
-
+    # The backend's own session listing (tgtadm --op show), as the boot job uses it.
+    logged_in = bt.session_probe(
+        "tgt", iqn, INITIATOR, control_port=tgt.control_port, netns=tgt.netns
+    )
     spec = bt.BootTestSpec(
         portal=f"{tgt.portal}:3260",
         target_iqn=iqn,
