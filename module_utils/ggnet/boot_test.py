@@ -22,7 +22,6 @@ runs in a process group of its own and never outlives run().
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import chap, iscsi
+from . import chap, iscsi, net
 from .iscsi_types import MASK
 
 QEMU = "qemu-system-x86_64"
@@ -98,17 +97,21 @@ class BootTestResult:
 
 def parse_portal(portal: str) -> tuple[str, int]:
     """(address, port) of "ip:port" / "[ipv6]:port"; BootTestError names the value."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", str(portal))
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", str(portal))
     if not m:
         raise BootTestError(f"portal {portal!r}: expected ip:port, e.g. 192.0.2.1:3260")
-    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    v6 = m.group(1) is not None
+    host, port = (m.group(1), m.group(2)) if v6 else (m.group(3), m.group(4))
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise BootTestError(f"portal {portal!r}: {host!r} is not an IP address") from None
+        # ggnet.net's address parsers (no legacy forms, no host names).
+        addr = str(net.parse_ipv6(host) if v6 else net.parse_ipv4(host))
+    except ValueError as exc:
+        raise BootTestError(f"portal {portal!r}: {host!r} {exc}") from None
+    if "%" in addr or any(c.isspace() for c in addr):
+        raise BootTestError(f"portal {portal!r}: {host!r} is not a plain address")
     if not 0 < int(port) < 65536:
         raise BootTestError(f"portal {portal!r}: port {port} is out of range")
-    return str(addr), int(port)
+    return addr, int(port)
 
 
 def _check_word(value: object, what: str) -> str:
