@@ -167,3 +167,15 @@ def test_wrong_chap_secret_never_logs_in(target, tmp_path):
     assert result.screenshot is not None and result.screenshot.read_bytes()[:8] == PNG
     assert "Wrong-secret-9" not in result.reason + result.serial_tail
     assert qemus_of(spec.workdir) == []
+
+
+def test_the_vm_reaches_the_target_only_through_the_forward(target, tmp_path, monkeypatch):
+    """slirp's host alias 10.0.2.2 is the netns loopback, where tgtd listens: a script
+    that sanboots it directly must not get through (restrict=on)."""
+    render = bt.render_script
+    monkeypatch.setattr(
+        bt, "render_script", lambda s: render(s).replace(bt.ISCSI_GUEST_ADDR, "10.0.2.2")
+    )
+    _, result = boot(target, tmp_path, "good", "bios", 15.0, [])
+    assert not result.passed and "login" not in result.stages, result.stages
+    assert "never logged in" in result.reason
