@@ -1,7 +1,9 @@
 ; ggnet test boot sector: proves which disk a PC booted and that it can write to it.
 ;
 ; The BIOS (or iPXE's sanboot) loads this sector to 0x7c00 with DL = boot drive.  It
-; reads the state sector (STATE_LBA), prints
+; reads the state sector (STATE_LBA).  If the state's flags (u32 at byte 44) have
+; HANG_BIOS set, it prints GGNET-HANG fw=bios and idles forever with interrupts on (a
+; disk that "hangs" for the boot test's failure scenarios).  Otherwise it prints
 ;     GGNET-BOOT fw=bios id=<identity> count=<n>
 ; on COM1, where <n> is the counter it found, stores n+1 back to the same disk, prints
 ;     GGNET-WROTE fw=bios count=<n+1>
@@ -13,6 +15,7 @@
 %define STATE_LBA 48
 %endif
 COM1    equ 0x3f8
+HANG_BIOS equ 1                         ; bit in the state's flags (build.py FLAG_HANG)
 BUF     equ 0x7e00                      ; the state sector is read here
 
         bits 16
@@ -29,8 +32,6 @@ start:
         cld
         mov [drive], dl
 
-        mov si, msg_boot
-        call puts
         mov ah, 0x42                    ; extended read through the DAP
         call disk
         mov si, what_read
@@ -41,7 +42,11 @@ start:
         repe cmpsb
         mov si, what_magic
         jne fail
+        test byte [BUF + 44], HANG_BIOS
+        jnz hang
 
+        mov si, msg_boot
+        call puts
         mov si, msg_id
         call puts
         mov si, BUF + 8                 ; identity: up to 32 bytes, NUL padded
@@ -79,6 +84,12 @@ fail:   push si
 halt:   cli
         hlt
         jmp halt
+
+hang:   mov si, msg_hang
+        call puts
+.idle:  sti                             ; timer interrupts keep running: a live hang
+        hlt
+        jmp .idle
 
 ; AH = 0x42 or 0x43 (AL = 0): transfer the state sector; CF set on error.
 disk:   mov si, dap
@@ -137,6 +148,7 @@ msg_id:     db " id=", 0
 msg_count:  db " count=", 0
 msg_wrote:  db "GGNET-WROTE fw=bios count=", 0
 msg_error:  db 13, 10, "GGNET-ERROR fw=bios what=", 0
+msg_hang:   db 13, 10, "GGNET-HANG fw=bios", 13, 10, 0
 what_read:  db "read", 0
 what_magic: db "magic", 0
 what_write: db "write", 0

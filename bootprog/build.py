@@ -1,12 +1,14 @@
 """Build the test boot disk: one raw image that boots on BIOS and on UEFI PCs.
 
-    python bootprog/build.py OUT.img --id NAME [--count N] [--size 4M]
+    python bootprog/build.py OUT.img --id NAME [--count N] [--size 4M] [--hang bios,uefi]
 
 Layout (512-byte sectors):
   LBA 0          bios.asm's code (440 bytes), then the GPT protective MBR entry
   LBA 1-33       GPT header and entries (sgdisk)
   LBA STATE_LBA  the state sector: b"GGNETST1", identity (32 bytes, NUL padded),
-                 boot counter (u32 little-endian).  Outside every partition, so
+                 boot counter (u32 little-endian), flags (u32 little-endian: bit 0
+                 hang on BIOS, bit 1 hang on UEFI; older disks have 0 there, so
+                 they boot as before).  Outside every partition, so
                  both programs find it at the same place and no filesystem owns it.
   LBA 2048-...   the ESP (FAT, built by mkfs.fat + mtools in a file, no loop mount)
                  holding \\EFI\\BOOT\\BOOTX64.EFI (uefi.c, gnu-efi)
@@ -14,6 +16,11 @@ Layout (512-byte sectors):
 Both programs print "GGNET-BOOT fw=<bios|uefi> id=<identity> count=<n>" on the serial
 port, store n+1 and print "GGNET-WROTE fw=... count=<n+1>".  parse_serial() reads that
 back for tests.
+
+A misbehaving disk for the failure scenarios (the boot test, the lab): with a firmware's
+hang flag set, that firmware's program prints "GGNET-HANG fw=<fw>" instead, never the
+GGNET-BOOT marker, writes nothing and idles forever.  build_disk(..., hang=("bios",
+"uefi")) hangs on every firmware; hang=("uefi",) fails under UEFI only.
 
 Built objects are cached in bootprog/build/ keyed by their sources' content.
 """
@@ -28,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +49,8 @@ ESP_FIRST_LBA = 2048
 MAGIC = b"GGNETST1"
 ID_LEN = 32
 CODE_LEN = 440
+# The state's flags (u32 after the counter): which firmwares' programs hang.
+FLAG_HANG = {"bios": 1, "uefi": 2}
 DEFAULT_SIZE = 4 << 20
 # The tools build_disk needs and the Debian package that has each.
 TOOLS = {
@@ -59,7 +69,7 @@ GNU_EFI = {
     "include": Path("/usr/include/efi"),
 }
 _LINE_RE = re.compile(
-    r"GGNET-(?P<kind>BOOT|WROTE|ERROR) fw=(?P<fw>\w+)"
+    r"GGNET-(?P<kind>BOOT|WROTE|ERROR|HANG) fw=(?P<fw>\w+)"
     r"(?: id=(?P<id>\S*))?(?: count=(?P<count>\d+))?(?: what=(?P<what>\S+))?"
 )
 
@@ -149,7 +159,17 @@ def efi_app() -> bytes:
     return _cached("uefi", [HERE / "uefi.c"], f"lba={STATE_LBA}", make)
 
 
-def state_sector(identity: str, count: int = 0) -> bytes:
+def hang_flags(hang: Iterable[str]) -> int:
+    """The flags word for the firmwares whose program should hang ("bios", "uefi")."""
+    flags = 0
+    for fw in hang:
+        if fw not in FLAG_HANG:
+            raise BuildError(f"hang {fw!r}: expected one of {', '.join(FLAG_HANG)}")
+        flags |= FLAG_HANG[fw]
+    return flags
+
+
+def state_sector(identity: str, count: int = 0, hang: Iterable[str] = ()) -> bytes:
     raw = identity.encode("ascii", "strict") if identity.isascii() else b""
     if not raw or len(raw) > ID_LEN or any(c <= 0x20 or c >= 0x7F for c in raw):
         raise BuildError(
@@ -157,34 +177,57 @@ def state_sector(identity: str, count: int = 0) -> bytes:
         )
     if not 0 <= count < 1 << 32:
         raise BuildError(f"count {count} does not fit in 32 bits")
-    return (MAGIC + raw.ljust(ID_LEN, b"\0") + struct.pack("<I", count)).ljust(SECTOR, b"\0")
+    head = MAGIC + raw.ljust(ID_LEN, b"\0") + struct.pack("<II", count, hang_flags(hang))
+    return head.ljust(SECTOR, b"\0")
 
 
-def read_state(image: Path) -> tuple[str, int]:
-    """(identity, count) as stored in a disk image."""
+def _state_data(image: Path) -> bytes:
     with open(image, "rb") as f:
         f.seek(STATE_LBA * SECTOR)
         data = f.read(SECTOR)
     if data[:8] != MAGIC:
         raise BuildError(f"{image}: no ggnet state sector at LBA {STATE_LBA}")
+    return data
+
+
+def read_state(image: Path) -> tuple[str, int]:
+    """(identity, count) as stored in a disk image."""
+    data = _state_data(image)
     identity = data[8 : 8 + ID_LEN].rstrip(b"\0").decode("ascii")
     return identity, struct.unpack("<I", data[40:44])[0]
 
 
-def write_state(image: Path, identity: str, count: int = 0) -> None:
-    """Stamp a (new) identity and counter into an existing disk image."""
-    sector = state_sector(identity, count)
+def read_hang(image: Path) -> tuple[str, ...]:
+    """The firmwares whose program hangs on this disk ("bios", "uefi"); () boots everywhere."""
+    flags = struct.unpack("<I", _state_data(image)[44:48])[0]
+    return tuple(fw for fw, bit in FLAG_HANG.items() if flags & bit)
+
+
+def write_state(
+    image: Path, identity: str, count: int = 0, hang: Iterable[str] | None = None
+) -> None:
+    """Stamp a (new) identity and counter into an existing disk image; hang=None keeps
+    the disk's hang flags, a sequence replaces them."""
+    sector = state_sector(identity, count, read_hang(image) if hang is None else hang)
     with open(image, "r+b") as f:
         f.seek(STATE_LBA * SECTOR)
         f.write(sector)
 
 
-def build_disk(out: Path, identity: str, count: int = 0, size: int = DEFAULT_SIZE) -> Path:
-    """Write the hybrid BIOS+UEFI disk image `out` (sparse) and return its path."""
+def build_disk(
+    out: Path,
+    identity: str,
+    count: int = 0,
+    size: int = DEFAULT_SIZE,
+    hang: Iterable[str] = (),
+) -> Path:
+    """Write the hybrid BIOS+UEFI disk image `out` (sparse) and return its path.
+
+    hang: the firmwares ("bios", "uefi") whose program hangs instead of booting."""
     check_tools()
     if size < 2 << 20 or size % SECTOR:
         raise BuildError(f"size {size}: needs at least 2 MiB, a multiple of {SECTOR} bytes")
-    sector = state_sector(identity, count)
+    sector = state_sector(identity, count, hang)
     code, app = bios_code(), efi_app()
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +279,7 @@ def _esp_last_lba(disk: Path) -> int:
 
 @dataclass(frozen=True)
 class SerialLine:
-    kind: str  # BOOT, WROTE or ERROR
+    kind: str  # BOOT, WROTE, ERROR or HANG
     fw: str
     identity: str | None
     count: int | None
@@ -270,9 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", type=parse_size, default=DEFAULT_SIZE, help="image size, e.g. 4M or 64M"
     )
+    parser.add_argument(
+        "--hang",
+        default="",
+        help="firmwares whose program hangs instead of booting: bios, uefi or bios,uefi",
+    )
     args = parser.parse_args(argv)
+    hang = [fw.strip() for fw in args.hang.split(",") if fw.strip()]
     try:
-        build_disk(args.out, args.id, args.count, args.size)
+        build_disk(args.out, args.id, args.count, args.size, hang)
     except BuildError as exc:
         print(f"bootprog: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,9 @@
  *
  * It finds the whole disk it was loaded from (not the ESP partition: the state
  * sector lives outside every partition, at the same LBA the BIOS program uses), reads
- * the state sector, prints
+ * the state sector.  If the state's flags (u32 at byte 44) have HANG_UEFI set, it
+ * prints GGNET-HANG fw=uefi and stalls forever (the boot test's "fails under UEFI"
+ * disk).  Otherwise it prints
  *     GGNET-BOOT fw=uefi id=<identity> count=<n>
  * stores n+1 back through the disk's Block IO protocol, prints
  *     GGNET-WROTE fw=uefi count=<n+1>
@@ -15,6 +17,7 @@
 #ifndef STATE_LBA
 #define STATE_LBA 48
 #endif
+#define HANG_UEFI 2 /* bit in the state's flags (build.py FLAG_HANG) */
 
 static const CHAR8 magic[8] = {'G', 'G', 'N', 'E', 'T', 'S', 'T', '1'};
 
@@ -76,13 +79,12 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 {
 	EFI_BLOCK_IO *bio;
 	UINT8 *buf;
-	UINT32 count;
+	UINT32 count, flags;
 	CHAR16 id[33];
 	UINTN i;
 	EFI_STATUS st;
 
 	InitializeLib(image, systab);
-	Print(L"\r\nGGNET-BOOT fw=uefi");
 	bio = boot_disk(image);
 	if (!bio)
 		return fail(L"disk", EFI_NOT_FOUND);
@@ -98,7 +100,13 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 		id[i] = buf[8 + i];
 	id[i] = 0;
 	CopyMem(&count, buf + 40, sizeof(count));
-	Print(L" id=%s count=%u\r\n", id, count);
+	CopyMem(&flags, buf + 44, sizeof(flags));
+	if (flags & HANG_UEFI) {
+		Print(L"\r\nGGNET-HANG fw=uefi\r\n");
+		for (;;)
+			uefi_call_wrapper(BS->Stall, 1, 1000000);
+	}
+	Print(L"\r\nGGNET-BOOT fw=uefi id=%s count=%u\r\n", id, count);
 	count++;
 	CopyMem(buf + 40, &count, sizeof(count));
 	st = uefi_call_wrapper(bio->WriteBlocks, 5, bio, bio->Media->MediaId, STATE_LBA, bio->Media->BlockSize, buf);

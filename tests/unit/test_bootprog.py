@@ -61,3 +61,40 @@ def test_parse_serial_ignores_firmware_noise():
         ("WROTE", "bios", None, 3, None),
         ("ERROR", "uefi", None, None, "read"),
     ]
+
+
+def test_hang_flags_round_trip_and_old_disks_boot(disk, tmp_path):
+    assert bp.read_hang(disk) == ()  # built without hang: flags 0
+    copy = tmp_path / "hang.img"
+    shutil.copyfile(disk, copy)
+    bp.write_state(copy, "pc-h", 0, hang=["uefi"])
+    assert bp.read_hang(copy) == ("uefi",)
+    bp.write_state(copy, "pc-h2")  # hang=None keeps the flags
+    assert bp.read_state(copy) == ("pc-h2", 0) and bp.read_hang(copy) == ("uefi",)
+    bp.write_state(copy, "pc-h2", hang=("bios", "uefi"))
+    assert bp.read_hang(copy) == ("bios", "uefi")
+    # A disk from before the flags field: the bytes after the counter were zero padding.
+    old = (bp.MAGIC + b"old".ljust(bp.ID_LEN, b"\0") + (5).to_bytes(4, "little")).ljust(
+        bp.SECTOR, b"\0"
+    )
+    assert old == bp.state_sector("old", 5)
+    bp.write_state(copy, "x", hang=())
+    assert bp.read_hang(copy) == ()
+
+
+def test_bad_hang_is_refused():
+    with pytest.raises(bp.BuildError, match="hang 'dos': expected one of bios, uefi"):
+        bp.state_sector("pc", hang=["dos"])
+
+
+def test_cli_builds_a_hanging_disk(disk, tmp_path, capsys):
+    out = tmp_path / "cli.img"
+    assert bp.main([str(out), "--id", "bad-1", "--hang", "bios,uefi", "--size", "2M"]) == 0
+    assert bp.read_state(out) == ("bad-1", 0) and bp.read_hang(out) == ("bios", "uefi")
+    assert bp.main([str(out), "--id", "bad-1", "--hang", "efi"]) == 1
+    assert "hang 'efi'" in capsys.readouterr().err
+
+
+def test_parse_serial_reads_a_hang():
+    lines = bp.parse_serial("iPXE...\r\nGGNET-HANG fw=uefi\r\n")
+    assert [(ln.kind, ln.fw) for ln in lines] == [("HANG", "uefi")]
