@@ -157,9 +157,8 @@ class Setup:
 def _default_runner(
     fields: dict[str, Any], logged_in: Callable[[], bool], progress: Callable[[str], None]
 ) -> Any:
-    # The VM runner, imported only when a test really runs.  The ignore covers a tree
-    # without it (mypy); drop it once ggnet.boot_test is always there.
-    from .. import boot_test  # type: ignore[attr-defined,unused-ignore]
+    # The VM runner, imported only when a test really runs.
+    from .. import boot_test
 
     return boot_test.run(boot_test.BootTestSpec(**fields), logged_in=logged_in, progress=progress)
 
@@ -384,6 +383,8 @@ def _boot(
             "marker": setup.knobs.marker,
             "memory_mib": setup.knobs.memory,
             "netns": (setup.iscsi_options or {}).get("netns"),
+            # the system disk's LUN number differs: tgt 1, LIO 0
+            "backend": setup.backend,
         }
         result.actions.append(Action("boot", snapshot, f"VM ({setup.knobs.firmware})"))
         try:
