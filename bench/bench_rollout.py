@@ -40,7 +40,6 @@ import logging
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -153,32 +152,15 @@ class Room:
     def write_disk(self, identity: str) -> None:
         """pc-01 writes bootprog's disk (booting to `identity`'s marker) over its
         writeback, as an operator's update would be made."""
-        from ggnet import layout
-        from ggnet_bootprog import build as bp
+        from ggnet_testing import boot_tests
 
-        src = bp.build_disk(self.work / f"{identity}.img", identity, size=SIZE)
-        disk = layout.writeback_backing(self.cfg, "pc-01", "system")[0]
-        with open(src, "rb") as s, open(disk, "r+b") as d:
-            shutil.copyfileobj(s, d)
+        boot_tests.write_bootprog_disk(self.cfg, IMAGES, self.clients, "pc-01", identity, self.work)
 
     def apply(self, identity: str) -> str:
         """pc-01's writeback applied as a new version (a candidate): its name."""
-        from ggnet import storage
+        from ggnet_testing import boot_tests
 
-        before = set(self.versions())
-        storage.apply_writeback(self.cfg, IMAGES, self.clients, "pc-01", identity, sessions={})
-        (new,) = set(self.versions()) - before
-        return new
-
-    def versions(self) -> list[str]:
-        from ggnet import layout
-
-        out = subprocess.run(
-            ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r",
-             layout.image_dataset(self.cfg, "os")],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return [line.split("@", 1)[1] for line in out.splitlines() if "@" in line]
+        return boot_tests.apply_version(self.cfg, IMAGES, self.clients, "pc-01", identity)
 
     def state(self, version: str) -> str:
         from ggnet import layout
@@ -191,26 +173,18 @@ class Room:
     def boot_test(self, version: str) -> None:
         from ggnet.boot_test_knobs import Knobs
         from ggnet.storage import boot_test_job as job
-        from ggnet_testing.tgt_netns import PREFIX
+        from ggnet_testing import boot_tests
 
-        setup = job.Setup(
-            backend="tgt",
-            iqn_prefix=PREFIX,
-            portal=f"{self.tgt.portal}:3260",
-            iscsi_options={"control_port": self.tgt.control_port, "netns": self.tgt.netns},
-            state_dir=str(self.work / "boot-tests"),
-            knobs=Knobs(firmware="bios", timeout=BOOT_TEST_TIMEOUT),
-        )
+        knobs = Knobs(firmware="bios", timeout=BOOT_TEST_TIMEOUT)
+        setup = boot_tests.job_setup(self.tgt, self.work / "boot-tests", knobs)
         job.boot_test(self.cfg, IMAGES, "os", version, setup)
 
     # -- the boot path ----------------------------------------------------------------
 
     def origin(self, name: str) -> str:
-        from ggnet import layout
-        from ggnet.zfs import Zfs
+        from ggnet_testing import boot_tests
 
-        dataset = layout.writeback_dataset(self.cfg, name, "system")
-        return str(Zfs().get([dataset], ["origin"])[dataset]["origin"].split("@")[1])
+        return boot_tests.origin(self.cfg, name)
 
     def script(self, name: str) -> str | None:
         """GET /boot/<mac> from the PC's address: the sanboot token, or None when the

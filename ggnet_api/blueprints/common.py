@@ -17,6 +17,14 @@ def fail(status: int, message: str) -> NoReturn:
     abort(make_response(jsonify(error=message), status))
 
 
+def accepted(job: dict[str, Any]):
+    """202 with the job, and where to follow it."""
+    resp = jsonify(job)
+    resp.status_code = 202
+    resp.headers["Location"] = f"/api/jobs/{job['id']}"
+    return resp
+
+
 def json_body() -> dict[str, Any]:
     if not request.is_json:
         fail(415, "body: send a JSON object with Content-Type: application/json")

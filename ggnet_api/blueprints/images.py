@@ -10,7 +10,7 @@ import time
 from flask import Blueprint, jsonify, request, send_file
 
 from ggnet_api import auth
-from ggnet_api.blueprints.common import ext, fail, json_body
+from ggnet_api.blueprints.common import accepted, ext, fail, json_body
 from ggnet_api.config import NAME_PATTERN
 from ggnet_api.jobs import JobError
 from ggnet_api.rollouts import image_rollout
@@ -114,10 +114,7 @@ def start_boot_test(name: str, version: str):
         job = ext().jobs.submit("image", extravars, auth.principal_name(), wait=wait)
     except JobError as exc:
         fail(exc.status, str(exc))
-    resp = jsonify(job)
-    resp.status_code = 202
-    resp.headers["Location"] = f"/api/jobs/{job['id']}"
-    return resp
+    return accepted(job)
 
 
 @bp.get("/images/<name>/versions/<version>/screenshot")

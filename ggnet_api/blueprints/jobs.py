@@ -17,7 +17,15 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from ggnet_api import auth
-from ggnet_api.blueprints.common import cursor_arg, ext, fail, int_arg, json_body, page_cursor
+from ggnet_api.blueprints.common import (
+    accepted,
+    cursor_arg,
+    ext,
+    fail,
+    int_arg,
+    json_body,
+    page_cursor,
+)
 from ggnet_api.db.database import JOB_DONE
 from ggnet_api.jobs import JobError
 
@@ -139,10 +147,7 @@ def start():
         job = ext().jobs.submit(kind, body.get("extravars"), auth.principal_name(), wait=wait)
     except JobError as exc:
         fail(exc.status, f"body.{exc}" if str(exc).startswith(("kind", "extravars")) else str(exc))
-    resp = jsonify(job)
-    resp.status_code = 202
-    resp.headers["Location"] = f"/api/jobs/{job['id']}"
-    return resp
+    return accepted(job)
 
 
 @bp.get("/jobs")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import chap, iscsi, net
+from . import ipxe, iscsi, net
 from .iscsi_types import MASK
 
 QEMU = "qemu-system-x86_64"
@@ -115,14 +115,11 @@ def parse_portal(portal: str) -> tuple[str, int]:
 
 
 def _check_word(value: object, what: str) -> str:
-    # The same character rule as the PCs' scripts (ggnet.chap); never echo the value
-    # of a secret.
-    if not isinstance(value, str) or not value:
-        raise BootTestError(f"boot test: {what} is empty")
-    wrong = chap.chars_problem(value)
-    if wrong:
-        raise BootTestError(f"boot test: {what} {wrong}")
-    return value
+    # The PCs' scripts' rule (ggnet.ipxe), under the boot test's own error.
+    try:
+        return ipxe.check_set_value(value, what, "boot test")
+    except ipxe.IpxeError as exc:
+        raise BootTestError(str(exc)) from None
 
 
 def check_spec(spec: BootTestSpec) -> None:

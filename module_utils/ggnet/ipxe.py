@@ -151,7 +151,9 @@ def _notify(url: str) -> str:
     return f"imgfetch --name ggnet-cb {url} && imgfree ggnet-cb ||"
 
 
-def _check_set_value(value: object, what: str, where: str) -> str:
+def check_set_value(value: object, what: str, where: str) -> str:
+    """`value` as an iPXE `set` may carry it literally (IpxeError naming `where` and
+    `what`, never the value: it may be a secret)."""
     if not isinstance(value, str) or not value:
         raise IpxeError(f"{where}: {what} is empty")
     # One rule with validation and the targets (ggnet.chap): what passes there is
@@ -193,7 +195,7 @@ def boot_script(
         )
     system = _uri_ok(san_uris[0], name, "system disk URI")
     game = _uri_ok(san_uris[1], name, "game disk URI") if len(san_uris) == 2 else None
-    initiator = _check_set_value(client.get("initiator_iqn"), "initiator_iqn", name)
+    initiator = check_set_value(client.get("initiator_iqn"), "initiator_iqn", name)
 
     lines = [
         "#!ipxe",
@@ -203,14 +205,14 @@ def boot_script(
     ]
     if chap:
         lines += [
-            f"set username {_check_set_value(chap.get('user'), 'CHAP user', name)}",
-            f"set password {_check_set_value(chap.get('secret'), 'CHAP secret', name)}",
+            f"set username {check_set_value(chap.get('user'), 'CHAP user', name)}",
+            f"set password {check_set_value(chap.get('secret'), 'CHAP secret', name)}",
         ]
     if chap and chap.get("mutual_user"):
         # Mutual CHAP: iPXE checks the target's answer against these.
         lines += [
-            f"set reverse-username {_check_set_value(chap.get('mutual_user'), 'mutual CHAP user', name)}",
-            f"set reverse-password {_check_set_value(chap.get('mutual_secret'), 'mutual CHAP secret', name)}",
+            f"set reverse-username {check_set_value(chap.get('mutual_user'), 'mutual CHAP user', name)}",
+            f"set reverse-password {check_set_value(chap.get('mutual_secret'), 'mutual CHAP secret', name)}",
         ]
     else:
         # A previous script (a retry chain) may have left credentials behind.

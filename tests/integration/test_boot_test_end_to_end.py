@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 from ggnet import layout, rollout, storage
 from ggnet.boot_test_knobs import Knobs
-from ggnet.model import parse_size
 from ggnet.storage import boot_test_job as job
 from ggnet.storage.properties import P_BOOT_TEST, P_STATE
 from ggnet.zfs import Zfs
-from ggnet_bootprog import build as bp
+from ggnet_testing import boot_tests as bt
 from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
@@ -55,25 +53,7 @@ def room(pool, tmp_path):
 
 
 def write_version(cfg, tmp_path, identity: str, hang=()) -> str:
-    """pc-01 writes bootprog's disk over its writeback and it is applied: the new
-    version's name (a candidate)."""
-    src = bp.build_disk(tmp_path / f"{identity}.img", identity, size=parse_size(SIZE), hang=hang)
-    disk = layout.writeback_backing(cfg, "pc-01", "system")[0]
-    with open(src, "rb") as s, open(disk, "r+b") as d:
-        shutil.copyfileobj(s, d)
-    before = set(versions(cfg))
-    storage.apply_writeback(cfg, IMAGES, [CLIENT], "pc-01", identity, sessions={})
-    (new,) = set(versions(cfg)) - before
-    return new
-
-
-def versions(cfg) -> list[str]:
-    dataset = layout.image_dataset(cfg, "os")
-    out = subprocess.run(
-        ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", dataset],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [line.split("@", 1)[1] for line in out.splitlines() if "@" in line]
+    return bt.write_bootprog_version(cfg, IMAGES, [CLIENT], "pc-01", identity, tmp_path, hang)
 
 
 def props(cfg, version: str) -> dict:
@@ -85,19 +65,11 @@ def props(cfg, version: str) -> dict:
 def served_origin(cfg) -> str:
     """The version pc-01's writeback is a clone of after a reset (its next boot)."""
     storage.reset(cfg, IMAGES, [CLIENT], "pc-01", sessions={}, boot=True)
-    dataset = layout.writeback_dataset(cfg, "pc-01", "system")
-    return Zfs().get([dataset], ["origin"])[dataset]["origin"].split("@")[1]
+    return bt.origin(cfg, "pc-01")
 
 
 def setup(tgt, tmp_path) -> job.Setup:
-    return job.Setup(
-        backend="tgt",
-        iqn_prefix=PREFIX,
-        portal=f"{tgt.portal}:3260",
-        iscsi_options={"control_port": tgt.control_port, "netns": tgt.netns},
-        state_dir=str(tmp_path / "boot-tests"),
-        knobs=Knobs(firmware="bios", timeout=TIMEOUT),
-    )
+    return bt.job_setup(tgt, tmp_path / "boot-tests", Knobs(firmware="bios", timeout=TIMEOUT))
 
 
 def test_a_hanging_version_is_rejected_and_never_served(room, tmp_path):

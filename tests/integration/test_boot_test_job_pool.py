@@ -19,6 +19,7 @@ from ggnet.iscsi import lun_number
 from ggnet.storage import boot_test_job as job
 from ggnet.storage.properties import P_BOOT_TEST, P_STATE
 from ggnet.zfs import Zfs
+from ggnet_testing import boot_tests as bt
 from ggnet_testing.playbook import run_module
 from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
@@ -91,13 +92,7 @@ class _FakeResult:
 
 
 def _setup(tgt, tmp_path) -> job.Setup:
-    return job.Setup(
-        backend="tgt",
-        iqn_prefix=PREFIX,
-        portal=f"{tgt.portal}:3260",
-        iscsi_options={"control_port": tgt.control_port, "netns": tgt.netns},
-        state_dir=str(tmp_path / "boot-tests"),
-    )
+    return bt.job_setup(tgt, tmp_path / "boot-tests")
 
 
 def _state(cfg, version):
