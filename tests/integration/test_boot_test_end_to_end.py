@@ -22,20 +22,14 @@ from ggnet.storage import boot_test_job as job
 from ggnet.storage.properties import P_BOOT_TEST, P_STATE
 from ggnet.zfs import Zfs
 from ggnet_testing import boot_tests as bt
-from ggnet_testing.tgt_netns import PREFIX, tgt_in_netns
+from ggnet_testing.tgt_netns import tgt_in_netns
 from ggnet_testing.zfs_pool import pool_fixture, storage_cfg, zfs_daemon_fixture  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
 SIZE = "32M"
 IMAGES = {"os": {"size": SIZE, "kind": "system"}}
-CLIENT = {
-    "name": "pc-01",
-    "image": "os",
-    "game_disk": None,
-    "keep_writeback": False,
-    "target_iqn": f"{PREFIX}:target.pc-01",
-}
+CLIENT = bt.pc()
 # A good BIOS boot reaches its marker in about 6 s here (docs/storage.md); a hang is
 # judged at the timeout, so keep it short but well above that.
 TIMEOUT = 30
@@ -53,7 +47,8 @@ def room(pool, tmp_path):
 
 
 def write_version(cfg, tmp_path, identity: str, hang=()) -> str:
-    return bt.write_bootprog_version(cfg, IMAGES, [CLIENT], "pc-01", identity, tmp_path, hang)
+    bt.write_bootprog_disk(cfg, IMAGES, [CLIENT], "pc-01", identity, tmp_path, hang)
+    return bt.apply_version(cfg, IMAGES, [CLIENT], "pc-01", identity)
 
 
 def props(cfg, version: str) -> dict:

@@ -28,13 +28,7 @@ pytestmark = pytest.mark.integration
 
 IMAGES = {"os": {"size": "32M", "kind": "system"}}
 MARK = b"GGNET-V2-BOOT-SECTOR"
-CLIENT = {
-    "name": "pc-01",
-    "image": "os",
-    "game_disk": None,
-    "keep_writeback": False,
-    "target_iqn": f"{PREFIX}:target.pc-01",
-}
+CLIENT = bt.pc()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What the boot-test tests and the rollout bench share: the job's Setup on a private
 tgtd (tgt_netns), and a new image version made the way an operator's update is made
-(bootprog's disk written over a PC's writeback, then applied: a candidate)."""
+(bootprog's disk written over a PC's writeback, then applied: a candidate), and the
+PC that does it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def job_setup(tgt: Tgt, state_dir: Path, knobs: Knobs | None = None) -> job.Setu
         state_dir=str(state_dir),
         knobs=knobs or Knobs(),
     )
+
+
+def pc(name: str = "pc-01", image: str = "os") -> dict[str, Any]:
+    """One PC as storage's writebacks converge reads it: a system disk, no game disk."""
+    return {
+        "name": name,
+        "image": image,
+        "game_disk": None,
+        "keep_writeback": False,
+        "target_iqn": f"{PREFIX}:target.{name}",
+    }
 
 
 def versions(cfg: dict, image: str) -> list[str]:
@@ -74,20 +86,6 @@ def apply_version(
     storage.apply_writeback(cfg, images, list(clients), client, comment, sessions={})
     (new,) = set(versions(cfg, image)) - before
     return new
-
-
-def write_bootprog_version(
-    cfg: dict,
-    images: Mapping[str, Any],
-    clients: Sequence[Mapping[str, Any]],
-    client: str,
-    identity: str,
-    work: Path,
-    hang: Iterable[str] = (),
-) -> str:
-    """Both of the above: the new version (a candidate) that boots to `identity`."""
-    write_bootprog_disk(cfg, images, clients, client, identity, work, hang)
-    return apply_version(cfg, images, clients, client, identity)
 
 
 def origin(cfg: dict, client: str) -> str:
