@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ipxe, iscsi, net
-from .iscsi_types import MASK
+from .iscsi_types import mask_secret
 
 QEMU = "qemu-system-x86_64"
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")  # BIOS and EFI iPXE in one ROM
@@ -248,10 +248,6 @@ def missing_tools(spec: BootTestSpec) -> str | None:
     return f"boot test: {', '.join(missing)} not installed: {INSTALL_HINT}"
 
 
-def mask(text: str, secret: str | None) -> str:
-    return text.replace(secret, MASK) if secret else text
-
-
 def marker_label(marker: str) -> str:
     return "GGNET-BOOT marker" if marker == DEFAULT_MARKER else f"marker /{marker}/"
 
@@ -262,7 +258,7 @@ def find_marker(marker: str, text: str) -> re.Match[str] | None:
 
 def serial_tail(text: str, secret: str | None, size: int = TAIL_BYTES) -> str:
     # Mask before cutting, so a secret split by the cut is not left half visible.
-    return mask(text, secret)[-size:]
+    return mask_secret(text, secret)[-size:]
 
 
 def failure_reason(
@@ -308,7 +304,7 @@ def failure_reason(
         else f"no screenshot ({screenshot_error or 'not taken'})"
     )
     serial = spec.workdir / "serial.log"
-    return mask(
+    return mask_secret(
         "; ".join(p for p in (head, where, shot, f"serial log {serial}") if p), spec.chap_secret
     )
 

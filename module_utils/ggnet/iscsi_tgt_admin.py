@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .host_os import c_locale_env
-from .iscsi_types import MASK, IscsiError
+from .iscsi_types import IscsiError, mask_secret
 
 TGTADM = "tgtadm"
 PARAMS_CHUNK = 32  # targets per shell that reads login keys
@@ -154,10 +154,8 @@ class Tgtadm:
     def _finish(self, argv: list[str], proc: subprocess.Popen, secret: str | None = None) -> str:
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
-            shown = " ".join(MASK if secret and a == secret else a for a in argv)
-            err = (stderr or stdout).strip()
-            if secret:
-                err = err.replace(secret, MASK)
+            shown = mask_secret(" ".join(argv), secret)
+            err = mask_secret((stderr or stdout).strip(), secret)
             hint = ""
             if "can't send the request" in err or "connect" in err.lower():
                 hint = (

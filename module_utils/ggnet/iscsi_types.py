@@ -33,6 +33,11 @@ class IscsiError(Exception):
     """A problem an operator can act on; the message says what, where and what to do."""
 
 
+def mask_secret(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced by MASK (no secret: as is)."""
+    return text.replace(secret, MASK) if secret else text
+
+
 @dataclass(frozen=True)
 class Lun:
     path: str

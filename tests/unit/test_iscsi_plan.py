@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 from ggnet.iscsi import desired_targets, diff, lun_number, plan, san_uri, target_from_spec
-from ggnet.iscsi_types import MASK, SESSION_PARAMS, UNKNOWN_SECRET, IscsiError, Lun, Target
+from ggnet.iscsi_types import (
+    MASK,
+    SESSION_PARAMS,
+    UNKNOWN_SECRET,
+    IscsiError,
+    Lun,
+    Target,
+    mask_secret,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -172,6 +180,11 @@ def test_diff_masks_secrets_and_repr_hides_them():
     d = diff(wanted, {}, actions)
     assert d["after"][f"{P}:target.pc-01"]["chap_secret"] == MASK
     assert SECRET not in repr(d) and SECRET not in repr(wanted) and SECRET not in repr(actions)
+
+
+def test_mask_secret_masks_every_occurrence_and_nothing_without_a_secret():
+    assert mask_secret(f"a {SECRET} b{SECRET}", SECRET) == f"a {MASK} b{MASK}"
+    assert mask_secret("a b", None) == mask_secret("a b", "") == "a b"
 
 
 @pytest.mark.parametrize(

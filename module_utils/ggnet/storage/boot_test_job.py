@@ -34,7 +34,7 @@ from .. import layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
-from ..iscsi_types import MASK, Driver, IscsiError
+from ..iscsi_types import Driver, IscsiError, mask_secret
 from ..net import check_iqn_name, check_iqn_prefix
 from ..notation import now_iso
 from ..settings import default
@@ -369,7 +369,7 @@ def _boot(
             return bool(live.get(iqn))
 
         def note(line: str) -> None:
-            progress.append(_mask(str(line), secret)[:200])
+            progress.append(mask_secret(str(line), secret)[:200])
 
         fields = {
             "portal": setup.portal,
@@ -392,26 +392,26 @@ def _boot(
         except Exception as exc:
             raise StorageError(
                 f"boot_test {image}@{version}: the VM runner failed: "
-                f"{_mask(f'{type(exc).__name__}: {exc}', secret)}; the state is unchanged"
+                f"{mask_secret(f'{type(exc).__name__}: {exc}', secret)}; the state is unchanged"
             ) from None
         outcome = _Outcome(
             passed=bool(got.passed),
-            reason=_mask(str(got.reason), secret)[:REASON_MAX],
+            reason=mask_secret(str(got.reason), secret)[:REASON_MAX],
             stages={str(k): round(float(v), 2) for k, v in dict(got.stages).items()},
             screenshot=_keep_screenshot(got.screenshot, state_dir, image, version),
-            serial_tail=_mask(str(got.serial_tail or ""), secret)[-2000:],
+            serial_tail=mask_secret(str(got.serial_tail or ""), secret)[-2000:],
             progress=progress,
         )
     except (IscsiError, ZfsError) as exc:
         raise StorageError(
-            f"boot_test {image}@{version}: {_mask(str(exc), secret)}; the state is unchanged"
+            f"boot_test {image}@{version}: {mask_secret(str(exc), secret)}; the state is unchanged"
         ) from None
     finally:
         result.actions += [Action("delete_target", iqn), Action("destroy", dataset)]
         _teardown(zfs, driver, setup.backend, dataset, iqn, errors)
         shutil.rmtree(workdir, ignore_errors=True)
         for error in errors:
-            result.warnings.append(f"boot_test teardown: {_mask(error, secret)}")
+            result.warnings.append(f"boot_test teardown: {mask_secret(error, secret)}")
     result.info["progress"] = outcome.progress
     result.info["serial_tail"] = outcome.serial_tail
     return outcome
@@ -441,7 +441,3 @@ def _record(outcome: _Outcome, setup: Setup) -> dict[str, Any]:
         "firmware": setup.knobs.firmware,
         "screenshot": str(outcome.screenshot) if outcome.screenshot else None,
     }
-
-
-def _mask(text: str, secret: str) -> str:
-    return text.replace(secret, MASK) if secret else text
