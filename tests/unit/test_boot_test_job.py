@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ggnet import rollout, settings
+from ggnet import iscsi, rollout, settings
 from ggnet.boot_test_knobs import Knobs, parse_knobs
 from ggnet.iscsi import MASK, Lun, Target
 from ggnet.storage import boot_test_job as job
@@ -125,6 +125,11 @@ class FakeDriver:
     def persist(self, wanted, check_mode=False):
         raise AssertionError("a boot test never persists its target")
 
+    def sessions(self, backend, **options):
+        """A FAKE ggnet.iscsi.active_sessions (what boot_test.session_probe reads):
+        each live target's session, by its initiator."""
+        return {k: [self.targets[k].initiator] for k in self.live if k in self.targets}
+
 
 @dataclass
 class FakeRunner:
@@ -174,18 +179,20 @@ def _run(tmp_path, states, version="v2", runner=None, check=False, driver=None, 
     driver = driver or FakeDriver()
     runner = runner or FakeRunner(driver)
     setup = job.Setup(backend="tgt", state_dir=str(tmp_path / "bt"))
-    result = job.boot_test(
-        CFG,
-        IMAGES,
-        "win11",
-        version,
-        setup,
-        check=check,
-        zfs=Zfs(runner=pool, fuse=True),
-        driver=driver,
-        runner=runner,
-        secret=lambda: FIXED_SECRET,
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(iscsi, "active_sessions", driver.sessions)
+        result = job.boot_test(
+            CFG,
+            IMAGES,
+            "win11",
+            version,
+            setup,
+            check=check,
+            zfs=Zfs(runner=pool, fuse=True),
+            driver=driver,
+            runner=runner,
+            secret=lambda: FIXED_SECRET,
+        )
     return result, pool, driver, runner
 
 
@@ -210,7 +217,7 @@ def test_a_passing_boot_makes_the_candidate_tested_and_records_the_result(tmp_pa
     assert sorted(p.name for p in (tmp_path / "bt").iterdir()) == ["win11", "win11.lock"]
     assert next(op for op, _ in driver.applied) == "create_target"
     assert ("delete_target", IQN) in driver.applied
-    # logged_in() reads the target's sessions
+    # logged_in() is boot_test.session_probe: the backend's sessions of the target
     assert runner.saw_login == [False, True]
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import boot_test as vm
 from .. import layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
@@ -157,10 +158,7 @@ class Setup:
 def _default_runner(
     fields: dict[str, Any], logged_in: Callable[[], bool], progress: Callable[[str], None]
 ) -> Any:
-    # The VM runner, imported only when a test really runs.
-    from .. import boot_test
-
-    return boot_test.run(boot_test.BootTestSpec(**fields), logged_in=logged_in, progress=progress)
+    return vm.run(vm.BootTestSpec(**fields), logged_in=logged_in, progress=progress)
 
 
 def _driver(setup: Setup) -> Driver:
@@ -363,10 +361,7 @@ def _boot(
         found, _live = driver.read([iqn])
         result.actions.append(Action("create_target", iqn, f"ACL {initiator}, CHAP"))
         driver.apply(plan_target(setup.backend, want, None), {iqn: want}, found)
-
-        def logged_in() -> bool:
-            _found, live = driver.read([iqn])
-            return bool(live.get(iqn))
+        logged_in = vm.session_probe(setup.backend, iqn, initiator, **(setup.iscsi_options or {}))
 
         def note(line: str) -> None:
             progress.append(mask_secret(str(line), secret)[:200])
