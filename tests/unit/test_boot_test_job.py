@@ -108,14 +108,17 @@ class FakeDriver:
     targets: dict[str, Any] = field(default_factory=dict)
     live: set[str] = field(default_factory=set)
     applied: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # "read" and each applied op, in order
 
     def read(self, iqns=None):
+        self.calls.append("read")
         chosen = {k: v for k, v in self.targets.items() if iqns is None or k in iqns}
         return chosen, {k: ["initiator"] for k in chosen if k in self.live}
 
     def apply(self, actions, wanted, found, force=False):
         for a in actions:
             self.applied.append((a.op, a.iqn))
+            self.calls.append(a.op)
             if a.op == "create_target":
                 self.targets[a.iqn] = wanted[a.iqn]
             elif a.op == "delete_target":
@@ -325,6 +328,8 @@ def test_a_crashed_runs_leftovers_are_removed_first(tmp_path):
         {"action": "delete_target", "target": IQN, "detail": "left by an earlier run"},
         {"action": "destroy", "target": CLONE, "detail": "left by an earlier run"},
     ]
+    # the leftover target is read once, to plan and to delete it
+    assert driver.calls[:2] == ["read", "delete_target"]
     assert driver.targets == {} and CLONE not in pool.props
     assert pool.state("v2") == rollout.TESTED
 

@@ -35,7 +35,7 @@ from .. import layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
-from ..iscsi_types import Driver, IscsiError, mask_secret
+from ..iscsi_types import Driver, IscsiError, Target, mask_secret
 from ..net import check_iqn_name, check_iqn_prefix
 from ..notation import now_iso
 from ..settings import default
@@ -273,29 +273,40 @@ class _Outcome:
     progress: list[str]
 
 
-def _plan_leftovers(result: Result, zfs: Zfs, driver: Driver, dataset: str, iqn: str) -> None:
+def _plan_leftovers(
+    result: Result, zfs: Zfs, driver: Driver, dataset: str, iqn: str
+) -> dict[str, Target]:
+    """Note a crashed run's target and clone as actions; returns the target as read."""
     found, _live = driver.read([iqn])
     if iqn in found:
         result.actions.append(Action("delete_target", iqn, "left by an earlier run"))
     if zfs.exists(dataset):
         result.actions.append(Action("destroy", dataset, "left by an earlier run"))
+    return found
 
 
 def _remove_leftovers(
     result: Result, zfs: Zfs, driver: Driver, backend: str, dataset: str, iqn: str
 ) -> None:
     """A crashed run's target and clone (the lock says no run is alive)."""
-    _plan_leftovers(result, zfs, driver, dataset, iqn)
-    _teardown(zfs, driver, backend, dataset, iqn, errors=None)
+    found = _plan_leftovers(result, zfs, driver, dataset, iqn)
+    _teardown(zfs, driver, backend, dataset, iqn, errors=None, found=found)
 
 
 def _teardown(
-    zfs: Zfs, driver: Driver, backend: str, dataset: str, iqn: str, errors: list[str] | None
+    zfs: Zfs,
+    driver: Driver,
+    backend: str,
+    dataset: str,
+    iqn: str,
+    errors: list[str] | None,
+    found: dict[str, Target] | None = None,
 ) -> None:
     """Delete the target (dropping a session) and destroy the clone.  With `errors`,
-    a failing step is noted there and the next one still runs."""
+    a failing step is noted there and the next one still runs.  `found`: the target
+    as just read (None: read it now)."""
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("delete target " + iqn, lambda: _delete_target(driver, backend, iqn)),
+        ("delete target " + iqn, lambda: _delete_target(driver, backend, iqn, found)),
         ("destroy " + dataset, lambda: _destroy(zfs, dataset)),
     ]
     for what, step in steps:
@@ -307,8 +318,11 @@ def _teardown(
             errors.append(f"cannot {what}: {exc}")
 
 
-def _delete_target(driver: Driver, backend: str, iqn: str) -> None:
-    found, _live = driver.read([iqn])
+def _delete_target(
+    driver: Driver, backend: str, iqn: str, found: dict[str, Target] | None = None
+) -> None:
+    if found is None:
+        found, _live = driver.read([iqn])
     have = found.get(iqn)
     if have is not None:
         driver.apply(plan_target(backend, None, have), {}, found, force=True)
