@@ -42,6 +42,7 @@ from .host_os import C_LOCALE, c_locale_env
 from .notation import iso_seconds, now_iso
 from .storage.properties import (
     P_APPLIED_FROM,
+    P_BOOT_TEST,
     P_COMMENT,
     P_CREATED,
     P_REPLICATED_AT,
@@ -51,8 +52,9 @@ from .storage.properties import (
 from .zfs import ZFS, Runner, Zfs, ZfsError, subprocess_runner
 
 # The version properties a replica carries over from its source (after each run, so a
-# state change on the source, e.g. rejected, reaches the replicas too).
-VERSION_PROPS = (P_COMMENT, P_CREATED, P_STATE, P_STATE_AT, P_APPLIED_FROM)
+# state change on the source, e.g. rejected, reaches the replicas too, with the boot
+# test's result that made it).
+VERSION_PROPS = (P_COMMENT, P_CREATED, P_STATE, P_STATE_AT, P_APPLIED_FROM, P_BOOT_TEST)
 RESUME_TOKEN = "receive_resume_token"
 FULL, INCREMENTAL, RESUME = "full", "incremental", "resume"
 CHUNK = 1 << 20

@@ -22,7 +22,7 @@ from ggnet.replication import (
     Replicator,
     Side,
 )
-from ggnet.storage.properties import P_STATE
+from ggnet.storage.properties import P_BOOT_TEST, P_STATE, format_boot_test
 from ggnet.zfs import Zfs
 from ggnet_testing.zfs_pool import (  # noqa: F401  (fixtures)
     destroy_pool,
@@ -124,12 +124,17 @@ def test_full_send_then_incremental_and_the_guid_check(sides):
     assert second.bytes > 2 * MIB
     assert guids(tgt_cfg) == guids(src_cfg) and set(guids(src_cfg)) == {"v1", "v2"}
     r.check_bootable("os", "v2")
-    # The version's ggnet properties came along; a state change on the source follows.
-    Zfs().set(layout.version_snapshot(src_cfg, "os", "v2"), {P_STATE: "rejected"})
+    # The version's ggnet properties came along; a state change on the source follows,
+    # with the boot test's result that made it.
+    record = format_boot_test({"passed": False, "reason": "no marker", "state": "rejected"})
+    Zfs().set(
+        layout.version_snapshot(src_cfg, "os", "v2"), {P_STATE: "rejected", P_BOOT_TEST: record}
+    )
     third = r.replicate("os")
     assert third.steps_done == [] and third.as_dict()["changed"] is False
     tgt_snap = layout.version_snapshot(tgt_cfg, "os", "v2")
-    assert Zfs().get([tgt_snap], [P_STATE])[tgt_snap][P_STATE] == "rejected"
+    got = Zfs().get([tgt_snap], [P_STATE, P_BOOT_TEST])[tgt_snap]
+    assert got[P_STATE] == "rejected" and got[P_BOOT_TEST] == record
     after = r.metrics("os")
     assert after["in_sync"] and after["lag_seconds"] == 0 and after["bytes_behind"] == 0
     assert after["last_success_timestamp"] is not None
