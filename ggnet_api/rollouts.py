@@ -51,15 +51,22 @@ def image_rollout(
     knobs = rollout.parse_rollout(setting)[0].knobs
     info = next(v for v in versions if v["name"] == canary)
     since = iso_seconds(info.get("state_at")) or 0.0
-    boots = [
-        rollout.Boot(b["result"], b["duration"]) for b in db.version_boots(name, canary, since)
-    ]
+
+    def evidence(rows: list[dict[str, Any]]) -> list[rollout.Boot]:
+        return [
+            rollout.Boot(b["result"], b["duration"], b["stage"], now - float(b["started"]))
+            for b in rows
+        ]
+
+    boots = evidence(db.version_boots(name, canary, since))
     previous: list[float] = []
     if served is not None:
+        # Times measured the same way as the canaries' (to the hand-over, or to the
+        # OS's report with healthy_at os).
         previous = [
-            float(b["duration"])
-            for b in db.version_boots(name, served, limit=PREVIOUS_BOOTS)
-            if b["result"] == "ok" and b["duration"] is not None
+            float(b.duration)
+            for b in evidence(db.version_boots(name, served, limit=PREVIOUS_BOOTS))
+            if b.duration is not None and rollout.outcome(b, knobs) == "ok"
         ]
     state = rollout.state_of(info.get("state"))
     elapsed = max(0.0, now - since) if since else 0.0

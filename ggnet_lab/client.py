@@ -53,6 +53,8 @@ class LabPC:
     # where the boot server's console (websockify) reaches it.  None: a unix socket
     # on this machine only.
     vnc: str | None = None
+    # ggnet_ip, the PC's fixed address, when the inventory gives one.
+    ip: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mac", normalize_mac(self.mac))
@@ -121,7 +123,10 @@ def pc_from_vars(name: str, hostvars: dict) -> LabPC:
     vnc = hostvars.get("ggnet_console_vnc")
     if vnc is not None:
         _check_lab_vnc(name, vnc)
-    return LabPC(name, mac, firmware, str(vnc) if vnc is not None else None)
+    ip = hostvars.get("ggnet_ip")
+    return LabPC(
+        name, mac, firmware, str(vnc) if vnc is not None else None, str(ip) if ip else None
+    )
 
 
 def _check_lab_vnc(name: str, vnc: object) -> None:

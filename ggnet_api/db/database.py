@@ -236,9 +236,9 @@ class Database:
         self, image: str, version: str, since: float = 0.0, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """The latest boots (newest first, at most `limit`) that got `image`@`version`
-        from `since` on: client, result, duration (a rollout's evidence)."""
+        from `since` on: client, result, duration, stage, started (a rollout's evidence)."""
         return self.query(
-            "SELECT client, result, duration, started FROM boots WHERE image = ? AND "
+            "SELECT client, result, duration, stage, started FROM boots WHERE image = ? AND "
             "version = ? AND started >= ? ORDER BY id DESC LIMIT ?",
             (image, version, since, limit),
         )

@@ -59,6 +59,11 @@ CANARY_KEYS = settings.CANARY_KEYS
 # Boot results (the API's boots table) that count against a version; `refused` is the
 # server's own refusal (pool full, a job holding the PC), not the version's fault.
 FAILED_RESULTS = ("failed", "timeout")
+# What makes a canary boot ok (ggnet_rollout.healthy_at): iPXE's hand-over to the disk
+# (the boot path's `sanboot` stage), or the booted OS's own report (`os`, sent by
+# pc/report_os.py), as greenboot counts a boot good only after its health check.
+HANDOVER, OS_REPORT = "handover", "os"
+HEALTHY_AT = (HANDOVER, OS_REPORT)
 
 
 class RolloutError(ValueError):
@@ -147,6 +152,8 @@ class Knobs:
     max_failures: int = settings.default(ROLLOUT_KEY, "max_failures")
     boot_time_ratio: float = settings.default(ROLLOUT_KEY, "boot_time_ratio")
     patience: int = 7200  # settings' "2h"; Knobs() is checked against it in the tests
+    healthy_at: str = settings.default(ROLLOUT_KEY, "healthy_at")
+    os_report_within: int = 600  # settings' "10m", checked as patience is
 
 
 @dataclass(frozen=True)
@@ -195,12 +202,21 @@ def parse_rollout(
             )
         else:
             knobs["boot_time_ratio"] = float(ratio)
-    patience = value.get("patience")
-    if patience is not None:
-        try:
-            knobs["patience"] = parse_duration(patience)
-        except ValueError as exc:
-            problems.append((f"{ROLLOUT_KEY}.patience", patience, str(exc)))
+    for key in ("patience", "os_report_within"):
+        given = value.get(key)
+        if given is not None:
+            try:
+                knobs[key] = parse_duration(given)
+            except ValueError as exc:
+                problems.append((f"{ROLLOUT_KEY}.{key}", given, str(exc)))
+    healthy_at = value.get("healthy_at")
+    if healthy_at is not None:
+        if healthy_at not in HEALTHY_AT:
+            problems.append(
+                (f"{ROLLOUT_KEY}.healthy_at", healthy_at, f"must be one of {', '.join(HEALTHY_AT)}")
+            )
+        else:
+            knobs["healthy_at"] = healthy_at
     canary: dict[str, CanarySet] = {}
     sets = value.get("canary")
     if sets is not None and not isinstance(sets, Mapping):
@@ -290,10 +306,26 @@ def canary_members(rollout: Rollout, groups: Mapping[str, Iterable[str]]) -> fro
 
 @dataclass(frozen=True)
 class Boot:
-    """One boot from the boot path's records: its result and duration (seconds)."""
+    """One boot from the boot path's records: its result, duration (seconds), the last
+    stage it reached and its age (seconds since it started)."""
 
     result: str
     duration: float | None = None
+    stage: str | None = None
+    age: float = 0.0
+
+
+def outcome(boot: Boot, knobs: Knobs) -> str:
+    """ok, failed or pending: what one boot says of the version it got.  With
+    healthy_at os, a boot the disk took over is ok only once its OS reported, and a
+    failure when no report came within os_report_within (a hang after the hand-over)."""
+    if boot.result in FAILED_RESULTS:
+        return "failed"
+    if boot.result != "ok":
+        return "pending"
+    if knobs.healthy_at != OS_REPORT or boot.stage == "os":
+        return "ok"
+    return "failed" if boot.age >= knobs.os_report_within else "pending"
 
 
 @dataclass(frozen=True)
@@ -349,8 +381,9 @@ def decide(
     boot time is missing (no data to compare is the operator's call)."""
     if state != CANARY:
         return Decision("none", f"the version is {state}, not in canary")
-    ok = [b for b in canary_boots if b.result == "ok"]
-    failed = sum(1 for b in canary_boots if b.result in FAILED_RESULTS)
+    outcomes = [outcome(b, knobs) for b in canary_boots]
+    ok = [b for b, o in zip(canary_boots, outcomes, strict=True) if o == "ok"]
+    failed = outcomes.count("failed")
     durations = [b.duration for b in ok if b.duration is not None]
     mine, theirs = p95(durations), p95(previous_durations)
 
@@ -360,8 +393,14 @@ def decide(
         return Decision(action, reason, len(ok), failed, mine, theirs)
 
     if failed >= knobs.max_failures:
+        silent = (
+            f", or their OS did not report within {knobs.os_report_within} s"
+            if knobs.healthy_at == OS_REPORT
+            else ""
+        )
         return decision(
-            "rollback", f"{failed} canary boot(s) failed (threshold {knobs.max_failures})"
+            "rollback",
+            f"{failed} canary boot(s) failed{silent} (threshold {knobs.max_failures})",
         )
     if len(ok) < knobs.promote_after:
         if elapsed >= knobs.patience:

@@ -62,12 +62,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # Safe image updates (ggnet.rollout): a version in canary is promoted after
     # promote_after ok canary boots whose p95 boot time is within boot_time_ratio of
     # the previous version's, rolled back at max_failures failed ones, and paused
-    # when fewer than promote_after came within patience.
+    # when fewer than promote_after came within patience.  A canary boot is ok at
+    # iPXE's hand-over to the disk (healthy_at: handover) or only once the booted OS
+    # reported (os: pc/report_os.py), within os_report_within of its start.
     "ggnet_rollout": {
         "promote_after": 3,
         "max_failures": 1,
         "boot_time_ratio": 1.2,
         "patience": "2h",
+        "healthy_at": "handover",
+        "os_report_within": "10m",
     },
     # The boot test of a candidate version (ggnet.storage.boot_test_job): a throwaway
     # VM boots it through the real target with `firmware`, `memory` MiB of RAM, and
@@ -106,7 +110,17 @@ CLIENT_KEYS = frozenset(
 SETTINGS_KEYS = ("ggnet_network", "ggnet_storage", "ggnet_iscsi", "ggnet_images", "ggnet_rollout")
 ROLLOUT_KEY = "ggnet_rollout"
 # canary: machine group -> its canary set {machines: [PC names], share: "10%"}.
-ROLLOUT_KEYS = frozenset({"promote_after", "max_failures", "boot_time_ratio", "patience", "canary"})
+ROLLOUT_KEYS = frozenset(
+    {
+        "promote_after",
+        "max_failures",
+        "boot_time_ratio",
+        "patience",
+        "healthy_at",
+        "os_report_within",
+        "canary",
+    }
+)
 CANARY_KEYS = frozenset({"machines", "share"})
 BOOT_TEST_KEY = "ggnet_boot_test"
 BOOT_TEST_KEYS = frozenset({"firmware", "timeout", "marker", "memory"})

@@ -5,49 +5,104 @@ PC's iSCSI session to end."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ggnet.net import target_iqn
-from ggnet_bootprog.build import parse_serial
+from ggnet_bootprog.build import SerialLine, parse_serial
 
-from ggnet_lab import client, vm
+from ggnet_lab import client, netns, vm
 
 REPO = Path(__file__).resolve().parents[2]
+LAB_API = "http://10.213.0.10:8080"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def boot(pc: client.LabPC, keep_running: bool = False) -> tuple[int, int]:
-    """Boot PC until its program has written: (count it read, count it wrote).
+def boot(pc: client.LabPC, keep_running: bool = False, report: bool = False) -> tuple[int, int]:
+    """Boot PC until its program has written; (count it read, count it wrote).
 
     count=0 read is the image as imported: a fresh or reset writeback.  With
-    keep_running the PC stays on (a live iSCSI session) until client.stop(pc.name)."""
-    result = client.boot(pc, until="marker", timeout=240, keep=True, progress=print)
+    keep_running the PC stays on (a live iSCSI session) until client.stop(pc.name);
+    with report its OS reports that it booted (report_os below)."""
+    lines = boot_lines(pc, keep_running=keep_running, report=report)
+    booted = [ln for ln in lines if ln.kind == "BOOT"]
+    wrote = [ln for ln in lines if ln.kind == "WROTE"]
+    assert booted and wrote, f"{pc.name}: the boot program did not boot: {lines}"
+    assert booted[-1].identity == vm.MEDIA_IDENTITY, booted
+    return booted[-1].count, wrote[-1].count
+
+
+def boot_lines(
+    pc: client.LabPC, keep_running: bool = False, report: bool = False
+) -> list[SerialLine]:
+    """Boot PC until its boot program has said how it went, on the serial console:
+    it wrote its counter (GGNET-BOOT, then GGNET-WROTE) or it hung (GGNET-HANG).  The
+    program's GGNET lines.  With report, a program that wrote has its OS report it."""
+    result = client.boot(pc, until="iscsi", timeout=240, keep=True, progress=print)
     try:
         assert result.reached, client.format_summary(result)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             lines = parse_serial(result.files.serial.read_text(errors="replace"))
             errors = [ln for ln in lines if ln.kind == "ERROR"]
             assert not errors, f"{pc.name}: the boot program failed: {errors}"
-            booted = [ln for ln in lines if ln.kind == "BOOT"]
-            wrote = [ln for ln in lines if ln.kind == "WROTE"]
-            if booted and wrote:
-                assert booted[-1].identity == vm.MEDIA_IDENTITY, booted
-                print(client.format_summary(result))
-                return booted[-1].count, wrote[-1].count
+            kinds = {ln.kind for ln in lines}
+            if "HANG" in kinds or {"BOOT", "WROTE"} <= kinds:
+                print(client.format_summary(result), [f"{ln.kind} {ln.count}" for ln in lines])
+                if report and "HANG" not in kinds:
+                    report_os(pc)
+                return lines
             time.sleep(0.5)
-        raise AssertionError(f"{pc.name}: no GGNET-WROTE line in {result.files.serial}")
+        raise AssertionError(f"{pc.name}: no GGNET-WROTE or GGNET-HANG in {result.files.serial}")
     finally:
         if not keep_running:
             client.stop(pc.name)
+
+
+# A namespace of the PC's "OS" on the lab bridge, and its link's two ends.
+_OS_NETNS, _OS_LINK, _OS_PEER = "ggnet-lab-os", "ggos0", "ggos1"
+
+
+def report_os(pc: client.LabPC) -> None:
+    """What a booted PC's OS does at startup: run pc/report_os.py, from the PC's own
+    address, which marks its boot as having reached the OS (healthy_at: os).
+
+    A STAND-IN for the PC's OS: bootprog has no network stack, so the real script
+    runs here, in a throwaway namespace plugged into the lab bridge with the PC's
+    fixed address (the PC itself no longer uses its NIC once bootprog runs)."""
+    assert pc.ip, f"{pc.name}: no ggnet_ip in the inventory, so no address to report from"
+    ns = ["ip", "netns", "exec", _OS_NETNS]
+    steps = [
+        ["ip", "netns", "add", _OS_NETNS],
+        netns.nsenter(
+            "ip", "link", "add", _OS_LINK, "type", "veth", "peer", "name", _OS_PEER,
+            "netns", _OS_NETNS,
+        ),
+        netns.nsenter("ip", "link", "set", _OS_LINK, "master", netns.BRIDGE, "up"),
+        [*ns, "ip", "addr", "add", f"{pc.ip}/24", "dev", _OS_PEER],
+        [*ns, "ip", "link", "set", _OS_PEER, "up"],
+    ]  # fmt: skip
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, text=True)
+        sent = subprocess.run(
+            [*ns, sys.executable, str(REPO / "pc/report_os.py"), "--api", LAB_API,
+             "--mac", pc.mac, "--no-tools"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, f"{pc.name}: report_os: {sent.stdout}{sent.stderr}"
+    finally:
+        subprocess.run(["ip", "netns", "del", _OS_NETNS], capture_output=True)
 
 
 def converge(inventory: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -101,6 +156,33 @@ def operator_token(host, name: str) -> Iterator[str]:
         yield path
     finally:
         host.run(f"rm -f {path}")
+
+
+def job_runner(host, auth: str) -> Callable[..., dict]:
+    """run_job(kind, **extravars): a job started on the VM's API with the operator
+    token's header file `auth` (operator_token), waited for to its end: the job."""
+
+    def run_job(kind: str, **extravars) -> dict:
+        body = shlex.quote(json.dumps({"kind": kind, "extravars": extravars}))
+        started = host.check_output(
+            f"curl -s -H @{auth} -H 'Content-Type: application/json' -d {body} {LAB_API}/api/jobs"
+        )
+        job = json.loads(started)
+        assert "id" in job, started
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            job = api_get(host, auth, f"/api/jobs/{job['id']}")
+            if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
+                return job
+            time.sleep(2)
+        raise AssertionError(f"job {job['id']} ({kind} {extravars}) still {job['state']}")
+
+    return run_job
+
+
+def api_get(host, auth: str, path: str) -> Any:
+    """GET `path` of the VM's API with the token's header file `auth`: its JSON."""
+    return json.loads(host.check_output(f"curl -s -H @{auth} {LAB_API}{path}"))
 
 
 def wait_no_session(run: Callable[[str], str], name: str, timeout: float = 90) -> None:

@@ -145,6 +145,37 @@ def test_decide(state, boots, previous, elapsed, action, reason):
     assert decision.action in rollout.ACTIONS
 
 
+OS_KNOBS = Knobs(promote_after=2, max_failures=1, healthy_at="os", os_report_within=300)
+
+
+@pytest.mark.parametrize(
+    ("boots", "action", "reason"),
+    [
+        # the OS reported: ok
+        ([Boot("ok", 40.0, "os", 50), Boot("ok", 41.0, "os", 900)], "promote", "2 ok canary"),
+        # handed over, no report yet: neither ok nor failed
+        ([Boot("ok", 9.0, "sanboot", 299)], "wait", "0 of 2"),
+        # handed over and silent past os_report_within: a hang after the hand-over
+        (
+            [Boot("ok", 9.0, "sanboot", 300)],
+            "rollback",
+            "1 canary boot(s) failed, or their OS did not report within 300 s (threshold 1)",
+        ),
+        ([Boot("failed", None, "failed", 5)], "rollback", "did not report"),
+    ],
+)
+def test_decide_with_healthy_at_os(boots, action, reason):
+    decision = decide(K, boots, [45.0], OS_KNOBS, 10)
+    assert (decision.action, reason in decision.reason) == (action, True), decision
+
+
+def test_healthy_at_handover_takes_the_hand_over_whatever_the_age():
+    silent = Boot("ok", 9.0, "sanboot", 10_000)
+    assert rollout.outcome(silent, Knobs()) == "ok"
+    assert rollout.outcome(silent, OS_KNOBS) == "failed"
+    assert rollout.outcome(Boot("pending", None, "chain", 10_000), OS_KNOBS) == "pending"
+
+
 def test_decide_reports_its_numbers():
     d = decide(K, [OK, FAST, SLOW, FAIL], PREVIOUS, KNOBS, 10)
     assert d.as_dict() == {
@@ -172,9 +203,10 @@ def test_p95_nearest_rank(values, p):
 
 def test_knobs_defaults_are_the_settings():
     knobs = Knobs()
-    for key in ("promote_after", "max_failures", "boot_time_ratio"):
+    for key in ("promote_after", "max_failures", "boot_time_ratio", "healthy_at"):
         assert getattr(knobs, key) == settings.default("ggnet_rollout", key)
-    assert knobs.patience == model.parse_duration(settings.default("ggnet_rollout", "patience"))
+    for key in ("patience", "os_report_within"):
+        assert getattr(knobs, key) == model.parse_duration(settings.default("ggnet_rollout", key))
     assert rollout.parse_rollout({})[0].knobs == knobs
 
 
@@ -197,6 +229,8 @@ def test_parse_rollout_reads_knobs_and_sets():
     )
     assert problems == []
     assert parsed.knobs == Knobs(5, 2, 1.5, 1800)
+    os_knobs = rollout.parse_rollout({"healthy_at": "os", "os_report_within": "5m"})[0].knobs
+    assert (os_knobs.healthy_at, os_knobs.os_report_within) == ("os", 300)
     assert parsed.canary["vip"] == rollout.CanarySet(("vip-03",), 20.0)
 
 

@@ -18,7 +18,6 @@ that never leaves the VM.
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
@@ -71,26 +70,7 @@ def disk_count(host, path: str) -> int:
 def api(host):
     """Start a job on the VM's API and wait for its end: (state, job)."""
     with lab_room.operator_token(host, "lab-boots") as auth:
-        yield _job_runner(host, auth)
-
-
-def _job_runner(host, auth: str):
-    def run_job(kind: str, **extravars) -> dict:
-        body = shlex.quote(json.dumps({"kind": kind, "extravars": extravars}))
-        started = host.check_output(
-            f"curl -s -H @{auth} -H 'Content-Type: application/json' -d {body} {API}/api/jobs"
-        )
-        job = json.loads(started)
-        assert "id" in job, started
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            job = json.loads(host.check_output(f"curl -s -H @{auth} {API}/api/jobs/{job['id']}"))
-            if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
-                return job
-            time.sleep(2)
-        raise AssertionError(f"job {job['id']} ({kind} {extravars}) still {job['state']}")
-
-    return run_job
+        yield lab_room.job_runner(host, auth)
 
 
 def test_every_lab_pc_boots_the_image_from_its_own_writeback(host):

@@ -92,6 +92,8 @@ def write_room(repo: Path, room: str) -> None:
             "# No game disk in the quiet corner.\nggnet_image: lab-os\nggnet_keep_writeback: false\n"
         )
         hosts["all"]["children"]["ggnet_clients"] = clients
+        # The canary PC moved to the quiet corner: its canary set moves with it.
+        all_vars["ggnet_rollout"]["canary"] = {"quiet": {"machines": ["pc-uefi"]}}
     else:
         all_vars["ggnet_iscsi"]["backend"] = "tgt"
     (repo / "group_vars/all.yml").write_text(yaml.safe_dump(all_vars, sort_keys=False))
