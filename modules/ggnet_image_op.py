@@ -70,7 +70,9 @@ options:
     description: C(ggnet_iscsi.iqn_prefix), from which the boot test's target and initiator are named.
     type: str
   portal:
-    description: Where the boot test's VM reaches the target (address:port).
+    description:
+      - Where the boot test's VM reaches the target (address:port).
+      - With LIO the throwaway target listens there, so it must be the address the room's targets use.
     type: str
     default: 127.0.0.1:3260
   state_dir:

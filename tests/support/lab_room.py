@@ -169,15 +169,20 @@ def job_runner(host, auth: str) -> Callable[..., dict]:
         )
         job = json.loads(started)
         assert "id" in job, started
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            job = api_get(host, auth, f"/api/jobs/{job['id']}")
-            if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
-                return job
-            time.sleep(2)
-        raise AssertionError(f"job {job['id']} ({kind} {extravars}) still {job['state']}")
+        return wait_job(host, auth, job)
 
     return run_job
+
+
+def wait_job(host, auth: str, job: dict, timeout: float = 900) -> dict:
+    """The started `job` once it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api_get(host, auth, f"/api/jobs/{job['id']}")
+        if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
+            return job
+        time.sleep(2)
+    raise AssertionError(f"job {job['id']} ({job['kind']} {job['extravars']}) still {job['state']}")
 
 
 def api_get(host, auth: str, path: str) -> Any:

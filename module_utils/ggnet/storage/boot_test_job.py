@@ -163,6 +163,10 @@ def _default_runner(
 
 def _driver(setup: Setup) -> Driver:
     options = dict(setup.iscsi_options or {})
+    # LIO listens per target: the throwaway target's portal is where the VM connects.
+    # It must be the address the room's targets listen on (ggnet_iscsi_portal), since
+    # LIO cannot bind 0.0.0.0:3260 beside their 10.0.0.1:3260.  tgt ignores it.
+    options["portal"], options["port"] = vm.parse_portal(setup.portal)
     # Never persisted: the target must not come back after a reboot of the server.
     return make_driver(setup.backend, conf_path=None, savefile=None, **options)
 
