@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -32,3 +33,14 @@ def is_block_device(where: str | int) -> bool:
         return stat.S_ISBLK(os.stat(where).st_mode)
     except OSError:
         return False
+
+
+def wait_block_device(path: str, timeout: float = 30.0) -> bool:
+    """Whether PATH is a block device within TIMEOUT seconds.  A zvol's /dev/zvol link
+    is made by udev after `zfs clone` returns (seconds later on a busy server)."""
+    deadline = time.monotonic() + timeout
+    while not is_block_device(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

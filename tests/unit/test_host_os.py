@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 from ggnet import iscsi_tgt, iscsi_tgt_admin, preflight, zfs
-from ggnet.host_os import C_LOCALE, c_locale_env, is_block_device
+from ggnet.host_os import C_LOCALE, c_locale_env, is_block_device, wait_block_device
 from ggnet.inventory_repo import run_git
 from ggnet.storage.images import ImageSpec, plan_images
 from ggnet.storage.results import StorageError
@@ -178,3 +179,15 @@ def test_an_image_imports_from_a_file_or_a_block_device_only(tmp_path):
         StorageError, match=re.escape("ggnet_images.win11.source: '/dev/null' is not a file")
     ):
         _plan_import("/dev/null")
+
+
+def test_waiting_for_a_block_device_that_appears_late_and_one_that_never_does(tmp_path):
+    link = tmp_path / "zvol"
+    # udev makes the link after the clone returned: here, a thread after 0.3 s.
+    timer = threading.Timer(0.3, lambda: link.symlink_to(_a_block_device()))
+    timer.start()
+    try:
+        assert wait_block_device(str(link), timeout=10)
+    finally:
+        timer.cancel()
+    assert not wait_block_device(str(tmp_path / "never"), timeout=0.3)

@@ -34,6 +34,7 @@ from .. import boot_test as vm
 from .. import layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
+from ..host_os import wait_block_device
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
 from ..iscsi_types import Driver, IscsiError, Target, mask_secret
 from ..net import check_iqn_name, check_iqn_prefix
@@ -365,6 +366,11 @@ def _boot(
         result.actions.append(Action("clone", dataset, f"clone of {snapshot}"))
         zfs.clone(snapshot, dataset, props)
         path, kind = layout.boot_test_backing(cfg, image)
+        if kind == "block" and not wait_block_device(path):
+            raise StorageError(
+                f"boot_test {image}@{version}: the clone's device {path} did not appear "
+                "within 30 s (udev); look at `udevadm monitor`, then run the test again"
+            )
         want = target_from_spec(
             {
                 "name": f"boot-test-{_iqn_name(image)}",
