@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     test.add_argument("image", metavar="IMAGE")
     test.add_argument("version", metavar="VERSION")
-    test.add_argument("--json", action="store_true", help="print the result as JSON")
+    # SUPPRESS: without it the subcommand's False would overwrite `ggnet images --json`.
+    test.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
 
 
 def gather(snap: Any, state: Any) -> list[dict[str, Any]]:

@@ -63,3 +63,16 @@ def test_the_api_and_the_engine_never_import_the_lab(tmp_path):
         check=True,
     )
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "as_json"),
+    [
+        (["images", "--json", "boot-test", "win11", "v2"], True),
+        (["images", "boot-test", "--json", "win11", "v2"], True),
+        (["images", "boot-test", "win11", "v2"], False),
+    ],
+)
+def test_images_json_before_or_after_the_action(argv, as_json):
+    # argparse's subcommand default once overwrote the `ggnet images --json` before it.
+    assert main.build_parser().parse_args(argv).json is as_json
