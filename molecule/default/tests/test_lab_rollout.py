@@ -107,8 +107,10 @@ def write_disk(tmp_path: Path, count: int, hang: tuple[str, ...]) -> None:
 
 
 def test_three_updates_are_applied_as_candidates_that_no_pc_boots(host, job, tmp_path):
-    # pc-bios is off; nothing resets its writeback before each apply re-clones it.
+    # The operator's way: pc-bios in maintenance, so that no reset (the one after its
+    # last session ended, ggnet_api/boot_sessions.py) undoes the disk written over it.
     lab_room.wait_no_session(host.check_output, "pc-bios")
+    assert job("machine", op="keep", client="pc-bios")["state"] == "successful"
     for count, hang in ((HANGS, ("bios", "uefi")), (HANGS_ON_UEFI, ("uefi",)), (GOOD, ())):
         write_disk(tmp_path, count, hang)
         start = time.monotonic()
@@ -121,6 +123,7 @@ def test_three_updates_are_applied_as_candidates_that_no_pc_boots(host, job, tmp
         VERSIONS[count] = newest.split("@", 1)[1]
         state = host.check_output(f"zfs get -H -o value ggnet:state {newest}")
         assert state == "candidate", (count, newest, state)
+    assert job("machine", op="release", client="pc-bios")["state"] == "successful"
     assert len(set(VERSIONS.values())) == 3, VERSIONS
 
 
