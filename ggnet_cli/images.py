@@ -107,6 +107,7 @@ def boot_test_line(record: dict[str, Any]) -> str:
 def run_boot_test(args: argparse.Namespace) -> int:
     import sys
 
+    from ggnet import iscsi
     from ggnet.boot_test_knobs import parse_knobs
     from ggnet.inventory import load_inventory
     from ggnet.layout import LayoutError
@@ -128,12 +129,10 @@ def run_boot_test(args: argparse.Namespace) -> int:
         for key, value, message in problems:
             print(f"ggnet images boot-test: {key}: {message} (value: {value!r})", file=sys.stderr)
         return 1
-    server_ip = snap.network.get("server_ip")
     setup = Setup(
         backend=snap.iscsi_backend,
         iqn_prefix=snap.iscsi.get("iqn_prefix") or Setup.iqn_prefix,
-        # Where the PCs reach their targets; LIO binds the throwaway target there too.
-        portal=f"{server_ip}:3260" if server_ip else Setup.portal,
+        portal=iscsi.portal(snap.network.get("server_ip")),
         state_dir=config["boot_test_dir"],
         knobs=knobs,
     )

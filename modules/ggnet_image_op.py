@@ -73,8 +73,11 @@ options:
     description:
       - Where the boot test's VM reaches the target (address:port).
       - With LIO the throwaway target listens there, so it must be the address the room's targets use.
+      - Default O(server_ip):3260, where the PCs reach theirs (127.0.0.1:3260 without O(server_ip)).
     type: str
-    default: 127.0.0.1:3260
+  server_ip:
+    description: C(ggnet_network.server_ip), the address of the PCs' targets.
+    type: str
   state_dir:
     description: Where boot tests keep their lock and screenshots (C(<state_dir>/<image>/<version>.png)).
     type: path
@@ -126,6 +129,7 @@ boot_test:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ggnet import iscsi
 from ansible.module_utils.ggnet.boot_test_knobs import parse_knobs
 from ansible.module_utils.ggnet.storage import delete_version, prune, rollback, set_state
 from ansible.module_utils.ggnet.storage.boot_test_job import Setup, boot_test
@@ -158,7 +162,8 @@ def main():
             "force": {"type": "bool", "default": False},
             "boot_test": {"type": "dict", "default": {}},
             "iqn_prefix": {"type": "str"},
-            "portal": {"type": "str", "default": "127.0.0.1:3260"},
+            "portal": {"type": "str"},
+            "server_ip": {"type": "str"},
             "state_dir": {"type": "path", "default": "/var/lib/ggnet/boot-tests"},
         },
         required_if=[
@@ -188,7 +193,7 @@ def main():
                 )
             setup = Setup(
                 backend=p["iscsi_backend"],
-                portal=p["portal"],
+                portal=p["portal"] or iscsi.portal(p["server_ip"]),
                 iscsi_options=iscsi_options(p["iscsi_options"]),
                 state_dir=p["state_dir"],
                 knobs=knobs,

@@ -35,7 +35,11 @@ def is_block_device(where: str | int) -> bool:
         return False
 
 
-def wait_block_device(path: str, timeout: float = 30.0) -> bool:
+# How long a new zvol's device may take to appear (udev, on a busy server).
+BLOCK_DEVICE_WAIT = 30.0
+
+
+def wait_block_device(path: str, timeout: float = BLOCK_DEVICE_WAIT) -> bool:
     """Whether PATH is a block device within TIMEOUT seconds.  A zvol's /dev/zvol link
     is made by udev after `zfs clone` returns (seconds later on a busy server)."""
     deadline = time.monotonic() + timeout

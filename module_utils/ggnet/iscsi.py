@@ -37,6 +37,12 @@ from .settings import BACKENDS
 DEFAULT_PORT = 3260
 
 
+def portal(server_ip: str | None) -> str:
+    """ "address:port" where the PCs reach their targets (what san_uri names): the
+    server's address on the room's network, or loopback on a server without one."""
+    return f"{server_ip or '127.0.0.1'}:{DEFAULT_PORT}"
+
+
 # Login keys apply to the next login only: changing them never touches a live
 # session, so a live session does not hold them back (an upgrade of ggnet on a busy
 # server must not fail on every running client).

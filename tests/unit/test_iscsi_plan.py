@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ggnet import iscsi
 from ggnet.iscsi import desired_targets, diff, lun_number, plan, san_uri, target_from_spec
 from ggnet.iscsi_types import (
     MASK,
@@ -308,3 +309,10 @@ def test_make_driver_gives_each_backend_only_its_own_options():
     # With nothing given each keeps its own defaults (the closer's case).
     assert make_driver("tgt").conf_path == iscsi_tgt_conf.DEFAULT_CONF
     assert make_driver("lio").savefile == iscsi_lio.DEFAULT_SAVEFILE
+
+
+def test_the_portal_is_where_the_pcs_reach_their_targets():
+    # The boot test's throwaway target and the PCs' san URIs name the same address.
+    assert iscsi.portal("10.0.0.1") == "10.0.0.1:3260"
+    assert iscsi.san_uri("10.0.0.1", "iqn.x:t", "lio").startswith("iscsi:10.0.0.1::3260:")
+    assert iscsi.portal(None) == "127.0.0.1:3260"

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import boot_test as vm
-from .. import layout, rollout
+from .. import iscsi, layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
-from ..host_os import wait_block_device
+from ..host_os import BLOCK_DEVICE_WAIT, wait_block_device
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
 from ..iscsi_types import Driver, IscsiError, Target, mask_secret
 from ..net import check_iqn_name, check_iqn_prefix
@@ -150,7 +150,7 @@ class Setup:
 
     backend: str
     iqn_prefix: str = default("ggnet_iscsi", "iqn_prefix")
-    portal: str = "127.0.0.1:3260"
+    portal: str = field(default_factory=lambda: iscsi.portal(None))  # iscsi.portal(server_ip)
     iscsi_options: Mapping[str, Any] | None = None  # tgt: control_port, netns
     state_dir: str = DEFAULT_STATE_DIR
     knobs: Knobs = field(default_factory=Knobs)
@@ -165,8 +165,8 @@ def _default_runner(
 def _driver(setup: Setup) -> Driver:
     options = dict(setup.iscsi_options or {})
     # LIO listens per target: the throwaway target's portal is where the VM connects.
-    # It must be the address the room's targets listen on (ggnet_iscsi_portal), since
-    # LIO cannot bind 0.0.0.0:3260 beside their 10.0.0.1:3260.  tgt ignores it.
+    # It must be where the room's targets listen (iscsi.portal(server_ip)), since LIO
+    # cannot bind 0.0.0.0:3260 beside their 10.0.0.1:3260.  tgt ignores it.
     options["portal"], options["port"] = vm.parse_portal(setup.portal)
     # Never persisted: the target must not come back after a reboot of the server.
     return make_driver(setup.backend, conf_path=None, savefile=None, **options)
@@ -369,7 +369,8 @@ def _boot(
         if kind == "block" and not wait_block_device(path):
             raise StorageError(
                 f"boot_test {image}@{version}: the clone's device {path} did not appear "
-                "within 30 s (udev); look at `udevadm monitor`, then run the test again"
+                f"within {BLOCK_DEVICE_WAIT:g} s (udev); look at `udevadm monitor`, then run "
+                "the test again"
             )
         want = target_from_spec(
             {
