@@ -25,6 +25,8 @@ from .image import Image
 
 NAME = "boot1"
 ADDRESS = "10.213.0.10"
+# The lab inventory keeps the API role's default port (ggnet_api_port).
+API_URL = f"http://{ADDRESS}:8080"
 MAC = "52:54:00:21:30:10"
 MEMORY_MIB = 2048
 ARC_MAX_MIB = 256

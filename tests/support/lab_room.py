@@ -19,10 +19,11 @@ from typing import Any
 from ggnet.net import target_iqn
 from ggnet_bootprog.build import SerialLine, parse_serial
 
+from ggnet_api.db.database import JOB_DONE
 from ggnet_lab import client, netns, vm
 
 REPO = Path(__file__).resolve().parents[2]
-LAB_API = "http://10.213.0.10:8080"
+LAB_API = vm.API_URL
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -179,7 +180,7 @@ def wait_job(host, auth: str, job: dict, timeout: float = 900) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = api_get(host, auth, f"/api/jobs/{job['id']}")
-        if job["state"] in ("successful", "failed", "canceled", "interrupted", "error"):
+        if job["state"] in JOB_DONE:
             return job
         time.sleep(2)
     raise AssertionError(f"job {job['id']} ({job['kind']} {job['extravars']}) still {job['state']}")

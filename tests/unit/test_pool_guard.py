@@ -53,7 +53,7 @@ def test_a_pool_whose_device_vanished_is_refused_and_nothing_changes_fake_zpool(
 
 
 def test_a_degraded_pool_still_converges_fake_zpool(monkeypatch):
-    monkeypatch.setattr("ggnet.storage.images._wait_for", lambda path, timeout=30.0: None)
+    monkeypatch.setattr("ggnet.storage.disks.wait_for_device", lambda path, what: None)
     runner = ScriptedZpool(POOL, health="DEGRADED")
     result = storage.converge_images(CFG, IMAGES, False, Zfs(runner))
     assert [a.action for a in result.actions][-1] == "create_image"

@@ -14,6 +14,12 @@ pytestmark = pytest.mark.unit
 CFG = {"pool": "tank", "disk_format": "zvol", "reserve": "10%", "writeback_quota": "40G"}
 
 
+@pytest.fixture(autouse=True)
+def no_zvol_devices(monkeypatch):
+    """The fake runner makes no zvol device: the wait for it is the one thing skipped."""
+    monkeypatch.setattr("ggnet.storage.disks.wait_for_device", lambda path, what: None)
+
+
 def listing(rows):
     return "".join(f"{n}\t{p}\t{v}\n" for n, p, v in rows)
 
@@ -38,9 +44,8 @@ def test_zvol_backing_paths_are_device_nodes_fake_zfs():
     assert layout.image_backing(CFG, "win11") == ("/dev/zvol/tank/images/win11", "block")
 
 
-def test_zvol_image_create_is_sparse_volume_fake_zfs(monkeypatch):
+def test_zvol_image_create_is_sparse_volume_fake_zfs():
     fake = FakeZfsRunner(listing=listing(POOL_ROWS[:5]))
-    monkeypatch.setattr("ggnet.storage.images._wait_for", lambda path, timeout=30.0: None)
     result = storage.converge_images(
         CFG, {"games": {"size": "200G", "kind": "data"}}, False, Zfs(fake)
     )
@@ -200,3 +205,16 @@ def test_a_version_change_of_both_disks_closes_the_luns_once_fake_zfs():
     _, start, end = spans[0]
     destroys = [i for i, c in enumerate(fake.calls) if c[1] == "destroy"]
     assert len(destroys) == 2 and all(start <= i < end for i in destroys)
+
+
+def test_a_zvol_device_that_never_appears_names_the_disk_and_what_to_do(monkeypatch):
+    from ggnet.storage import disks
+
+    monkeypatch.undo()  # this test is about the wait itself
+    monkeypatch.setattr("ggnet.storage.disks.wait_block_device", lambda path: False)
+    with pytest.raises(storage.StorageError) as err:
+        disks.wait_for_device("/dev/zvol/tank/writebacks/pc-01/system", "pc-01's system disk")
+    assert str(err.value) == (
+        "pc-01's system disk: the device /dev/zvol/tank/writebacks/pc-01/system did not "
+        "appear within 30 s (udev); look at `udevadm monitor`, then run it again"
+    )

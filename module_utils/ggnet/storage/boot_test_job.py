@@ -34,13 +34,13 @@ from .. import boot_test as vm
 from .. import iscsi, layout, rollout
 from ..boot_test_knobs import Knobs
 from ..chap import DERIVED_ALPHABET, DERIVED_LENGTH
-from ..host_os import BLOCK_DEVICE_WAIT, wait_block_device
 from ..iscsi import check_backend, make_driver, plan_target, target_from_spec
 from ..iscsi_types import Driver, IscsiError, Target, mask_secret
 from ..net import check_iqn_name, check_iqn_prefix
 from ..notation import now_iso
 from ..settings import default
 from ..zfs import Zfs, ZfsError
+from . import disks
 from .images import image_specs
 from .properties import P_BOOT_TEST, format_boot_test
 from .results import Action, Result, StorageError
@@ -366,12 +366,8 @@ def _boot(
         result.actions.append(Action("clone", dataset, f"clone of {snapshot}"))
         zfs.clone(snapshot, dataset, props)
         path, kind = layout.boot_test_backing(cfg, image)
-        if kind == "block" and not wait_block_device(path):
-            raise StorageError(
-                f"boot_test {image}@{version}: the clone's device {path} did not appear "
-                f"within {BLOCK_DEVICE_WAIT:g} s (udev); look at `udevadm monitor`, then run "
-                "the test again"
-            )
+        if kind == "block":
+            disks.wait_for_device(path, f"boot_test {image}@{version}")
         want = target_from_spec(
             {
                 "name": f"boot-test-{_iqn_name(image)}",

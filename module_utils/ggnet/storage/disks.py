@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import layout
+from ..host_os import BLOCK_DEVICE_WAIT, wait_block_device
 from ..zfs import Zfs, ZfsError, mtime_now
 from .capacity import quota_bytes
 from .properties import P_CLIENT, P_DISK, P_DISKS, P_MANAGED, format_disks
@@ -87,10 +88,24 @@ def base_snapshot(dataset: str) -> str:
     return f"{dataset}@{BASE_SNAPSHOT}"
 
 
+def wait_for_device(path: str, what: str) -> None:
+    """A new zvol's device: `zfs create` and `zfs clone` return before udev has made its
+    /dev/zvol link (seconds later on a busy server), and a LUN or a write on the path
+    before then fails."""
+    if not wait_block_device(path):
+        raise StorageError(
+            f"{what}: the device {path} did not appear within {BLOCK_DEVICE_WAIT:g} s "
+            "(udev); look at `udevadm monitor`, then run it again"
+        )
+
+
 def clone_writeback(cfg: dict, client: str, role: str, snapshot: str, zfs: Zfs) -> None:
     """Clone a version as a client's disk and take its @ggnet-base right away."""
     dataset = layout.writeback_dataset(cfg, client, role)
     zfs.clone(snapshot, dataset, writeback_props(cfg, client, role))
+    path, kind = layout.writeback_backing(cfg, client, role)
+    if kind == "block":
+        wait_for_device(path, f"{client}'s {role} disk")
     zfs.snapshot(base_snapshot(dataset))
     if layout.disk_format(cfg) == "zvol" and quota_bytes(cfg):
         # `clone -p` made the client's dataset without one (a version change re-sets

@@ -16,6 +16,7 @@ from ..model import parse_size
 from ..notation import now_iso
 from ..settings import IMAGE_KINDS
 from ..zfs import Zfs
+from . import disks
 from .own_names import image_parts, version_parts
 from .properties import (
     P_APPLIED_FROM,
@@ -266,7 +267,7 @@ def _create_image(cfg: dict, spec: ImageSpec, zfs: Zfs) -> None:
     path, _ = layout.image_backing(cfg, spec.name)
     if layout.disk_format(cfg) == "zvol":
         zfs.create(dataset, props, volsize=size)
-        _wait_for(path)
+        disks.wait_for_device(path, f"image {spec.name}")
     else:
         zfs.create(dataset, props)
         with open(path, "wb") as disk:
@@ -287,14 +288,6 @@ def _qemu_img_convert(source: str, target: str) -> None:
     )
     if proc.returncode != 0:
         raise StorageError(f"importing {source} into {target} failed: {proc.stderr.strip()}")
-
-
-def _wait_for(path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise StorageError(f"{path} did not appear within {timeout:.0f}s (udev running?)")
-        time.sleep(0.05)
 
 
 def snapshot_version(

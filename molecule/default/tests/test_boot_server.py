@@ -20,7 +20,7 @@ CLIENTS = {
     "pc-uefi": "52:54:00:21:30:02",
     "pc-pxe": "52:54:00:21:30:03",
 }
-API = "http://10.213.0.10:8080"
+API = vm.API_URL
 
 
 def test_state_and_config_directories(host):

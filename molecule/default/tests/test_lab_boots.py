@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
-API = "http://10.213.0.10:8080"
+API = vm.API_URL
 PCS = client.lab_pcs()
 # Counts the boot scripts asked for from an address that is not the PC's.
 FOREIGN_METRIC = "ggnet_boot_foreign_requests_total"

@@ -46,7 +46,7 @@ from ggnet_lab import client, vm
 
 testinfra_hosts = [f"ssh://{vm.NAME}?ssh_config={vm.write_ssh_config()}"]
 
-API = "http://10.213.0.10:8080"
+API = vm.API_URL
 SERVER_REPO = "/var/lib/ggnet/inventory"
 IQN = target_iqn("x")[:-1]  # what precedes a PC's name in its target's IQN
 APPROVED_MAC = "52:54:00:21:30:99"
