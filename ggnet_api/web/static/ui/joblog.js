@@ -36,5 +36,11 @@
       state.textContent = JSON.parse(msg.data).state;
     }
     log.dataset.done = "true";
+    ["cancel-form", "live-hint"].forEach(function (id) {
+      var gone = document.getElementById(id);
+      if (gone) {
+        gone.remove();
+      }
+    });
   });
 })();
