@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
 from ggnet_api import auth, rate_limit
@@ -225,7 +226,7 @@ def page(template: str, status: int = 200, **context: Any) -> Response:
     html = render_template(
         template,
         principal=g.principal,
-        csrf=g.csrf,
+        csrf=Markup.escape(g.csrf),
         can_act=auth.role_at_least(g.principal["role"], "operator"),
         is_admin=auth.role_at_least(g.principal["role"], "admin"),
         **context,
@@ -323,11 +324,32 @@ def _filtered() -> tuple[list[dict], dict[str, str], list[str]]:
     for m in machines:
         m["status"] = status_of(m)
     shown = [
-        m
+        _row(m)
         for m in machines
         if (not group or group in m["groups"]) and (not status or m["status"] == status)
     ]
     return shown, {"group": group, "status": status}, groups
+
+
+def _row(m: dict) -> dict[str, Any]:
+    """A machine's row as the table shows it, its cells formatted AND escaped here
+    (markupsafe.escape): a room's thousand rows are rendered at every poll, so the
+    table's loop runs without autoescape (_machines_table.html), each value escaped
+    once instead of at each of its uses."""
+    last = m["last_boot"] or {}
+    cells = {
+        "name": m["name"],
+        "groups": ", ".join(m["groups"]) or "—",
+        "status": m["status"],
+        "maintenance": m["maintenance"],
+        "ip": m["ip"] or "—",
+        "image": (m["image"] or "—") + (f"@{m['version']}" if m["version"] else ""),
+        "game_disk": m["game_disk"] or "—",
+        "writeback": _size(m["writeback_bytes"]),
+        "last_boot": _when(last.get("started")),
+        "took": _seconds(last.get("duration")),
+    }
+    return {k: v if isinstance(v, bool) else escape(v) for k, v in cells.items()}
 
 
 @bp.get("/")

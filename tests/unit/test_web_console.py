@@ -328,3 +328,22 @@ def test_session_ids_are_random_and_csrf_is_per_session():
     assert a != b and len(a) >= 43
     assert sessions.csrf_for(a) != sessions.csrf_for(b)
     assert not sessions.same(None, "x") and sessions.same("abc", "abc")
+
+
+def test_the_table_escapes_every_cell_though_its_loop_does_not_autoescape(app, db, monkeypatch):
+    from ggnet_api.blueprints import machines
+
+    real = machines.machine_views
+
+    def hostile():
+        views = real()
+        views[0].update(name="<b>x", ip="<script>alert(1)</script>", groups=['"vip'])
+        return views
+
+    client = app.test_client()
+    sign_in(client, token_of(db, "operator"))
+    monkeypatch.setattr(machines, "machine_views", hostile)
+    text = client.get("/ui/machines/table").get_data(as_text=True)
+    assert "<script>alert" not in text and "&lt;script&gt;alert(1)" in text
+    assert "<b>x" not in text and 'id="row-&lt;b&gt;x"' in text
+    assert "&#34;vip" in text
