@@ -160,9 +160,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if tracing is not None:
         tracing.instrument(app)  # first, so the request's span holds every other hook
 
+    from ggnet_api import web
     from ggnet_api.blueprints import ALL
 
-    for bp in ALL:
+    for bp in (*ALL, web.bp):
         app.register_blueprint(bp)
 
     @app.after_request
@@ -176,6 +177,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if request.path.startswith("/ui/") or request.path == "/ui":
+            return web.views.http_error_page(exc)  # the console answers pages
         if exc.code == 413:
             message = f"body: larger than the {cfg['max_body_bytes']} bytes this API accepts"
         elif exc.code == 404:
@@ -195,6 +198,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def internal(exc: Exception):
         # The message is logged, never answered: it may quote a path or a value.
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.path.startswith("/ui/"):
+            return web.views.internal_error_page()
         if request.path.startswith("/boot"):  # iPXE shows text, not JSON
             text = "ggnet: internal error of the boot server; see the API's log\n"
             return text, 500, {"Content-Type": "text/plain; charset=utf-8"}

@@ -56,6 +56,13 @@ def role_at_least(role: str, needed: str) -> bool:
     return ROLES.index(role) >= ROLES.index(needed)
 
 
+def role_refusal(principal: dict[str, Any], needed: str) -> str | None:
+    """None when the principal's role is at least `needed`, else why not."""
+    if role_at_least(principal["role"], needed):
+        return None
+    return f"this needs the {needed} role; token {principal['name']!r} has {principal['role']}"
+
+
 def deny(
     status: int,
     reason: str,
@@ -88,6 +95,26 @@ def throttled(who: str):
     )
 
 
+def token_principal(token: str) -> tuple[dict[str, Any] | None, tuple[str, str]]:
+    """(the token's principal, ("", "")) when it is valid now, else (None, (reason,
+    message)): the API's bearer check and the console's sign-in both ask this."""
+    principal = current_app.extensions["ggnet"].db.token(token)
+    if principal is None:
+        return None, ("invalid", "Authorization: the token is not valid (unknown or revoked)")
+    expired = expiry_message(principal.get("expires"))
+    if expired:
+        return None, ("expired", f"Authorization: {expired}")
+    return principal, ("", "")
+
+
+def expiry_message(expires: float | None, now: float | None = None) -> str | None:
+    """None while a token with this expiry is valid, else what to tell its holder."""
+    if expires is None or expires > (time.time() if now is None else now):
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    return f"the token expired at {when}; an admin makes a new one"
+
+
 def check_request(needed: str):
     """None when the request may go on (g.principal is set), else the error response."""
     ext = current_app.extensions["ggnet"]
@@ -109,25 +136,13 @@ def check_request(needed: str):
         return deny(
             401, "malformed", "Authorization: use the Bearer scheme (Authorization: Bearer <token>)"
         )
-    principal = ext.db.token(token.strip())
+    principal, refused = token_principal(token.strip())
     if principal is None:
         ext.limiter.take(who)
-        return deny(401, "invalid", "Authorization: the token is not valid (unknown or revoked)")
-    expires = principal.get("expires")
-    if expires is not None and expires <= time.time():
-        ext.limiter.take(who)
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
-        return deny(
-            401,
-            "expired",
-            f"Authorization: the token expired at {when}; an admin makes a new one",
-        )
-    if not role_at_least(principal["role"], needed):
-        return deny(
-            403,
-            "forbidden",
-            f"this needs the {needed} role; token {principal['name']!r} has {principal['role']}",
-        )
+        return deny(401, *refused)
+    forbidden = role_refusal(principal, needed)
+    if forbidden:
+        return deny(403, "forbidden", forbidden)
     g.principal = principal
     return None
 

@@ -167,6 +167,10 @@ DEFAULTS: dict[str, Any] = {
     "max_event_streams": 8,
     "max_event_streams_per_token": 4,
     "event_stream_lifetime": 300.0,
+    # The web console (/ui): how long a sign-in lasts (seconds; never beyond the
+    # token's own expiry), and how often an open machines page asks for its table.
+    "ui_session_lifetime": 12 * 3600.0,
+    "ui_poll_seconds": 2.0,
     # gunicorn's --threads (`ggnet serve` passes it on as GGNET_API_REQUEST_THREADS).
     "request_threads": 16,
     # What needs root (a boot's writeback reset, the jobs' playbooks, the collector's

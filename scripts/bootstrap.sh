@@ -68,3 +68,6 @@ if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp_dir/py-$py_key" ]; then
 else
   step "Python venv $VENV: up to date"
 fi
+
+# The web console's browser libraries (htmx, and axe-core for its tests), from npm's lock.
+scripts/web_assets.sh

@@ -193,11 +193,18 @@ def events(job_id: str):
     )
     if not wants_stream:
         return jsonify(events=ext().db.events(job_id, after, int_arg("limit", 1000, 1, 10000)))
+    return event_stream(job_id, after, g.principal["id"])
+
+
+def event_stream(job_id: str, after: int, token: Any, event_name: str | None = None):
+    """The job's events after `after` (or after the request's Last-Event-ID, which a
+    reconnecting EventSource sends) as server-sent events, each with its seq as id; a
+    429 when `token` has no stream slot left.  event_name: every event under that
+    one name (the console's page listens to one), else each under its runner name."""
     last_id = request.headers.get("Last-Event-ID", "")
     if last_id.isdigit():
         after = int(last_id)
     slots = _slots()
-    token = g.principal["id"]
     refused = slots.take(token)
     if refused:
         resp = jsonify(error=f"event streams: {refused}")
@@ -205,7 +212,7 @@ def events(job_id: str):
         resp.headers["Retry-After"] = "5"
         return resp
     resp = Response(
-        stream_with_context(_stream(ext(), job_id, after)),
+        stream_with_context(_stream(ext(), job_id, after, event_name)),
         content_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -220,7 +227,7 @@ def events(job_id: str):
     return resp
 
 
-def _stream(e, job_id: str, after: int):
+def _stream(e, job_id: str, after: int, event_name: str | None = None):
     idle_since = time.monotonic()
     ends = idle_since + float(e.config["event_stream_lifetime"])
     # A first line at once: the client sees the stream open (headers sent) even when
@@ -237,7 +244,8 @@ def _stream(e, job_id: str, after: int):
         batch = e.db.events(job_id, after, 500)
         for ev in batch:
             after = ev["seq"]
-            yield f"id: {ev['seq']}\nevent: {ev['event']}\ndata: {json.dumps(ev)}\n\n"
+            name = event_name or ev["event"]
+            yield f"id: {ev['seq']}\nevent: {name}\ndata: {json.dumps(ev)}\n\n"
         if batch:
             idle_since = time.monotonic()
             continue

@@ -50,27 +50,39 @@ def _view(c: dict, last: dict | None, sample, images: dict) -> dict:
     }
 
 
+def machine_views() -> list[dict]:
+    """Every client of the inventory as GET /api/machines shows it (the console's
+    machines page shows the same), by name."""
+    e = ext()
+    snap, sample, last = e.inventory.snapshot, e.collector.sample, e.db.last_boots()
+    return [
+        _view(c, last.get(c["mac"]), sample, snap.images) for _, c in sorted(snap.clients.items())
+    ]
+
+
+def machine_view(name: str) -> dict | None:
+    """One client as GET /api/machines/<name> shows it, with its recent boots; None
+    when the inventory has no such client."""
+    e = ext()
+    snap = e.inventory.snapshot
+    c = snap.clients.get(name)
+    if c is None:
+        return None
+    out = _view(c, e.db.last_boot(c["mac"]), e.collector.sample, snap.images)
+    out["boots"] = e.db.recent_boots(c["mac"], 20)
+    return out
+
+
 @bp.get("/machines")
 @auth.require("viewer")
 def list_machines():
-    e = ext()
-    snap, sample, last = e.inventory.snapshot, e.collector.sample, e.db.last_boots()
-    return jsonify(
-        machines=[
-            _view(c, last.get(c["mac"]), sample, snap.images)
-            for _, c in sorted(snap.clients.items())
-        ]
-    )
+    return jsonify(machines=machine_views())
 
 
 @bp.get("/machines/<name>")
 @auth.require("viewer")
 def get_machine(name: str):
-    e = ext()
-    snap = e.inventory.snapshot
-    c = snap.clients.get(name)
-    if c is None:
+    out = machine_view(name)
+    if out is None:
         fail(404, f"machine {name[:64]!r}: not a client of this server's inventory")
-    out = _view(c, e.db.last_boot(c["mac"]), e.collector.sample, snap.images)
-    out["boots"] = e.db.recent_boots(c["mac"], 20)
     return jsonify(out)

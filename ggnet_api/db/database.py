@@ -484,12 +484,52 @@ class Database:
         )
 
     def revoke_token(self, token_id: int) -> bool:
-        """False when there is no such token, or it is revoked already."""
-        cur = self.execute(
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
-            (time.time(), token_id),
-        )
+        """False when there is no such token, or it is revoked already.  The token's
+        console sessions end with it."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                (time.time(), token_id),
+            )
+            c.execute("DELETE FROM ui_sessions WHERE token_id = ?", (token_id,))
         return cur.rowcount > 0
+
+    # -- console sessions ---------------------------------------------------------------
+
+    def add_ui_session(self, session_hash: str, token_id: int, now: float, expires: float) -> None:
+        """A new console session; the expired ones go at the same time (so the table
+        holds at most the sessions still valid, and those made since)."""
+        with self.tx() as c:
+            c.execute("DELETE FROM ui_sessions WHERE expires <= ?", (now,))
+            c.execute(
+                "INSERT INTO ui_sessions (hash, token_id, created, expires) VALUES (?, ?, ?, ?)",
+                (session_hash, token_id, now, expires),
+            )
+
+    def ui_session(self, session_hash: str) -> dict[str, Any] | None:
+        """The session with its token's id, name, role and expiry, unless there is no
+        such session or its token is revoked; whether either expired is the caller's
+        to judge."""
+        return self.one(
+            "SELECT s.created, s.expires AS session_expires, t.id, t.name, t.role, t.expires "
+            "FROM ui_sessions s JOIN tokens t ON t.id = s.token_id "
+            "WHERE s.hash = ? AND t.revoked IS NULL",
+            (session_hash,),
+        )
+
+    def end_ui_session(self, session_hash: str) -> None:
+        self.execute("DELETE FROM ui_sessions WHERE hash = ?", (session_hash,))
+
+    def machine_jobs(self, client: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The machine jobs (reset, keep, release, apply) of one client, newest first."""
+        rows = self.query(
+            "SELECT * FROM jobs WHERE kind = 'machine' "
+            "AND json_extract(extravars, '$.client') = ? ORDER BY created DESC, id DESC LIMIT ?",
+            (client, limit),
+        )
+        for row in rows:
+            row["extravars"] = json.loads(row["extravars"])
+        return rows
 
 
 class _Tx:

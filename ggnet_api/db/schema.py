@@ -82,6 +82,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     revoked REAL,
     expires REAL
 );
+-- The web console's sign-ins (ggnet_api/web/sessions.py): a session's id is random and
+-- only its SHA-256 is kept; it lives until `expires`, sign-out, or its token's revocation.
+CREATE TABLE IF NOT EXISTS ui_sessions (
+    hash TEXT PRIMARY KEY,
+    token_id INTEGER NOT NULL REFERENCES tokens(id),
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ui_sessions_expires ON ui_sessions(expires);
 """
 
 

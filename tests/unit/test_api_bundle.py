@@ -55,3 +55,13 @@ def test_the_shipped_packages_travel_in_the_code_copy_too():
     code = set(ROLE_VARS["_ggnet_api_code_paths"])
     for path in ROLE_VARS["_ggnet_api_packages_paths"]:
         assert path.split("/")[0] in code, path
+
+
+def test_the_consoles_vendored_libraries_are_checked_and_node_modules_left_out():
+    # The console's htmx is gitignored (npm ci builds it): the role refuses to ship an
+    # API without it, and the bundles never carry node_modules (axe-core, tests only).
+    tasks = (ROOT / "roles/ggnet_api/tasks/install.yml").read_text()
+    for path in ROLE_VARS["_ggnet_api_web_vendor_files"]:
+        assert path.startswith("ggnet_api/web/static/vendor/"), path  # the package serves it
+    assert "_ggnet_api_web_vendor_files" in tasks
+    assert tasks.count("'--exclude=node_modules'") == 2
