@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import console
+from .. import console, redfish
 from ..chap import secret_problem
 from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
 from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
@@ -79,6 +79,10 @@ def _check_client(
     if "ggnet_lab_firmware" in hv:
         _choice(out, name, "ggnet_lab_firmware", hv["ggnet_lab_firmware"], LAB_FIRMWARES)
     _check_client_ip(out, name, hv.get("ggnet_ip"), info, ips)
+    bmc = hv.get(redfish.KEY)
+    if bmc is not None and bmc is not UNRESOLVED:
+        for key, shown, message in redfish.bmc_problems(bmc):
+            out.add(name, key, shown, message)
     pinned = hv.get("ggnet_chap_secret")
     # The same rule as the server secret: the PC's script and its target carry it.
     if pinned not in (None, "", UNRESOLVED) and (wrong := secret_problem(pinned)) is not None:
