@@ -15,7 +15,6 @@ namespace (tests/integration/test_power.py).
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Mapping
@@ -82,10 +81,14 @@ def wake_route(network: Mapping[str, Any]) -> Route:
     return Route(interface, str(net.broadcast))
 
 
-def check_interface(interface: str, sys_class_net: str = "/sys/class/net") -> None:
-    """WolError unless the interface exists on this machine (in this namespace)."""
-    if not os.path.exists(os.path.join(sys_class_net, interface)):
-        raise WolError(f"ggnet_network.interface: {interface!r} is not an interface of this server")
+def check_interface(interface: str) -> None:
+    """WolError unless the interface exists in this (thread's) network namespace."""
+    try:
+        socket.if_nametoindex(interface)
+    except OSError:
+        raise WolError(
+            f"ggnet_network.interface: {interface!r} is not an interface of this server"
+        ) from None
 
 
 def send(mac: object, route: Route, repeat: int = REPEAT, gap: float = REPEAT_GAP) -> float:
