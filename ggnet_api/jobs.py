@@ -163,8 +163,16 @@ class JobRunner:
         return None
 
     def submit(
-        self, kind: str, extravars: Any, requested_by: str, wait: bool = True
+        self,
+        kind: str,
+        extravars: Any,
+        requested_by: str,
+        wait: bool = True,
+        reuse_queued: bool = False,
     ) -> dict[str, Any]:
+        """Queue a job; reuse_queued: a job of the same kind and extra-vars still queued
+        is the answer instead (a wake pressed twice sends one packet, and a button
+        pressed in a loop cannot fill the queue)."""
         try:
             spec = job_spec(self.config["playbooks"], kind)
             checked = check_extravars(kind, spec, extravars)
@@ -180,6 +188,11 @@ class JobRunner:
         down = self.unavailable("privd" not in spec)
         if down:
             raise JobError(down, 503)
+        if reuse_queued:
+            with self._lock:
+                for queued_id, pending in self._pending.items():
+                    if pending == (kind, checked):
+                        return self._job(queued_id)
         queued = self.db.count_jobs("queued")
         if queued >= int(self.config["max_queued_jobs"]):
             raise JobError(f"the job queue is full ({queued} waiting); try again later", 503)

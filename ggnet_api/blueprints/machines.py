@@ -117,8 +117,9 @@ def _power_job(name: str, op: str, fields: set[str]):
         fail(400, "body.wait: must be true (queue behind a conflicting job) or false (409)")
     try:
         job = ext().jobs.submit(
-            "power", {"op": op, "client": name}, auth.principal_name(), wait=wait
-        )
+            "power", {"op": op, "client": name}, auth.principal_name(), wait=wait,
+            reuse_queued=True,
+        )  # fmt: skip
     except JobError as exc:
         fail(exc.status, str(exc))
     return accepted(job)

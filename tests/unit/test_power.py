@@ -274,6 +274,10 @@ def test_wake_is_an_operators_job_of_kind_power(app):
     job = resp.get_json()
     assert (job["kind"], job["playbook"]) == ("power", "privd:power")
     assert job["extravars"] == {"op": "wake", "client": "pc-01"}
+    # Pressed again while it waits: the same job, not a second packet in the queue.
+    again = client.post("/api/machines/pc-01/wake", headers=bearer(tokens["operator"]))
+    assert again.status_code == 202 and again.get_json()["id"] == job["id"]
+    assert app.extensions["ggnet"].db.count_jobs("queued") == 1
     body = client.get("/api/machines/pc-01", headers=bearer(tokens["viewer"])).get_json()
     assert body["power"] == {"bmc": False, "wake": None}
 
