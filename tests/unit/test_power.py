@@ -137,6 +137,21 @@ def test_the_validator_reports_a_bad_bmc_with_host_key_and_value(tmp_path):
     assert not any("hunter2-secret" in p for p in problems)
 
 
+def test_an_unresolved_bmc_password_is_reported_once(tmp_path):
+    hosts = hosts_yml(
+        """\
+        hosts:
+          pc-01:
+            ggnet_mac: "52:54:00:aa:00:01"
+            ggnet_bmc: {url: "https://10.213.1.21", username: admin, password: "{{ nope }}"}
+        """
+    )
+    inv = write_inventory(tmp_path / "inv", hosts, ALL)
+    problems = [str(p) for p in validate.validate(load_inventory(str(inv)))]
+    assert len(problems) == 1 and "ggnet_bmc.password" in problems[0], problems
+    assert "cannot be resolved" in problems[0]
+
+
 def test_bmc_power_refuses_an_unknown_action_before_any_request():
     bmc = redfish.Bmc(redfish.parse_bmc({**GOOD_BMC, "url": "http://127.0.0.1:9"}))
     with pytest.raises(redfish.BmcError, match="'reboot' is not one of on, off, cycle"):

@@ -81,8 +81,16 @@ def _check_client(
     _check_client_ip(out, name, hv.get("ggnet_ip"), info, ips)
     bmc = hv.get(redfish.KEY)
     if bmc is not None and bmc is not UNRESOLVED:
+        # A value this process could not template (a vaulted password without the vault
+        # password) was reported as such already: not again as a wrong one.
+        unresolved = (
+            {f"{redfish.KEY}.{k}" for k, v in bmc.items() if v is UNRESOLVED}
+            if isinstance(bmc, Mapping)
+            else set()
+        )
         for key, shown, message in redfish.bmc_problems(bmc):
-            out.add(name, key, shown, message)
+            if key not in unresolved:
+                out.add(name, key, shown, message)
     pinned = hv.get("ggnet_chap_secret")
     # The same rule as the server secret: the PC's script and its target carry it.
     if pinned not in (None, "", UNRESOLVED) and (wrong := secret_problem(pinned)) is not None:
