@@ -39,6 +39,7 @@ from ggnet_api.privileged import Privileged, privileged
 from ggnet_api.rate_limit import RateLimiter
 from ggnet_api.rollouts import Rollouts
 from ggnet_api.snapshot import CurrentInventory
+from ggnet_api.wakes import Wakes
 
 if TYPE_CHECKING:
     from ggnet_api.tracing_otel import Tracing
@@ -66,6 +67,7 @@ class Ggnet:
     # None: tracing is off (the `tracing` setting; ggnet_api/tracing.py).
     tracing: Tracing | None = None
     rollouts: Rollouts | None = None
+    wakes: Wakes | None = None
 
     def start(self) -> None:
         """Load the inventory, then start the threads: inventory watcher, collector, jobs."""
@@ -108,6 +110,11 @@ class Ggnet:
             ended = boot_sessions.observe(self.db, self.inventory.snapshot, sample)
         except Exception:  # the boots' expiry below must still run
             log.exception("following the boot sessions failed")
+        # A PC woken by a magic packet whose DHCP dnsmasq logged: its wake is confirmed
+        # (timed at this read of the log; a boot request timed earlier wins).
+        if self.wakes is not None:
+            for mac in sample.dhcp_macs or ():
+                self.wakes.seen(mac, sample.at, "dhcp")
         self.boot.expire(self.db)
         # Their next boot then only checks their writebacks (BootService).
         for name in ended:
@@ -137,19 +144,30 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     tracing = tracing_mod.setup(cfg)
     root = privileged(cfg, inventory, collector)
     root.tracing = tracing
+    wakes = Wakes(db, float(cfg["wake_timeout"]))
     ext = Ggnet(
         cfg,
         db,
         inventory,
         collector,
         BootService(cfg, inventory, root, locks, tracing=tracing),
-        JobRunner(db, cfg, root, locks=locks, snapshot=lambda: inventory.snapshot, tracing=tracing),
+        JobRunner(
+            db,
+            cfg,
+            root,
+            locks=locks,
+            snapshot=lambda: inventory.snapshot,
+            tracing=tracing,
+            wakes=wakes,
+        ),
         # Failed authentications per client address; 10000 addresses at the most.
         RateLimiter(int(cfg["auth_fail_limit"]), float(cfg["auth_fail_window"]), 10000),
         root,
         tracing=tracing,
+        wakes=wakes,
     )
     metrics = ext.metrics = Metrics(ext)
+    wakes.observe = metrics.observe_wake
     ext.rollouts = Rollouts(ext)
 
     app = Flask(__name__)

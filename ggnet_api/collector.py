@@ -48,6 +48,8 @@ class Sample:
     # DnsmasqCounters.rows() since the API started; None without a dnsmasq log file.
     dnsmasq: dict[str, list[list]] | None = None
     leases: int | None = None
+    # The MACs whose DHCP DISCOVER or REQUEST dnsmasq logged since the last collection.
+    dhcp_macs: list[str] = field(default_factory=list)
 
 
 def sample_to_json(sample: Sample) -> dict[str, Any]:
@@ -74,6 +76,7 @@ def sample_from_json(data: dict[str, Any]) -> Sample:
         target_stats=data.get("target_stats"),
         dnsmasq=data.get("dnsmasq"),
         leases=data.get("leases"),
+        dhcp_macs=list(data.get("dhcp_macs") or []),
     )
 
 
@@ -116,6 +119,7 @@ class Collector:
                 sample.target_stats = self.target_stats(snap)
         if self._dnsmasq is not None:
             sample.dnsmasq = self._dnsmasq.poll().rows()
+            sample.dhcp_macs = sorted(self._dnsmasq.seen)
         sample.leases = active_leases(self.config.get("lease_file"), sample.at)
         self.sample = sample
         return sample

@@ -81,7 +81,24 @@ PLAYBOOKS: dict[str, dict[str, Any]] = {
             "force": {"type": "bool"},
         },
     },
+    # Not a playbook: ggnet-privd's wake and power operations (ggnet_privd/ops.py), run
+    # as a job for its record, its events and its claim on the PC's power.
+    "power": {
+        "privd": "power",
+        "description": "power: wake a PC with a magic packet from the boot interface, or "
+        "switch it on, off or cycle it through its BMC (ggnet_bmc), the state read back",
+        "extravars": {
+            "op": {"type": "str", "enum": ["wake", "on", "off", "cycle"], "required": True},
+            "client": {"type": "str", "pattern": _NAME, "required": True},
+        },
+    },
 }
+
+
+def runs(spec: dict[str, Any]) -> str:
+    """What a job kind runs, as jobs record it: its playbook, or privd:<operation>."""
+    return f"privd:{spec['privd']}" if "privd" in spec else str(spec["playbook"])
+
 
 DEFAULTS: dict[str, Any] = {
     # Where the API keeps its SQLite file and one private data dir per job.
@@ -192,6 +209,12 @@ DEFAULTS: dict[str, Any] = {
     # batches (ggnet_privd/batches.py: one zfs read for every reset asked meanwhile);
     # the rollbacks they need run side by side, as many as this.
     "reset_workers": 16,
+    # A wake is confirmed by the PC's next DHCP or boot request within this many
+    # seconds of its magic packet, else it is unconfirmed (ggnet_api/wakes.py).
+    "wake_timeout": 300.0,
+    # How long a BMC power request waits for the state read back, and how often it reads.
+    "power_timeout": 60.0,
+    "power_poll": 1.0,
     # Start the background threads (tests that only need the routes turn it off).
     "background": True,
     # The fleet key that signs the calls between boot servers (/v1/status and every

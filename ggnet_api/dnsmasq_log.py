@@ -24,10 +24,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ggnet.net import is_valid_mac, normalize_mac
+
 from ggnet_api.boot_origin import parse_leases
 
 MAX_LINE = 4096
 MAX_READ = 4 << 20
+MAX_SEEN = 4096
 
 DHCP_TYPES = ("discover", "offer", "request", "ack", "nak", "decline", "release", "inform")
 # What dnsmasq appends to a DHCP line when it does not (or cannot) answer as asked
@@ -149,8 +152,12 @@ class DnsmasqLog:
         self.tail = LogTail(path, max_bytes)
         self.tftp_root = tftp_root
         self.counters = DnsmasqCounters()
+        # The MACs whose DISCOVER or REQUEST the last poll read (a woken PC's first
+        # sign, ggnet_api/wakes.py), at most MAX_SEEN of them.
+        self.seen: set[str] = set()
 
     def poll(self) -> DnsmasqCounters:
+        self.seen = set()
         self.feed(self.tail.read())
         return self.counters
 
@@ -179,6 +186,11 @@ class DnsmasqLog:
         if kind not in self.counters.dhcp:
             return  # DHCPv6's SOLICIT etc., or a line of log-dhcp's detail
         self.counters.dhcp[kind] += 1
+        if kind in ("discover", "request") and len(self.seen) < MAX_SEEN:
+            for word in rest.split(" ")[:2]:  # [address] MAC
+                if is_valid_mac(word):
+                    self.seen.add(normalize_mac(word))
+                    break
         if kind in ("offer", "ack"):
             return  # what follows the MAC is the PC's hostname, never a reason
         # rest: [address] MAC [reason]; a reason is one of dnsmasq's phrases.

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ggnet_api.config import ExtraVarsError, check_extravars, job_spec
+from ggnet_api.config import ExtraVarsError, check_extravars, job_spec, runs
 from ggnet_api.db.database import JOB_DONE, Database
 from ggnet_api.locks import Busy, Claim, Locks, describe, job_claim
 from ggnet_api.snapshot import Snapshot
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ggnet_api.privileged import Privileged
     from ggnet_api.tracing_otel import JobTrace, Tracing
+    from ggnet_api.wakes import Wakes
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ class JobRunner:
         locks: Locks | None = None,
         snapshot: Callable[[], Snapshot] = Snapshot,
         tracing: Tracing | None = None,
+        wakes: Wakes | None = None,
     ):
         self.db = db
+        # Where a power job's wake is recorded (its confirmation follows the PC's boot).
+        self.wakes = wakes
         # With tracing on, each run is a trace of its own (ggnet_api/tracing_otel.py),
         # linked to the request that submitted it: job id -> that request's span.
         self.tracing = tracing
@@ -139,11 +143,12 @@ class JobRunner:
 
     # -- API ------------------------------------------------------------------------
 
-    def unavailable(self) -> str | None:
-        """Why no job could run now (None: jobs run, or wait for a worker).
+    def unavailable(self, playbook: bool = True) -> str | None:
+        """Why no job could run now (None: jobs run, or wait for a worker); playbook:
+        the job runs a playbook (ansible-runner), not a privd operation.
 
         An app started without its background threads (tests) still queues jobs."""
-        if not self._has_runner:
+        if playbook and not self._has_runner:
             return (
                 "the job runner is not available: ansible-runner is not installed on this "
                 "server (the ggnet_api role's ggnet_api_jobs: false); install it to run jobs"
@@ -158,22 +163,36 @@ class JobRunner:
         return None
 
     def submit(
-        self, kind: str, extravars: Any, requested_by: str, wait: bool = True
+        self,
+        kind: str,
+        extravars: Any,
+        requested_by: str,
+        wait: bool = True,
+        reuse_queued: bool = False,
     ) -> dict[str, Any]:
+        """Queue a job; reuse_queued: a job of the same kind and extra-vars still queued
+        is the answer instead (a wake pressed twice sends one packet, and a button
+        pressed in a loop cannot fill the queue)."""
         try:
             spec = job_spec(self.config["playbooks"], kind)
             checked = check_extravars(kind, spec, extravars)
         except ExtraVarsError as exc:
             raise JobError(str(exc)) from None
-        playbook = Path(self.config["project_dir"]) / "playbooks" / spec["playbook"]
-        if not playbook.is_file():
-            raise JobError(
-                f"kind: {kind!r} runs playbooks/{spec['playbook']}, which this appliance does not have",
-                409,
-            )
-        down = self.unavailable()
+        if "privd" not in spec:
+            playbook = Path(self.config["project_dir"]) / "playbooks" / spec["playbook"]
+            if not playbook.is_file():
+                raise JobError(
+                    f"kind: {kind!r} runs playbooks/{spec['playbook']}, which this appliance does not have",
+                    409,
+                )
+        down = self.unavailable("privd" not in spec)
         if down:
             raise JobError(down, 503)
+        if reuse_queued:
+            with self._lock:
+                for queued_id, pending in self._pending.items():
+                    if pending == (kind, checked):
+                        return self._job(queued_id)
         queued = self.db.count_jobs("queued")
         if queued >= int(self.config["max_queued_jobs"]):
             raise JobError(f"the job queue is full ({queued} waiting); try again later", 503)
@@ -187,7 +206,7 @@ class JobRunner:
                     'submit it without "wait": false to queue it behind',
                     409,
                 )
-            self.db.add_job(job_id, kind, spec["playbook"], checked, requested_by)
+            self.db.add_job(job_id, kind, runs(spec), checked, requested_by)
             if self.tracing is not None:
                 self.tracing.note("ggnet.job.id", job_id)
                 self._links[job_id] = self.tracing.current_link()
@@ -336,6 +355,9 @@ class JobRunner:
             with self._lock:
                 link = self._links.pop(job_id, None)
             trace = self.tracing.job(job_id, job["kind"], job["playbook"], link)
+        if job["playbook"].startswith("privd:"):
+            self._run_op(job_id, job, trace)
+            return
         try:
             # The run is the privileged side's (ggnet_privd/playbooks.py): in ggnet-privd
             # when a socket is configured, in this process otherwise.  Its events come
@@ -354,6 +376,53 @@ class JobRunner:
         )
         if trace is not None:
             trace.end(state, result["rc"], detail)
+
+    def _run_op(self, job_id: str, job: dict[str, Any], trace: JobTrace | None) -> None:
+        """A job of a privd operation (kind power): one call, its lines as events."""
+        extravars = job["extravars"] or {}
+        op, client = str(extravars.get("op")), str(extravars.get("client"))
+        on_event = self._event_handler(job_id, trace)
+        counter = [0]
+
+        def note(event: str, stdout: str) -> None:
+            counter[0] += 1
+            on_event({"counter": counter[0], "event": event, "host": client, "stdout": stdout})
+
+        note("power_start", f"{op} {client}")
+        state, rc, detail = "successful", 0, None
+        try:
+            if op == "wake":
+                snap = self.snapshot()
+                mac = (snap.clients.get(client) or {}).get("mac")
+                if mac is None:
+                    raise OpError(
+                        f"extravars.client: {client!r} is no longer in the inventory", 404
+                    )
+                result = self.privileged.wake(mac)
+                if self.wakes is not None:
+                    self.wakes.sent(
+                        client, result["mac"], result["sent"], result["interface"], job_id
+                    )
+                note(
+                    "power_ok",
+                    f"magic packet for {result['mac']} sent from {result['interface']} "
+                    f"to {result['broadcast']}",
+                )
+            else:
+                result = self.privileged.power(client, op)
+                for line in result.get("steps") or []:
+                    note("power_step", str(line))
+                note("power_ok", f"{client} is {result['state']}")
+        except OpError as exc:
+            state, rc, detail = "failed", 1, str(exc)[:500]
+            note("power_failed", detail)
+        if job_id in self._cancel:
+            detail = (
+                detail + "; " if detail else ""
+            ) + "a power operation is not cancelled once asked"
+        self.db.update_job(job_id, state=state, rc=rc, finished=time.time(), detail=detail)
+        if trace is not None:
+            trace.end(state, rc, detail)
 
     def _event_handler(
         self, job_id: str, trace: JobTrace | None = None

@@ -84,6 +84,9 @@ def job_claim(kind: str, extravars: Mapping[str, Any], snap: Any) -> Claim:
         return Claim.of(every_image | {f"pc:{n}" for n in clients})
     if kind == "preflight":
         return Claim.of(set())
+    if kind == "power":
+        # One power request at a time per PC; a boot's reset or a machine job goes on.
+        return Claim.of({f"power:{extravars.get('client')}"})
     return Claim.of({ROOM})
 
 

@@ -26,11 +26,18 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from ggnet_api.boot_service import client_state
 from ggnet_api.db import instrument, stats
 from ggnet_api.db.stats import BOOT_BUCKETS, JOB_BUCKETS, SESSION_BUCKETS
+from ggnet_api.wakes import VIA, WAKE_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The *_created series double every counter and no dashboard of ours reads them.
@@ -487,6 +494,17 @@ class Metrics:
         )
         for action in ("promote", "rollback"):
             self.rollout_actions.labels(action=action)
+        self.wake_seconds = Histogram(
+            "ggnet_wake_to_request_seconds",
+            "From a wake's magic packet to the PC's first request that reached the server, "
+            "by what it was (boot: GET /boot/<mac>; dhcp: a DHCP message in dnsmasq's log, "
+            "timed when the log was read)",
+            ["via"],
+            buckets=WAKE_BUCKETS,
+            registry=self.registry,
+        )
+        for via in VIA:
+            self.wake_seconds.labels(via=via)
         # (the Sample object, its rendered block): the object itself is the key, so a
         # new collector run always misses even if Python reuses an id().
         self._sample_block: tuple[Any, bytes] | None = None
@@ -494,6 +512,9 @@ class Metrics:
         self._stats_block: tuple[tuple[int, Any], bytes] | None = None
         self._stats = StatsRenderer()
         self._lock = threading.Lock()
+
+    def observe_wake(self, seconds: float, via: str) -> None:
+        self.wake_seconds.labels(via=via).observe(seconds)
 
     def sample_block(self, sample) -> bytes:
         cached = self._sample_block

@@ -1,7 +1,7 @@
 """What the API asks of root: one interface, two ways.
 
 The API that faces the PCs runs without root; the named operations of ggnet_privd
-(reset, run_job, cancel_job, sample, approve) do what needs it.  `privileged(config,
+(reset, run_job, cancel_job, sample, approve, wake, power) do what needs it.  `privileged(config,
 ...)` gives the way the settings ask for:
 
 - no `privd_socket`: InProcess, which calls ggnet_privd's Ops in this process
@@ -67,6 +67,14 @@ class Privileged:
         """The commit id of the approval."""
         args = {"mac": mac, "name": name, "image": image, "groups": groups, "principal": principal}
         return str(self._op("approve", args)["commit"])
+
+    def wake(self, mac: str) -> dict[str, Any]:
+        """{client, mac, interface, broadcast, sent}: the magic packet went out."""
+        return dict(self._op("wake", {"mac": mac}))
+
+    def power(self, client: str, action: str) -> dict[str, Any]:
+        """{client, action, state, steps}: the state the BMC reported back."""
+        return dict(self._op("power", {"client": client, "action": action}))
 
     def _op(self, op: str, args: dict[str, Any], on_event: OnEvent | None = None) -> Any:
         if self.tracing is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggnet import boot_entries, model, rollout
+from ggnet import boot_entries, model, redfish, rollout
 from ggnet.inventory import InventoryError, load_inventory
 from ggnet.inventory_repo import commit_of
 from ggnet.settings import default, is_secret_key
@@ -50,6 +50,9 @@ class Snapshot:
     # (a problem until the targets file gives them).
     chap_unresolved: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Each PC's ggnet_bmc as the inventory gives it (ggnet.redfish parses it where the
+    # power is switched, in ggnet-privd); its password never leaves the snapshot.
+    bmcs: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: tuple[str, ...] = ()
     # The inventory repository's commit the snapshot was loaded at (None: not in git).
     commit: str | None = None
@@ -148,6 +151,7 @@ def build_snapshot(
         chap=chap,
         chap_unresolved=unresolved,
         secrets=tuple(sorted(secrets)),
+        bmcs={n: hostvars[n][redfish.KEY] for n in clients if hostvars[n].get(redfish.KEY)},
         problems=tuple(problems) + tuple(unresolved[n] for n in sorted(unresolved)),
     )
 

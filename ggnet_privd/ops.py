@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ggnet import iscsi, lun_release, storage
+from ggnet import iscsi, lun_release, redfish, storage, wol
 from ggnet.net import normalize_mac
 from ggnet.zfs import Zfs
 
@@ -39,6 +39,8 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "cancel_job": ("job_id",),
     "sample": (),
     "approve": ("mac", "name", "image", "groups", "principal"),
+    "wake": ("mac",),
+    "power": ("client", "action"),
 }
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 # Who approved goes into a commit message and a YAML comment: one printable line.
@@ -174,6 +176,8 @@ class Ops:
             checked = check_extravars(kind, spec, extravars)
         except ExtraVarsError as exc:
             raise OpError(str(exc)) from None
+        if "privd" in spec:
+            raise OpError(f"kind: {kind!r} runs no playbook (the API calls its operation)")
         if "client" in checked:
             self._client(checked["client"], "extravars.client")
         return self.runs.run(job_id, spec["playbook"], checked, emit)
@@ -212,6 +216,57 @@ class Ops:
         except approval.ApprovalError as exc:
             raise OpError(str(exc), exc.status, exc.problems) from None
         return {"commit": commit}
+
+    def op_wake(self, mac: Any) -> dict[str, Any]:
+        """Send the magic packet for an inventory PC's MAC out of the boot interface
+        (ggnet.wol).  Only the MAC of a client of this server's inventory: nobody can
+        make the server wake, or flood, an arbitrary address."""
+        try:
+            normal = normalize_mac(mac)
+        except ValueError as exc:
+            raise OpError(f"args.mac: {str(mac)[:40]!r} {exc}") from None
+        snap = self.inventory.snapshot
+        name = snap.by_mac.get(normal)
+        if name is None or name not in snap.clients:
+            raise OpError(
+                f"args.mac: {normal} is not the MAC of a client of this server's inventory", 404
+            )
+        try:
+            route = wol.wake_route(snap.network)
+            sent = wol.send(normal, route)
+        except wol.WolError as exc:
+            raise OpError(f"wake {name}: {exc}", 409) from None
+        return {
+            "client": name,
+            "mac": normal,
+            "interface": route.interface,
+            "broadcast": f"{route.broadcast}:{route.port}",
+            "sent": sent,
+        }
+
+    def op_power(self, client: Any, action: Any) -> dict[str, Any]:
+        """Power a PC on, off or cycle it through the BMC its inventory names, each
+        state read back (ggnet.redfish).  The BMC's password stays here."""
+        name = self._client(client)
+        if action not in redfish.ACTIONS:
+            raise OpError(
+                f"args.action: {str(action)[:40]!r} is not one of {', '.join(redfish.ACTIONS)}"
+            )
+        value = self.inventory.snapshot.bmcs.get(name)
+        if value is None:
+            raise OpError(f"{name}: the inventory names no BMC for it ({redfish.KEY})", 409)
+        steps: list[str] = []
+        try:
+            bmc = redfish.Bmc(redfish.parse_bmc(value))
+            state = bmc.power(
+                action,
+                float(self.config.get("power_timeout", redfish.TIMEOUT)),
+                float(self.config.get("power_poll", redfish.POLL)),
+                steps.append,
+            )
+        except redfish.BmcError as exc:
+            raise OpError(f"{name}: power {action}: {exc}", 502) from None
+        return {"client": name, "action": action, "state": state, "steps": steps}
 
     # -- checks ---------------------------------------------------------------------------
 

@@ -130,6 +130,9 @@ def script(raw_mac: str):
             f"from {source}, which is not its fixed address, DHCP lease or neighbour entry"
         )
         return _text(e.boot.refusal_script(message, _api_url(), mac))
+    # The PC is up: a wake pending for it is confirmed (ggnet_api/wakes.py).
+    if e.wakes is not None:
+        e.wakes.seen(mac, time.time(), "boot")
     # The image the PC boots now: boot durations are compared per image.
     image = snap.clients[name].get("image")
     token = e.boot.new_token()

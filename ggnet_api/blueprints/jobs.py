@@ -26,6 +26,7 @@ from ggnet_api.blueprints.common import (
     json_body,
     page_cursor,
 )
+from ggnet_api.config import runs
 from ggnet_api.db.database import JOB_DONE
 from ggnet_api.jobs import JobError
 
@@ -113,7 +114,7 @@ def playbooks():
         out.append(
             {
                 "kind": kind,
-                "playbook": spec["playbook"],
+                "playbook": runs(spec),
                 "description": spec.get("description", ""),
                 "extravars": {
                     k: {

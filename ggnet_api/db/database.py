@@ -108,6 +108,46 @@ class Database:
         """Raises when the database cannot be read."""
         self.one("SELECT 1 AS ok")
 
+    # -- wakes (ggnet_api/wakes.py) ------------------------------------------------------
+
+    def add_wake(
+        self, client: str, mac: str, sent: float, interface: str, job_id: str | None
+    ) -> None:
+        self.execute(
+            "INSERT INTO wakes (client, mac, sent, interface, job_id) VALUES (?, ?, ?, ?, ?)",
+            (client, mac, sent, interface, job_id),
+        )
+
+    def confirm_wake(self, mac: str, sent: float, at: float, via: str) -> float | None:
+        """Mark the MAC's latest wake (sent at `sent`) confirmed at `at`: the seconds
+        from its packet, or None when it is not that wake or already confirmed."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT id, sent, confirmed FROM wakes WHERE mac = ? ORDER BY id DESC LIMIT 1",
+                (mac,),
+            ).fetchone()
+            if row is None or row[2] is not None or row[1] != sent:
+                return None
+            c.execute("UPDATE wakes SET confirmed = ?, via = ? WHERE id = ?", (at, via, row[0]))
+        return at - sent
+
+    def last_wake(self, mac: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM wakes WHERE mac = ? ORDER BY id DESC LIMIT 1", (mac,))
+
+    def last_wakes(self) -> dict[str, dict[str, Any]]:
+        """The latest wake of every MAC that has one."""
+        rows = self.query(
+            "SELECT w.* FROM wakes w JOIN (SELECT mac, MAX(id) AS id FROM wakes GROUP BY mac) l "
+            "ON w.id = l.id"
+        )
+        return {r["mac"]: r for r in rows}
+
+    def pending_wakes(self, since: float) -> list[dict[str, Any]]:
+        """Each MAC's latest wake when it is unconfirmed and sent after `since`."""
+        return [
+            w for w in self.last_wakes().values() if w["confirmed"] is None and w["sent"] > since
+        ]
+
     # -- jobs ---------------------------------------------------------------------------
 
     def add_job(

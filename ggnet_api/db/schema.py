@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS discovered (
     approved_at REAL,
     job_id TEXT
 );
+-- Magic packets sent (ggnet_api/wakes.py): when, from which interface, by which job,
+-- and the PC's first request after it (confirmed: its time, via: boot or dhcp).
+CREATE TABLE IF NOT EXISTS wakes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    sent REAL NOT NULL,
+    interface TEXT,
+    job_id TEXT,
+    confirmed REAL,
+    via TEXT
+);
+CREATE INDEX IF NOT EXISTS wakes_mac ON wakes(mac, id);
 -- How many times the API process has started with this database (/metrics' restarts).
 CREATE TABLE IF NOT EXISTS api_starts (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (

@@ -103,6 +103,8 @@ CLIENT_KEYS = frozenset(
         "ggnet_console_vnc",
         "ggnet_chap_secret",
         "ggnet_node_group",
+        # A BMC to power the PC through (ggnet.redfish).
+        "ggnet_bmc",
     }
 )
 # The server settings; all but ggnet_images are mappings with DEFAULTS.  ggnet_images

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import console
+from .. import console, redfish
 from ..chap import secret_problem
 from ..net import check_iqn_name, initiator_iqn, normalize_mac, target_iqn
 from ..settings import BOOT_MODES, CLIENT_DEFAULTS, LAB_FIRMWARES, SETTINGS_KEYS
@@ -79,6 +79,18 @@ def _check_client(
     if "ggnet_lab_firmware" in hv:
         _choice(out, name, "ggnet_lab_firmware", hv["ggnet_lab_firmware"], LAB_FIRMWARES)
     _check_client_ip(out, name, hv.get("ggnet_ip"), info, ips)
+    bmc = hv.get(redfish.KEY)
+    if bmc is not None and bmc is not UNRESOLVED:
+        # A value this process could not template (a vaulted password without the vault
+        # password) was reported as such already: not again as a wrong one.
+        unresolved = (
+            {f"{redfish.KEY}.{k}" for k, v in bmc.items() if v is UNRESOLVED}
+            if isinstance(bmc, Mapping)
+            else set()
+        )
+        for key, shown, message in redfish.bmc_problems(bmc):
+            if key not in unresolved:
+                out.add(name, key, shown, message)
     pinned = hv.get("ggnet_chap_secret")
     # The same rule as the server secret: the PC's script and its target carry it.
     if pinned not in (None, "", UNRESOLVED) and (wrong := secret_problem(pinned)) is not None:
