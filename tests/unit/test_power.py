@@ -2,7 +2,7 @@
 wakes confirmed by the PC's next request, privd's refusals, the API's power routes.
 
 Sending for real (SO_BINDTODEVICE in a network namespace) and the Redfish emulator are
-tests/integration/test_power.py's."""
+tests/integration/test_power_on_the_wire.py's."""
 
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def test_dnsmasq_log_names_the_macs_that_asked_for_an_address(tmp_path):
 
 
 # No test here may send a packet on a real NIC: the inventory's boot interface is one
-# no machine has (tests/integration/test_power.py sends in a namespace of its own).
+# no machine has (tests/integration/test_power_on_the_wire.py sends in a namespace of its own).
 ABSENT_IF = ALL.replace("interface: eth1", "interface: ggtest-none0")
 
 
