@@ -123,13 +123,18 @@ def _power_job(name: str, op: str, fields: set[str]):
     if not isinstance(wait, bool):
         fail(400, "body.wait: must be true (queue behind a conflicting job) or false (409)")
     try:
-        job = ext().jobs.submit(
-            "power", {"op": op, "client": name}, auth.principal_name(), wait=wait,
-            reuse_queued=True,
-        )  # fmt: skip
+        job = submit_power(name, op, wait)
     except JobError as exc:
         fail(exc.status, str(exc))
     return accepted(job)
+
+
+def submit_power(name: str, op: str, wait: bool = True) -> dict:
+    """Queue a power job (op wake, on, off or cycle) for client NAME; a press again
+    while the same job is queued gets that job.  JobError when it cannot start."""
+    return ext().jobs.submit(
+        "power", {"op": op, "client": name}, auth.principal_name(), wait=wait, reuse_queued=True
+    )
 
 
 @bp.post("/machines/<name>/wake")

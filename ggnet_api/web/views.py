@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from ggnet import redfish
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
@@ -348,8 +349,16 @@ def _row(m: dict) -> dict[str, Any]:
         "writeback": _size(m["writeback_bytes"]),
         "last_boot": _when(last.get("started")),
         "took": _seconds(last.get("duration")),
+        # A wake not yet answered by the PC's next request: "wake sent" / "wake unconfirmed".
+        "wake": _wake_badge(m),
     }
     return {k: v if isinstance(v, bool) else escape(v) for k, v in cells.items()}
+
+
+def _wake_badge(m: dict) -> str:
+    wake = (m.get("power") or {}).get("wake") or {}
+    state = wake.get("state")
+    return f"wake {state}" if state in ("sent", "unconfirmed") else ""
 
 
 @bp.get("/")
@@ -474,6 +483,48 @@ def machine_apply(name: str):
             "Go back, describe what changed in the comment box, and apply again.",
         )
     return _start_machine_job(name, {"op": "apply", "comment": comment})
+
+
+@bp.post("/machines/<name>/wake")
+@needs("operator")
+def machine_wake(name: str):
+    return _start_power_job(name, "wake")
+
+
+@bp.post("/machines/<name>/power")
+@needs("operator")
+def machine_power(name: str):
+    action = request.form.get("action", "")
+    if action not in redfish.ACTIONS:
+        raise Refused(
+            400,
+            "Bad form",
+            f"power: {action[:10]!r} is not one of {', '.join(redfish.ACTIONS)}.",
+            "Use the power buttons of the machine's page.",
+        )
+    m = _machine_or_404(name)
+    if not (m.get("power") or {}).get("bmc"):
+        raise Refused(
+            409,
+            "No BMC",
+            f"{name}: the inventory names no BMC for it ({redfish.KEY}).",
+            "Wake it instead, or add its BMC to the inventory.",
+        )
+    return _start_power_job(name, action)
+
+
+def _start_power_job(name: str, op: str):
+    _machine_or_404(name)
+    try:
+        job = machines_api.submit_power(name, op)
+    except JobError as exc:
+        raise Refused(
+            exc.status,
+            "Not started",
+            f"{name}: {exc}",
+            "Wait for the job holding this machine, then press again.",
+        ) from None
+    return redirect(url_for("ui.job", job_id=job["id"]), 303)
 
 
 # -- jobs --------------------------------------------------------------------------------

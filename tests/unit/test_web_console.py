@@ -232,6 +232,25 @@ def test_maintenance_and_apply_start_machine_jobs(app, db):
     assert resp.status_code == 400
 
 
+def test_wake_is_a_power_job_and_power_needs_a_bmc(app, db):
+    client = app.test_client()
+    sign_in(client, token_of(db, "operator"))
+    csrf = csrf_of(client)
+    assert 'id="wake-pc-01"' in client.get("/ui/machines").get_data(as_text=True)
+    resp = client.post("/ui/machines/pc-01/wake", data={"csrf": csrf})
+    job = db.one("SELECT * FROM jobs")
+    assert resp.status_code == 303 and resp.headers["Location"] == f"/ui/jobs/{job['id']}"
+    assert (job["kind"], job["requested_by"]) == ("power", "web-operator")
+    assert '"op": "wake"' in job["extravars"] and '"client": "pc-01"' in job["extravars"]
+    page = client.get("/ui/machines/pc-01").get_data(as_text=True)
+    assert "wake-on-LAN only" in page and 'id="power-off"' not in page
+    resp = client.post("/ui/machines/pc-01/power", data={"csrf": csrf, "action": "off"})
+    assert resp.status_code == 409 and "names no BMC" in resp.get_data(as_text=True)
+    resp = client.post("/ui/machines/pc-01/power", data={"csrf": csrf, "action": "melt"})
+    assert resp.status_code == 400 and "&#39;melt&#39; is not one of" in resp.get_data(as_text=True)
+    assert len(db.query("SELECT * FROM jobs")) == 1
+
+
 def test_an_unknown_machine_job_or_page_is_a_clear_404(app, db):
     client = app.test_client()
     sign_in(client, token_of(db, "operator"))
