@@ -10,7 +10,6 @@ drop the browser's connections the way a flaky network does."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import socket
@@ -21,13 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-from ggnet_testing.api_project import make_project, settings
+from ggnet_testing.api_project import make_project, serve_api, settings
 from ggnet_testing.daemons import daemons_fixture, free_port, wait_for  # noqa: F401  (a fixture)
-
-from ggnet_api.auth import new_token
-from ggnet_api.db.database import Database
-from ggnet_cli import serve
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,25 +114,7 @@ def api(tmp_path, daemons):
         ui_poll_seconds=0.5,
         lease_file=str(leases),
     )
-    cfg_path = tmp_path / "api.yml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    db = Database(str(Path(cfg["state_dir"]) / "api.db"))
-    token = new_token()
-    db.add_token("desk-admin", "admin", token)
-    port = free_port()
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
-    argv = serve.gunicorn_argv(parser.parse_args(["--bind", f"127.0.0.1:{port}"]), VENV_PYTHON)
-    argv[-1:-1] = ["--env", f"GGNET_API_CONFIG={cfg_path}"]
-    daemons.start(argv, tmp_path / "gunicorn.log", group=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        with contextlib.suppress(OSError):
-            return urllib.request.urlopen(url + "/health", timeout=2).status == 200
-        return False
-
-    wait_for("the API", up, timeout=60)
+    url, port, db, token = serve_api(daemons, tmp_path, cfg, "desk-admin", "admin")
     relay = Relay(port)
     yield {
         "url": url,

@@ -167,3 +167,45 @@ OLD_BOOTS_TABLE = (
     "DEFAULT 'requested', stage_at REAL, result TEXT NOT NULL DEFAULT 'pending', "
     "duration REAL, detail TEXT{})"
 )
+
+
+def serve_api(daemons, tmp_path, cfg: dict, token_name: str, role: str):
+    """The API as `ggnet serve` runs it (gunicorn, one worker) on a free loopback port
+    with settings CFG, once /health answers: (url, port, its Database, a ROLE token
+    named TOKEN_NAME)."""
+    import argparse
+    import contextlib
+    import urllib.request
+    from pathlib import Path
+
+    import yaml
+
+    from ggnet_api.auth import new_token
+    from ggnet_api.db.database import Database
+    from ggnet_cli import serve
+
+    from .daemons import free_port, wait_for
+
+    cfg_path = tmp_path / "api.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    db = Database(str(Path(cfg["state_dir"]) / "api.db"))
+    token = new_token()
+    db.add_token(token_name, role, token)
+    port = free_port()
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    argv = serve.gunicorn_argv(
+        parser.parse_args(["--bind", f"127.0.0.1:{port}"]),
+        str(Path(sys.executable).parent / "python"),
+    )
+    argv[-1:-1] = ["--env", f"GGNET_API_CONFIG={cfg_path}"]
+    daemons.start(argv, tmp_path / "gunicorn.log", group=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        with contextlib.suppress(OSError):
+            return urllib.request.urlopen(url + "/health", timeout=2).status == 200
+        return False
+
+    wait_for("the API", up, timeout=60)
+    return url, port, db, token
