@@ -89,13 +89,15 @@ def _summary(per_seed: dict, methods: tuple[str, ...], held_out: bool) -> dict:
     all of them meet the goals; nothing for a role with no seed in this run."""
     out = {}
     for name in methods:
-        runs = {
-            s: r["methods"][name] for s, r in per_seed.items() if (int(s) not in TUNING) == held_out
+        runs = {  # in seed order, as "seeds" lists them
+            s: per_seed[s]["methods"][name]
+            for s in sorted(per_seed, key=int)
+            if (int(s) not in TUNING) == held_out
         }
         if not runs:  # none of this role in this run (GGNET_ANOMALY_SEEDS)
             continue
         out[name] = {
-            "seeds": sorted(int(s) for s in runs),
+            "seeds": [int(s) for s in runs],
             "precision": [r["precision"] for r in runs.values()],
             "recall": [r["recall"] for r in runs.values()],
             "median_delay_min": [r["median_delay_min"] for r in runs.values()],
