@@ -53,3 +53,19 @@ def test_a_role_with_no_seed_in_the_run_claims_nothing():
     held = bench_anomaly.HELD_OUT[0]
     per_seed = {str(held): {"methods": {"ggnet": {"precision": 1.0, "meets_goals": True}}}}
     assert bench_anomaly._summary(per_seed, ("ggnet",), held_out=False) == {}
+
+
+def test_summary_lists_figures_in_the_order_of_its_seeds():
+    # per_seed follows the run's order (4242, 777, 13 once): "seeds" is sorted, and
+    # every figure must follow it, or a seed's figures are printed under another's.
+    held = sorted(s for s in (90001, 90002) if s not in bench_anomaly.TUNING)
+    per_seed = {
+        str(held[1]): {"methods": {"ggnet": {"precision": 0.8, "recall": 0.8,
+                                             "median_delay_min": 12, "meets_goals": False}}},
+        str(held[0]): {"methods": {"ggnet": {"precision": 0.95, "recall": 0.95,
+                                             "median_delay_min": 5, "meets_goals": True}}},
+    }  # fmt: skip
+    out = bench_anomaly._summary(per_seed, ("ggnet",), held_out=True)["ggnet"]
+    assert out["seeds"] == held
+    assert out["precision"] == [0.95, 0.8]
+    assert out["median_delay_min"] == [5, 12]
