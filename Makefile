@@ -56,8 +56,13 @@ test-integration: deps
 test-lab: deps
 	$(PYTEST) -m lab
 
+# verify's failures are printed again at the end (scripts/junit_failures.py): the
+# destroy's output comes after them, and a CI log may keep only its tail.
+MOLECULE_JUNIT = .cache/molecule-verify.xml
 molecule: deps
-	cd molecule/.. && $(BIN)/molecule test -s default
+	@rm -f $(MOLECULE_JUNIT)
+	cd molecule/.. && $(BIN)/molecule test -s default \
+		|| { $(BIN)/python scripts/junit_failures.py $(MOLECULE_JUNIT); exit 1; }
 
 # Fastest first: lint and the unit tier fail a broken build in about a minute, before
 # the daemons, the lab VM and molecule take their tens of minutes.
