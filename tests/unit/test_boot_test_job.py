@@ -257,6 +257,17 @@ def test_a_failing_boot_rejects_the_candidate(tmp_path):
     assert driver.targets == {} and CLONE not in pool.props
 
 
+def test_the_record_is_written_before_the_state_it_explains(tmp_path):
+    # The API's collector reads ZFS between any two commands: whoever sees the new
+    # state must find the record that says why.
+    _result, pool, _driver, _runner = _run(tmp_path, STATES)
+
+    def first(prefix: str) -> int:
+        return next(i for i, c in enumerate(pool.changes) if any(a.startswith(prefix) for a in c))
+
+    assert first(P_BOOT_TEST + "=") < first("ggnet:state=")
+
+
 def test_the_secret_is_nowhere_in_result_record_or_zfs_commands(tmp_path):
     driver = FakeDriver()
     runner = FakeRunner(driver, passed=False, reason="CHAP refused SECRET")

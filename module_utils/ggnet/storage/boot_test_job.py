@@ -248,17 +248,20 @@ def _boot_test(
                         secret, result)  # fmt: skip
         record = _record(outcome, setup)
         new_state = rollout.TESTED if record["passed"] else rollout.REJECTED
+        # The record is written before the state: the API's collector reads ZFS between
+        # any two of these calls, and whoever sees the new state must find its record.
+        record["state"] = new_state
+        zfs.set(target.snapshot, {P_BOOT_TEST: format_boot_test(record)})
         try:
             moved = set_state(cfg, images, image_name, version, new_state, zfs=zfs)
         except StorageError as exc:
             # e.g. the inventory pins this version: the record still says what happened.
             result.warnings.append(f"{where}: the state stays {target.state}: {exc}")
-            new_state = target.state
+            new_state = record["state"] = target.state
+            zfs.set(target.snapshot, {P_BOOT_TEST: format_boot_test(record)})
         else:
             result.actions += moved.actions
             result.warnings += moved.warnings
-        record["state"] = new_state
-        zfs.set(target.snapshot, {P_BOOT_TEST: format_boot_test(record)})
         result.actions.append(
             Action("record_boot_test", target.snapshot, "passed" if record["passed"] else "failed")
         )
